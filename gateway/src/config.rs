@@ -1,0 +1,721 @@
+//! The gateway configuration: one typed struct, shared with the operator, validated once.
+//!
+//! The operator renders this type into the `<name>-gateway` ConfigMap; a standalone gateway
+//! reads it from `--config gateway.yaml`. Field names are camelCase like the Kubernetes
+//! resource they come from, and durations are strings such as `30s` or `2160h`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Everything a gateway process needs to know, validated by [`GatewayConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Absent: clients speak plain `ws://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Absent: the gateway never pings clients on its own.
+    #[serde(default = "default_heartbeat", skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatConfig>,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub drain: DrainConfig,
+}
+
+/// Where clients connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenConfig {
+    #[serde(default = "default_listen_address")]
+    pub address: SocketAddr,
+    /// Only upgrades on this path are accepted; others get 404.
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+/// Where Prometheus metrics, `/healthz` and `/readyz` are served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default = "default_metrics_address")]
+    pub address: SocketAddr,
+}
+
+/// The serving certificate; both files are re-read when they change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The WebSocket server that the gateway forwards to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `ws://host:port/path` or `wss://host:port/path`; the client's query string is appended.
+    pub url: String,
+    /// TCP (and TLS) connect budget; exceeding it answers the client 504.
+    #[serde(default = "default_connect_timeout", with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// Budget for the upstream's handshake answer; exceeding it answers the client 504.
+    #[serde(default = "default_upstream_handshake_timeout", with = "duration_text")]
+    pub handshake_timeout: Duration,
+    /// PEM bundle that `wss://` upstream certificates must chain to; absent: the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Who may connect.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
+    /// Exact `Origin` values accepted; empty: any origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Empty: every address not denied is allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allow: Vec<IpNet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_deny: Vec<IpNet>,
+    /// Peers whose `X-Forwarded-For` header is believed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// JSON Web Token checks on the upgrade request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`; absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `aud` must contain one of these; empty: not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Accepted algorithms; all must share one key family (HMAC, RSA or EC).
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// HMAC secret (raw bytes) or PEM public key, re-read when it changes.
+    pub key_file: PathBuf,
+    /// Where the token may be carried, tried in this order.
+    #[serde(default = "default_token_sources")]
+    pub token_from: Vec<TokenSource>,
+    /// Query parameter that carries the token when `query` is a source.
+    #[serde(default = "default_query_parameter")]
+    pub query_parameter: String,
+    /// Claims copied into request headers for the upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_claims: Vec<ForwardedClaim>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "duration_text")]
+    pub leeway: Duration,
+}
+
+/// A signing algorithm; `none` is deliberately absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+}
+
+/// The kind of key an algorithm verifies with; one config uses one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyFamily {
+    Hmac,
+    Rsa,
+    Ec,
+}
+
+impl JwtAlgorithm {
+    pub fn key_family(self) -> KeyFamily {
+        use JwtAlgorithm::*;
+        match self {
+            HS256 | HS384 | HS512 => KeyFamily::Hmac,
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => KeyFamily::Rsa,
+            ES256 | ES384 => KeyFamily::Ec,
+        }
+    }
+}
+
+/// Where a client may carry its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Header,
+    /// `?<queryParameter>=<token>`.
+    Query,
+    /// A `Sec-WebSocket-Protocol` entry `bearer.<token>`; it is removed before forwarding.
+    Subprotocol,
+}
+
+/// One claim forwarded upstream as a request header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForwardedClaim {
+    pub claim: String,
+    pub header: String,
+}
+
+/// Admission and relay limits, per gateway process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Beyond this many live connections, handshakes are refused with 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// New connections per client IP; beyond it handshakes are refused with 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_per_ip: Option<Rate>,
+    /// Messages per connection in either direction; beyond it the connection is closed 1008.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_connection: Option<Rate>,
+    /// Largest message in either direction; beyond it the connection is closed 1009.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+    /// Budget for a client to send its whole upgrade request (slowloris guard).
+    #[serde(default = "default_client_handshake_timeout", with = "duration_text")]
+    pub handshake_timeout: Duration,
+    /// Largest upgrade request head accepted; beyond it the answer is 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+/// A token bucket: `perSecond` refill, `burst` capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Pings sent to idle clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// A client silent this long is pinged.
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    /// A pinged client silent this much longer is closed.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+}
+
+/// What happens to permessage-deflate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    /// Negotiated between client and upstream; compressed frames pass through untouched.
+    #[default]
+    Passthrough,
+    /// The offer is removed from the forwarded handshake.
+    Off,
+}
+
+/// Shutdown on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Live connections are closed 1001, spread over this period.
+    #[serde(with = "duration_text")]
+    pub grace_period: Duration,
+}
+
+/// A configuration problem, naming the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// A config with defaults everywhere, forwarding to `upstream_url`.
+    pub fn for_upstream(upstream_url: impl Into<String>) -> Self {
+        Self {
+            listen: ListenConfig::default(),
+            metrics: MetricsConfig::default(),
+            tls: None,
+            upstream: UpstreamConfig {
+                url: upstream_url.into(),
+                connect_timeout: default_connect_timeout(),
+                handshake_timeout: default_upstream_handshake_timeout(),
+                ca_file: None,
+            },
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            heartbeat: default_heartbeat(),
+            compression: Compression::default(),
+            drain: DrainConfig::default(),
+        }
+    }
+
+    /// Parses YAML and validates the result.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = serde_yaml::from_str(text).map_err(|err| {
+            let field = err
+                .location()
+                .map(|at| format!("line {} column {}", at.line(), at.column()))
+                .unwrap_or_else(|| "config".to_owned());
+            ConfigError::new(field, err.to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a YAML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading gateway config {}", path.display()))?;
+        Self::from_yaml(&text).with_context(|| format!("invalid gateway config {}", path.display()))
+    }
+
+    /// Renders the config as YAML, the form the operator writes into a ConfigMap.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("gateway config always serializes")
+    }
+
+    /// Checks what the types alone cannot; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.path.starts_with('/') {
+            return Err(ConfigError::new(
+                "listen.path",
+                format!("must start with '/', got {:?}", self.listen.path),
+            ));
+        }
+        if self.listen.address == self.metrics.address {
+            return Err(ConfigError::new(
+                "metrics.address",
+                format!("must differ from listen.address {}", self.listen.address),
+            ));
+        }
+        self.upstream.validate()?;
+        if let Some(jwt) = &self.auth.jwt {
+            jwt.validate()?;
+        }
+        for (index, origin) in self.auth.allowed_origins.iter().enumerate() {
+            if origin.is_empty() || origin.ends_with('/') {
+                return Err(ConfigError::new(
+                    format!("auth.allowedOrigins[{index}]"),
+                    format!(
+                        "must be scheme://host[:port] without a trailing slash, got {origin:?}"
+                    ),
+                ));
+            }
+        }
+        self.limits.validate()?;
+        if let Some(heartbeat) = &self.heartbeat {
+            positive("heartbeat.interval", heartbeat.interval)?;
+            positive("heartbeat.timeout", heartbeat.timeout)?;
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let rest = self
+            .url
+            .strip_prefix("ws://")
+            .or_else(|| self.url.strip_prefix("wss://"))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "upstream.url",
+                    format!("scheme must be ws:// or wss://, got {:?}", self.url),
+                )
+            })?;
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(ConfigError::new(
+                "upstream.url",
+                format!("has no host: {:?}", self.url),
+            ));
+        }
+        positive("upstream.connectTimeout", self.connect_timeout)?;
+        positive("upstream.handshakeTimeout", self.handshake_timeout)
+    }
+}
+
+impl JwtConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let families: BTreeSet<KeyFamily> =
+            self.algorithms.iter().map(|alg| alg.key_family()).collect();
+        match families.len() {
+            0 => Err(ConfigError::new(
+                "auth.jwt.algorithms",
+                "must name at least one algorithm",
+            )),
+            1 => Ok(()),
+            _ => Err(ConfigError::new(
+                "auth.jwt.algorithms",
+                format!(
+                    "must share one key type (HMAC, RSA or EC) to rule out algorithm confusion, got {:?}",
+                    self.algorithms
+                ),
+            )),
+        }?;
+        if self.token_from.is_empty() {
+            return Err(ConfigError::new(
+                "auth.jwt.tokenFrom",
+                "must name at least one source",
+            ));
+        }
+        if self.query_parameter.is_empty() {
+            return Err(ConfigError::new(
+                "auth.jwt.queryParameter",
+                "must not be empty",
+            ));
+        }
+        for (index, forwarded) in self.forward_claims.iter().enumerate() {
+            let valid_header = !forwarded.header.is_empty()
+                && forwarded
+                    .header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !valid_header {
+                return Err(ConfigError::new(
+                    format!("auth.jwt.forwardClaims[{index}].header"),
+                    format!(
+                        "must be letters, digits and '-', got {:?}",
+                        forwarded.header
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "limits.maxConnections",
+                "must be at least 1",
+            ));
+        }
+        if let Some(rate) = &self.connections_per_ip {
+            rate.validate("limits.connectionsPerIp")?;
+        }
+        if let Some(rate) = &self.messages_per_connection {
+            rate.validate("limits.messagesPerConnection")?;
+        }
+        if !(125..=(1 << 30)).contains(&self.max_message_bytes) {
+            return Err(ConfigError::new(
+                "limits.maxMessageBytes",
+                format!(
+                    "must be between 125 and 1073741824, got {}",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        if !(1024..=(1 << 20)).contains(&self.max_header_bytes) {
+            return Err(ConfigError::new(
+                "limits.maxHeaderBytes",
+                format!(
+                    "must be between 1024 and 1048576, got {}",
+                    self.max_header_bytes
+                ),
+            ));
+        }
+        positive("limits.handshakeTimeout", self.handshake_timeout)
+    }
+}
+
+impl Rate {
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.per_second == 0 {
+            return Err(ConfigError::new(
+                format!("{field}.perSecond"),
+                "must be at least 1",
+            ));
+        }
+        if self.burst < self.per_second {
+            return Err(ConfigError::new(
+                format!("{field}.burst"),
+                format!(
+                    "must be at least perSecond ({}), got {}",
+                    self.per_second, self.burst
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::new(field, "must be longer than 0s"));
+    }
+    Ok(())
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            address: default_listen_address(),
+            path: default_path(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            address: default_metrics_address(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            connections_per_ip: None,
+            messages_per_connection: None,
+            max_message_bytes: default_max_message_bytes(),
+            handshake_timeout: default_client_handshake_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Port the gateway listens on when nothing else is said.
+pub const DEFAULT_LISTEN_PORT: u16 = 8443;
+/// Port of the metrics and health endpoints when nothing else is said.
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+
+fn default_listen_address() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_LISTEN_PORT))
+}
+fn default_metrics_address() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT))
+}
+fn default_path() -> String {
+    "/".to_owned()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_upstream_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_token_sources() -> Vec<TokenSource> {
+    vec![TokenSource::Header]
+}
+fn default_query_parameter() -> String {
+    "access_token".to_owned()
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> u32 {
+    10_000
+}
+fn default_max_message_bytes() -> u64 {
+    1 << 20
+}
+fn default_client_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_heartbeat() -> Option<HeartbeatConfig> {
+    Some(HeartbeatConfig::default())
+}
+
+/// Durations as text such as `30s`, `1m30s` or `2160h`.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    /// Parses `30s`, `1h30m`, `250ms` (the Go / Kubernetes duration shapes in common use).
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text)
+            .map_err(|err| format!("invalid duration {text:?} (use e.g. 30s, 5m, 2160h): {err}"))
+    }
+
+    /// Formats a duration in hours, minutes, seconds and milliseconds (`2160h`, `1m30s`),
+    /// the Go shape that both [`parse`] and Kubernetes tools read.
+    pub fn format(value: Duration) -> String {
+        let millis = value.as_millis();
+        let parts = [
+            (millis / 3_600_000, "h"),
+            (millis / 60_000 % 60, "m"),
+            (millis / 1000 % 60, "s"),
+            (millis % 1000, "ms"),
+        ];
+        let text: String = parts
+            .iter()
+            .filter(|(amount, _)| *amount > 0)
+            .map(|(amount, unit)| format!("{amount}{unit}"))
+            .collect();
+        if text.is_empty() {
+            "0s".to_owned()
+        } else {
+            text
+        }
+    }
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "upstream:\n  url: ws://127.0.0.1:9000/ws\n";
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let config = GatewayConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(
+            config,
+            GatewayConfig::for_upstream("ws://127.0.0.1:9000/ws")
+        );
+        assert_eq!(config.limits.max_connections, 10_000);
+        assert_eq!(config.heartbeat, Some(HeartbeatConfig::default()));
+    }
+
+    #[test]
+    fn rendered_yaml_reads_back_identically() {
+        let mut config = GatewayConfig::for_upstream("wss://chat.default.svc:8080/ws");
+        config.limits.messages_per_connection = Some(Rate {
+            per_second: 100,
+            burst: 200,
+        });
+        config.auth.ip_deny = vec!["10.1.0.0/16".parse().unwrap()];
+        config.drain.grace_period = Duration::from_secs(90);
+        let text = config.to_yaml();
+        assert!(text.contains("gracePeriod: 1m30s"), "{text}");
+        assert_eq!(GatewayConfig::from_yaml(&text).unwrap(), config);
+    }
+
+    fn error_of(yaml: &str) -> ConfigError {
+        GatewayConfig::from_yaml(yaml).unwrap_err()
+    }
+
+    #[test]
+    fn bad_upstream_scheme_names_the_field_and_value() {
+        let err = error_of("upstream:\n  url: http://x:1/\n");
+        assert_eq!(err.field, "upstream.url");
+        assert!(err.message.contains("http://x:1/"), "{err}");
+    }
+
+    #[test]
+    fn burst_below_rate_is_refused() {
+        let err = error_of(&format!(
+            "{MINIMAL}limits:\n  connectionsPerIp: {{perSecond: 10, burst: 5}}\n"
+        ));
+        assert_eq!(err.field, "limits.connectionsPerIp.burst");
+    }
+
+    #[test]
+    fn mixed_jwt_key_families_are_refused() {
+        let err = error_of(&format!(
+            "{MINIMAL}auth:\n  jwt: {{algorithms: [HS256, RS256], keyFile: /k}}\n"
+        ));
+        assert_eq!(err.field, "auth.jwt.algorithms");
+    }
+
+    #[test]
+    fn unknown_fields_and_none_algorithm_are_refused() {
+        assert!(
+            error_of(&format!("{MINIMAL}colour: blue\n"))
+                .message
+                .contains("colour")
+        );
+        let err = error_of(&format!(
+            "{MINIMAL}auth:\n  jwt: {{algorithms: [none], keyFile: /k}}\n"
+        ));
+        assert!(err.message.contains("none"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_and_cidr_name_the_value() {
+        let err = error_of(&format!("{MINIMAL}drain: {{gracePeriod: soon}}\n"));
+        assert!(err.message.contains("soon"), "{err}");
+        let err = error_of(&format!("{MINIMAL}auth: {{ipAllow: [10.0.0.0/33]}}\n"));
+        assert!(
+            err.message.contains("10.0.0.0/33") || err.message.contains("invalid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_format_without_spaces() {
+        assert_eq!(
+            duration_text::format(Duration::from_secs(2160 * 3600)),
+            "2160h"
+        );
+        assert_eq!(
+            duration_text::format(Duration::from_millis(1500)),
+            "1s500ms"
+        );
+        assert_eq!(
+            duration_text::parse("2160h").unwrap(),
+            Duration::from_secs(2160 * 3600)
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! wsfleet-gateway: a WebSocket gateway with TLS, authentication, limits, heartbeats and draining.
+
+pub mod config;
