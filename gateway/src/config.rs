@@ -117,7 +117,7 @@ pub struct JwtConfig {
     /// Where the token may be carried, tried in this order.
     #[serde(default = "default_token_sources")]
     pub token_from: Vec<TokenSource>,
-    /// Query parameter that carries the token when `query` is a source.
+    /// Query parameter that carries the token when `Query` is a source.
     #[serde(default = "default_query_parameter")]
     pub query_parameter: String,
     /// Claims copied into request headers for the upstream.
@@ -165,7 +165,6 @@ impl JwtAlgorithm {
 
 /// Where a client may carry its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub enum TokenSource {
     /// `Authorization: Bearer <token>`.
     Header,
@@ -191,7 +190,11 @@ pub struct LimitsConfig {
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
     /// New connections per client IP; beyond it handshakes are refused with 429.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "connectionsPerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connections_per_ip: Option<Rate>,
     /// Messages per connection in either direction; beyond it the connection is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,7 +433,7 @@ impl LimitsConfig {
             ));
         }
         if let Some(rate) = &self.connections_per_ip {
-            rate.validate("limits.connectionsPerIp")?;
+            rate.validate("limits.connectionsPerIP")?;
         }
         if let Some(rate) = &self.messages_per_connection {
             rate.validate("limits.messagesPerConnection")?;
@@ -666,9 +669,9 @@ mod tests {
     #[test]
     fn burst_below_rate_is_refused() {
         let err = error_of(&format!(
-            "{MINIMAL}limits:\n  connectionsPerIp: {{perSecond: 10, burst: 5}}\n"
+            "{MINIMAL}limits:\n  connectionsPerIP: {{perSecond: 10, burst: 5}}\n"
         ));
-        assert_eq!(err.field, "limits.connectionsPerIp.burst");
+        assert_eq!(err.field, "limits.connectionsPerIP.burst");
     }
 
     #[test]
