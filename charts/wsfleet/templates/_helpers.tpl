@@ -1,0 +1,85 @@
+{{/* The release's full name, capped at the 63 characters a label value allows. */}}
+{{- define "wsfleet.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select the operator pods; never change after install. */}}
+{{- define "wsfleet.selectorLabels" -}}
+app.kubernetes.io/name: wsfleet-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "wsfleet.labels" -}}
+{{ include "wsfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: wsfleet
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "wsfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "wsfleet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository[:tag][@digest] from an image block; an empty tag falls back to appVersion. */}}
+{{- define "wsfleet.imageRef" -}}
+{{- $image := index . 0 -}}
+{{- $appVersion := index . 1 -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (default $appVersion $image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wsfleet.operatorImage" -}}
+{{- include "wsfleet.imageRef" (list .Values.image .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Gateway pods run the operator's image unless gateway.image.repository says otherwise. */}}
+{{- define "wsfleet.gatewayImage" -}}
+{{- if .Values.gateway.image.repository -}}
+{{- include "wsfleet.imageRef" (list .Values.gateway.image .Chart.AppVersion) -}}
+{{- else -}}
+{{- include "wsfleet.operatorImage" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The permissions the operator uses on WebSocketServices and their children; nothing more.
+Children are applied with server-side apply (patch), read back (get) and watched (list/watch);
+delete is for children a spec change removes (the HPA when autoscaling is dropped).
+*/}}
+{{- define "wsfleet.operatorRules" -}}
+- apiGroups: [wsfleet.io]
+  resources: [websocketservices]
+  verbs: [get, list, watch]
+- apiGroups: [wsfleet.io]
+  resources: [websocketservices/status]
+  verbs: [get, patch, update]
+- apiGroups: [""]
+  resources: [configmaps, secrets, services]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
