@@ -1,0 +1,153 @@
+//! HorizontalPodAutoscaler `<name>-gateway` (autoscaling/v2), present only with `spec.autoscaling`.
+//! Scaling down closes live WebSocket connections, so it is slow and stabilised; scaling up is not.
+
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
+    MetricTarget, PodsMetricSource, ResourceMetricSource,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use super::child_metadata;
+use crate::crd::AutoscalingSpec;
+use crate::plan::Plan;
+
+/// The per-pod gauge the gateway exports; a metrics adapter serves it to the HPA.
+pub const CONNECTIONS_METRIC: &str = "wsfleet_gateway_active_connections";
+/// At most this many pods are removed per [`SCALE_DOWN_PERIOD_SECONDS`].
+const SCALE_DOWN_PODS: i32 = 1;
+const SCALE_DOWN_PERIOD_SECONDS: i32 = 60;
+
+pub fn autoscaler(
+    plan: &Plan,
+    autoscaling: &AutoscalingSpec,
+    owner: &OwnerReference,
+) -> HorizontalPodAutoscaler {
+    let names = &plan.names;
+    let mut metrics = Vec::new();
+    if let Some(connections) = autoscaling.target_connections_per_pod {
+        metrics.push(MetricSpec {
+            type_: "Pods".to_owned(),
+            pods: Some(PodsMetricSource {
+                metric: MetricIdentifier {
+                    name: CONNECTIONS_METRIC.to_owned(),
+                    selector: None,
+                },
+                target: MetricTarget {
+                    type_: "AverageValue".to_owned(),
+                    average_value: Some(Quantity(connections.to_string())),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    if let Some(cpu) = autoscaling.target_cpu_utilization {
+        metrics.push(MetricSpec {
+            type_: "Resource".to_owned(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".to_owned(),
+                target: MetricTarget {
+                    type_: "Utilization".to_owned(),
+                    average_utilization: Some(cpu),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        });
+    }
+    HorizontalPodAutoscaler {
+        metadata: child_metadata(names, names.gateway(), owner),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: names.gateway(),
+            },
+            min_replicas: Some(autoscaling.min_replicas),
+            max_replicas: autoscaling.max_replicas,
+            metrics: Some(metrics),
+            behavior: Some(HorizontalPodAutoscalerBehavior {
+                scale_down: Some(HPAScalingRules {
+                    stabilization_window_seconds: Some(
+                        autoscaling.scale_down_stabilization_seconds,
+                    ),
+                    select_policy: Some("Min".to_owned()),
+                    policies: Some(vec![HPAScalingPolicy {
+                        type_: "Pods".to_owned(),
+                        value: SCALE_DOWN_PODS,
+                        period_seconds: SCALE_DOWN_PERIOD_SECONDS,
+                    }]),
+                    ..HPAScalingRules::default()
+                }),
+                scale_up: None,
+            }),
+        }),
+        ..HorizontalPodAutoscaler::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::{example, owner, plan_of};
+
+    fn build(file: &str) -> HorizontalPodAutoscalerSpec {
+        let wss = example(file);
+        let hpa = autoscaler(
+            &plan_of(&wss),
+            wss.spec.autoscaling.as_ref().unwrap(),
+            &owner(&wss),
+        );
+        assert_eq!(
+            hpa.metadata.name.as_deref(),
+            Some(format!("{}-gateway", wss.metadata.name.unwrap()).as_str())
+        );
+        assert_eq!(hpa.metadata.labels.as_ref().unwrap().len(), 4);
+        hpa.spec.unwrap()
+    }
+
+    #[test]
+    fn connections_target_is_a_pods_average_value() {
+        let spec = build("production.yaml");
+        assert_eq!(spec.scale_target_ref.kind, "Deployment");
+        assert_eq!(spec.scale_target_ref.name, "chat-prod-gateway");
+        assert_eq!(
+            spec.scale_target_ref.api_version.as_deref(),
+            Some("apps/v1")
+        );
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 20));
+        let metrics = spec.metrics.unwrap();
+        assert_eq!(metrics.len(), 1);
+        let pods = metrics[0].pods.as_ref().unwrap();
+        assert_eq!(metrics[0].type_, "Pods");
+        assert_eq!(pods.metric.name, "wsfleet_gateway_active_connections");
+        assert_eq!(pods.target.type_, "AverageValue");
+        assert_eq!(pods.target.average_value, Some(Quantity("1000".to_owned())));
+        let down = spec.behavior.unwrap().scale_down.unwrap();
+        assert_eq!(down.stabilization_window_seconds, Some(600));
+        let policy = &down.policies.unwrap()[0];
+        assert_eq!(
+            (policy.type_.as_str(), policy.value, policy.period_seconds),
+            ("Pods", 1, 60)
+        );
+    }
+
+    #[test]
+    fn cpu_target_is_a_resource_utilization() {
+        let spec = build("hpa-cpu.yaml");
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 10));
+        let metrics = spec.metrics.unwrap();
+        assert_eq!(metrics.len(), 1);
+        let resource = metrics[0].resource.as_ref().unwrap();
+        assert_eq!(
+            (metrics[0].type_.as_str(), resource.name.as_str()),
+            ("Resource", "cpu")
+        );
+        assert_eq!(resource.target.type_, "Utilization");
+        assert_eq!(resource.target.average_utilization, Some(70));
+        let down = spec.behavior.unwrap().scale_down.unwrap();
+        assert_eq!(down.stabilization_window_seconds, Some(300));
+    }
+}

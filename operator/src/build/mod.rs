@@ -1,0 +1,65 @@
+//! The build step: pure functions from a [`Plan`](crate::plan::Plan) to the children's desired
+//! state. No client, no clock; every field is covered by the unit tests beside each builder.
+
+pub mod autoscaler;
+pub mod config_map;
+pub mod deployment;
+pub mod disruption_budget;
+pub mod service;
+pub mod tls_secret;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use crate::names::ChildNames;
+
+/// Metadata of a child: its name, the operator's labels and the controller reference to `owner`.
+pub fn child_metadata(names: &ChildNames, name: String, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(names.namespace.clone()),
+        labels: Some(names.labels()),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The selector of the gateway pods.
+pub fn pod_selector(names: &ChildNames) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(names.selector_labels()),
+        ..LabelSelector::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! A WebSocketService as the apiserver stores it (schema defaults applied), for builder tests.
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::Resource;
+
+    use crate::crd::WebSocketService;
+    use crate::plan::{Plan, plan};
+
+    /// Parses a manifest such as those in examples/, as stored in namespace `team-a`.
+    pub fn wss(manifest: &str) -> WebSocketService {
+        let mut wss: WebSocketService = serde_yaml::from_str(manifest).expect("manifest parses");
+        wss.metadata.namespace = Some("team-a".to_owned());
+        wss.metadata.uid = Some("uid-1".to_owned());
+        wss.metadata.generation = Some(3);
+        wss
+    }
+
+    pub fn example(file: &str) -> WebSocketService {
+        let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        wss(&std::fs::read_to_string(&path).expect("example exists"))
+    }
+
+    pub fn plan_of(wss: &WebSocketService) -> Plan {
+        plan(wss).expect("valid spec")
+    }
+
+    pub fn owner(wss: &WebSocketService) -> OwnerReference {
+        wss.controller_owner_ref(&()).expect("has name and uid")
+    }
+}

@@ -1,0 +1,923 @@
+//! The `WebSocketService` resource (`wsfleet.io/v1alpha1`): spec, status and the schema rules
+//! that make the apiserver refuse a bad manifest with a message naming the field.
+//!
+//! Defaults live in the schema (serde defaults become OpenAPI `default`s), so stored objects
+//! carry them and the operator reads the same values the user sees in `kubectl get -o yaml`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Go-style duration text as `duration()` in CEL and the gateway both read it: `30s`, `1h30m`.
+const DURATION_RE: &str = "^([0-9]+(ns|us|ms|s|m|h))+$";
+
+/// A fleet of WebSocket gateways in front of one upstream.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "wsfleet.io",
+    version = "v1alpha1",
+    kind = "WebSocketService",
+    plural = "websocketservices",
+    shortname = "wss",
+    namespaced,
+    status = "WebSocketServiceStatus",
+    derive = "PartialEq",
+    doc = "A fleet of WebSocket gateways: TLS, auth, limits, heartbeats, draining and autoscaling in front of one upstream.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "READY",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the gateways serve traffic"
+    ),
+    printcolumn(
+        name = "REPLICAS",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Gateway pods ready"
+    ),
+    printcolumn(
+        name = "ENDPOINT",
+        type_ = "string",
+        json_path = ".status.endpoint",
+        description = "Where clients connect inside the cluster"
+    ),
+    printcolumn(
+        name = "CERT-EXPIRES",
+        type_ = "date",
+        json_path = ".status.tls.notAfter",
+        description = "When the serving certificate expires"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketServiceSpec {
+    /// The WebSocket server the gateways forward to.
+    pub upstream: UpstreamSpec,
+    /// Gateway pods while `autoscaling` is unset.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Where clients connect on each gateway pod.
+    #[serde(default)]
+    pub listen: ListenSpec,
+    /// Absent: plain `ws://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Who may connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// Admission and relay limits, per gateway pod.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// Pings to idle clients.
+    #[serde(default)]
+    pub heartbeat: HeartbeatSpec,
+    /// What happens to permessage-deflate.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Stickiness of clients to gateway pods at the Service.
+    #[serde(default)]
+    pub session_affinity: SessionAffinitySpec,
+    /// Present: a HorizontalPodAutoscaler owns the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// Shutdown of a gateway pod.
+    #[serde(default)]
+    pub drain: DrainSpec,
+    /// Gateway image; absent: the operator's `--gateway-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Gateway container resources; absent: small requests (cpu 100m, memory 64Mi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Added to the gateway pod template (for example scrape hints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The upstream: a Service in the same namespace, or a URL.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.service) != has(self.url)").message("upstream: set exactly one of upstream.service or upstream.url"),
+    validation = Rule::new("!has(self.service) || has(self.port)").message("upstream.port is required with upstream.service"),
+    validation = Rule::new("!has(self.url) || (!has(self.port) && !has(self.path))").message("upstream.port and upstream.path apply only to upstream.service; put them in upstream.url"),
+)]
+pub struct UpstreamSpec {
+    /// Name of a Service in the WebSocketService's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub service: Option<String>,
+    /// Port of `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Path on `service`; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("upstream.path must start with '/'"))]
+    pub path: Option<String>,
+    /// `ws://host:port/path` or `wss://host:port/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^wss?://[^/?#]+')").message("upstream.url must be ws://host[:port][/path] or wss://host[:port][/path]"))]
+    pub url: Option<String>,
+}
+
+/// Where clients connect on a gateway pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenSpec {
+    /// Container port for WebSocket clients (9090 is the metrics port).
+    #[serde(default = "default_listen_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    #[x_kube(validation = Rule::new("self != 9090").message("listen.port must not be 9090, the gateway's metrics port"))]
+    pub port: i32,
+    /// Only upgrades on this path are accepted.
+    #[serde(default = "default_path")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("listen.path must start with '/'"))]
+    pub path: String,
+}
+
+/// How a TLS certificate is obtained.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// The operator issues a CA and a serving certificate and renews it.
+    #[default]
+    SelfSigned,
+    /// The user provides a `kubernetes.io/tls` Secret; the operator only reads it.
+    Secret,
+}
+
+/// Serving TLS for clients (`wss://`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.mode != 'Secret' || has(self.secretName)").message("tls.secretName is required when tls.mode is Secret"),
+    validation = Rule::new(renew_before_rule()).message("tls.renewBefore must be shorter than tls.duration"),
+)]
+pub struct TlsSpec {
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// The `kubernetes.io/tls` Secret; default `<name>-tls` (SelfSigned only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// Extra names on a SelfSigned certificate; the Service's cluster names are always added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 253)))]
+    #[x_kube(validation = Rule::new(r"self.all(n, n.matches('^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))").message("tls.dnsNames entries must be lowercase DNS names (a leading '*.' is allowed)"))]
+    pub dns_names: Option<Vec<String>>,
+    /// Lifetime of a SelfSigned certificate.
+    #[serde(default = "default_cert_duration")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.duration must be a positive duration such as 2160h"))]
+    pub duration: String,
+    /// A SelfSigned certificate is renewed this long before it expires.
+    #[serde(default = "default_renew_before")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.renewBefore must be a positive duration such as 360h"))]
+    pub renew_before: String,
+}
+
+/// Who may connect.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Exact `Origin` values accepted; absent: any origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 512)))]
+    #[x_kube(validation = Rule::new("self.all(o, o.matches('^https?://[^/]+$'))").message("auth.allowedOrigins entries must be scheme://host[:port] without a path or trailing slash"))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Client networks allowed; absent: all not denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new(cidr_list_rule()).message("auth.ipAllow entries must be CIDRs such as 10.0.0.0/8"))]
+    pub ip_allow: Option<Vec<String>>,
+    /// Client networks refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new(cidr_list_rule()).message("auth.ipDeny entries must be CIDRs such as 192.0.2.0/24"))]
+    pub ip_deny: Option<Vec<String>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new(cidr_list_rule()).message("auth.trustedProxies entries must be CIDRs such as 10.0.0.0/8"))]
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+/// JSON Web Token checks on the upgrade request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.algorithms.all(a, a.startsWith('HS')) || self.algorithms.all(a, a.startsWith('RS') || a.startsWith('PS')) || self.algorithms.all(a, a.startsWith('ES'))").message("auth.jwt.algorithms must all use one key type (HMAC, RSA or EC)"),
+)]
+pub struct JwtSpec {
+    /// Required `iss`; absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: Option<String>,
+    /// `aud` must contain one of these; absent: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 1024)))]
+    pub audiences: Option<Vec<String>>,
+    /// Accepted algorithms, all of one key type.
+    #[schemars(length(min = 1, max = 11))]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// The Secret key holding the HMAC secret or the PEM public key.
+    pub key_secret_ref: SecretKeyRef,
+    /// Where the token may be carried, tried in this order.
+    #[serde(default = "default_token_sources")]
+    #[schemars(length(min = 1, max = 3))]
+    pub token_from: Vec<TokenSource>,
+    /// Query parameter carrying the token when `Query` is a source.
+    #[serde(default = "default_query_parameter")]
+    #[schemars(length(min = 1, max = 64))]
+    pub query_parameter: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(non_negative_duration_rule()).message("auth.jwt.leeway must be a duration such as 30s"))]
+    pub leeway: String,
+    /// Claims copied into request headers for the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub forward_claims: Option<Vec<ForwardedClaim>>,
+}
+
+/// A key in a Secret of the same namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// A signing algorithm; `none` is deliberately absent.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+}
+
+/// Where a client may carry its token.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Query,
+    Subprotocol,
+}
+
+/// One claim forwarded upstream as a request header.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardedClaim {
+    #[schemars(length(min = 1, max = 253))]
+    pub claim: String,
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub header: String,
+}
+
+/// Admission and relay limits, per gateway pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitsSpec {
+    /// Beyond this many live connections per pod, handshakes are refused with 503.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_connections: i32,
+    /// New connections per client IP; beyond it handshakes are refused with 429.
+    #[serde(
+        default,
+        rename = "connectionsPerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connections_per_ip: Option<RateSpec>,
+    /// Messages per connection; beyond it the connection is closed 1008.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_connection: Option<RateSpec>,
+    /// Largest message; beyond it the connection is closed 1009.
+    #[serde(default = "default_max_message_bytes")]
+    #[schemars(range(min = 125, max = 1_073_741_824))]
+    pub max_message_bytes: i64,
+}
+
+/// A token bucket: `perSecond` refill, `burst` capacity.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.burst >= self.perSecond").message("burst must be at least perSecond").field_path(".burst"))]
+pub struct RateSpec {
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub per_second: i32,
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub burst: i32,
+}
+
+/// Pings to idle clients.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatSpec {
+    /// A client silent this long is pinged.
+    #[serde(default = "default_heartbeat_interval")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("heartbeat.interval must be a positive duration such as 30s"))]
+    pub interval: String,
+    /// A pinged client silent this much longer is closed.
+    #[serde(default = "default_heartbeat_timeout")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("heartbeat.timeout must be a positive duration such as 10s"))]
+    pub timeout: String,
+}
+
+/// What happens to permessage-deflate.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Negotiated end to end; compressed frames pass through.
+    #[default]
+    Passthrough,
+    /// The offer is removed from the forwarded handshake.
+    Off,
+}
+
+/// Service session affinity.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AffinityType {
+    /// A client IP sticks to one gateway pod for `timeoutSeconds`.
+    #[default]
+    ClientIP,
+    None,
+}
+
+/// Stickiness of clients to gateway pods at the Service.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinitySpec {
+    #[serde(default, rename = "type")]
+    pub type_: AffinityType,
+    #[serde(default = "default_affinity_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: i32,
+}
+
+/// A HorizontalPodAutoscaler for the gateway Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
+    validation = Rule::new("has(self.targetConnectionsPerPod) || has(self.targetCPUUtilization)").message("autoscaling needs targetConnectionsPerPod or targetCPUUtilization (or both)"),
+)]
+pub struct AutoscalingSpec {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average `wsfleet_gateway_active_connections` per pod to aim for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub target_connections_per_pod: Option<i32>,
+    /// Average CPU utilization (percent of the request) to aim for.
+    #[serde(
+        default,
+        rename = "targetCPUUtilization",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: Option<i32>,
+    /// How long load must stay low before pods are removed (closing their connections).
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: i32,
+}
+
+/// Shutdown of a gateway pod.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// Live connections are closed 1001, spread over this period, before the pod exits.
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub grace_period_seconds: i32,
+}
+
+/// What the operator observed and did.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketServiceStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Gateway pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Gateway pods ready to serve.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the gateway pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Where clients connect inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The serving certificate in use.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    pub secret_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// When the operator renews a SelfSigned certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+}
+
+fn positive_duration_rule() -> String {
+    format!("self.matches('{DURATION_RE}') && duration(self) > duration('0s')")
+}
+
+fn renew_before_rule() -> String {
+    // Unparsable durations are reported by their own field rules; only compare valid ones.
+    format!(
+        "!self.duration.matches('{DURATION_RE}') || !self.renewBefore.matches('{DURATION_RE}') || duration(self.renewBefore) < duration(self.duration)"
+    )
+}
+
+fn non_negative_duration_rule() -> String {
+    format!("self.matches('{DURATION_RE}')")
+}
+
+fn cidr_list_rule() -> &'static str {
+    "self.all(c, isCIDR(c))"
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+fn default_listen_port() -> i32 {
+    8080
+}
+fn default_path() -> String {
+    "/".to_owned()
+}
+fn default_cert_duration() -> String {
+    "2160h".to_owned()
+}
+fn default_renew_before() -> String {
+    "360h".to_owned()
+}
+fn default_token_sources() -> Vec<TokenSource> {
+    vec![TokenSource::Header]
+}
+fn default_query_parameter() -> String {
+    "access_token".to_owned()
+}
+fn default_leeway() -> String {
+    "30s".to_owned()
+}
+fn default_max_connections() -> i32 {
+    10_000
+}
+fn default_max_message_bytes() -> i64 {
+    1 << 20
+}
+fn default_heartbeat_interval() -> String {
+    "30s".to_owned()
+}
+fn default_heartbeat_timeout() -> String {
+    "10s".to_owned()
+}
+fn default_affinity_timeout() -> i32 {
+    10800
+}
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_scale_down_stabilization() -> i32 {
+    300
+}
+fn default_drain_seconds() -> i32 {
+    60
+}
+
+impl Default for ListenSpec {
+    fn default() -> Self {
+        Self {
+            port: default_listen_port(),
+            path: default_path(),
+        }
+    }
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            connections_per_ip: None,
+            messages_per_connection: None,
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+}
+
+impl Default for HeartbeatSpec {
+    fn default() -> Self {
+        Self {
+            interval: default_heartbeat_interval(),
+            timeout: default_heartbeat_timeout(),
+        }
+    }
+}
+
+impl Default for SessionAffinitySpec {
+    fn default() -> Self {
+        Self {
+            type_: AffinityType::default(),
+            timeout_seconds: default_affinity_timeout(),
+        }
+    }
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        Self {
+            grace_period_seconds: default_drain_seconds(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use kube::core::cel::Validator;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn schema() -> Value {
+        let crd = serde_json::to_value(WebSocketService::crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// The CEL messages the apiserver would answer `manifest` with, after applying schema defaults.
+    fn cel_errors(manifest: &Value) -> Vec<String> {
+        match Validator::new().validate_with_defaults(&schema(), manifest, None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(|err| err.message.clone()).collect(),
+        }
+    }
+
+    fn with_spec(spec: Value) -> Value {
+        json!({"apiVersion": "wsfleet.io/v1alpha1", "kind": "WebSocketService",
+               "metadata": {"name": "chat", "namespace": "team-a"}, "spec": spec})
+    }
+
+    fn service_upstream() -> Value {
+        json!({"service": "chat-backend", "port": 8080})
+    }
+
+    fn refused_with(spec: Value, message: &str) {
+        let errors = cel_errors(&with_spec(spec.clone()));
+        assert!(
+            errors.iter().any(|err| err.contains(message)),
+            "expected {message:?} for {spec}, got {errors:?}"
+        );
+    }
+
+    #[test]
+    fn every_example_is_accepted_and_parses() {
+        let dir = format!("{}/../examples", env!("CARGO_MANIFEST_DIR"));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let manifest: Value = serde_yaml::from_str(&text).unwrap();
+            assert_eq!(
+                cel_errors(&manifest),
+                Vec::<String>::new(),
+                "{}",
+                path.display()
+            );
+            let _: WebSocketService = serde_yaml::from_str(&text)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= 4);
+    }
+
+    #[test]
+    fn upstream_needs_exactly_one_of_service_and_url() {
+        refused_with(
+            json!({"upstream": {}}),
+            "exactly one of upstream.service or upstream.url",
+        );
+        refused_with(
+            json!({"upstream": {"service": "b", "port": 1, "url": "ws://b:1/"}}),
+            "exactly one of upstream.service or upstream.url",
+        );
+        refused_with(
+            json!({"upstream": {"service": "b"}}),
+            "upstream.port is required",
+        );
+        refused_with(
+            json!({"upstream": {"url": "ws://b:1/", "port": 80}}),
+            "apply only to upstream.service",
+        );
+    }
+
+    #[test]
+    fn upstream_url_must_be_websocket() {
+        refused_with(
+            json!({"upstream": {"url": "http://b:1/"}}),
+            "upstream.url must be ws://",
+        );
+        refused_with(
+            json!({"upstream": {"url": "ws://"}}),
+            "upstream.url must be ws://",
+        );
+        assert!(
+            cel_errors(&with_spec(
+                json!({"upstream": {"url": "wss://b.example:443/x"}})
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn paths_start_with_a_slash() {
+        refused_with(
+            json!({"upstream": {"service": "b", "port": 1, "path": "ws"}}),
+            "upstream.path must start with '/'",
+        );
+        refused_with(
+            json!({"upstream": service_upstream(), "listen": {"path": "ws"}}),
+            "listen.path must start with '/'",
+        );
+    }
+
+    #[test]
+    fn listen_port_cannot_take_the_metrics_port() {
+        refused_with(
+            json!({"upstream": service_upstream(), "listen": {"port": 9090}}),
+            "listen.port must not be 9090",
+        );
+    }
+
+    #[test]
+    fn secret_mode_needs_a_secret_name() {
+        refused_with(
+            json!({"upstream": service_upstream(), "tls": {"mode": "Secret"}}),
+            "tls.secretName is required when tls.mode is Secret",
+        );
+        assert!(
+            cel_errors(&with_spec(
+                json!({"upstream": service_upstream(), "tls": {}})
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn tls_durations_parse_are_positive_and_ordered() {
+        for (tls, message) in [
+            (
+                json!({"duration": "90 days"}),
+                "tls.duration must be a positive duration",
+            ),
+            (
+                json!({"duration": "0s", "renewBefore": "0h"}),
+                "tls.duration must be a positive duration",
+            ),
+            (
+                json!({"renewBefore": "-1h"}),
+                "tls.renewBefore must be a positive duration",
+            ),
+            (
+                json!({"duration": "24h", "renewBefore": "48h"}),
+                "tls.renewBefore must be shorter than tls.duration",
+            ),
+            (
+                json!({"duration": "24h", "renewBefore": "24h"}),
+                "tls.renewBefore must be shorter than tls.duration",
+            ),
+            (
+                json!({"dnsNames": ["Chat.Example.com"]}),
+                "tls.dnsNames entries must be lowercase DNS names",
+            ),
+        ] {
+            refused_with(json!({"upstream": service_upstream(), "tls": tls}), message);
+        }
+        let fine =
+            json!({"duration": "1h30m", "renewBefore": "30m", "dnsNames": ["*.example.com"]});
+        assert!(
+            cel_errors(&with_spec(
+                json!({"upstream": service_upstream(), "tls": fine})
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn heartbeat_durations_must_be_positive() {
+        refused_with(
+            json!({"upstream": service_upstream(), "heartbeat": {"interval": "0s"}}),
+            "heartbeat.interval must be a positive duration",
+        );
+        refused_with(
+            json!({"upstream": service_upstream(), "heartbeat": {"timeout": "soon"}}),
+            "heartbeat.timeout must be a positive duration",
+        );
+    }
+
+    #[test]
+    fn cidrs_must_be_well_formed() {
+        for (field, message) in [
+            ("ipAllow", "auth.ipAllow entries must be CIDRs"),
+            ("ipDeny", "auth.ipDeny entries must be CIDRs"),
+            (
+                "trustedProxies",
+                "auth.trustedProxies entries must be CIDRs",
+            ),
+        ] {
+            refused_with(
+                json!({"upstream": service_upstream(), "auth": {field: ["10.0.0.0/33"]}}),
+                message,
+            );
+            refused_with(
+                json!({"upstream": service_upstream(), "auth": {field: ["not-a-network"]}}),
+                message,
+            );
+        }
+        let fine = json!({"ipAllow": ["10.0.0.0/8", "2001:db8::/32"]});
+        assert!(
+            cel_errors(&with_spec(
+                json!({"upstream": service_upstream(), "auth": fine})
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn origins_are_bare_scheme_and_host() {
+        refused_with(
+            json!({"upstream": service_upstream(), "auth": {"allowedOrigins": ["https://a.example/"]}}),
+            "auth.allowedOrigins entries must be scheme://host[:port]",
+        );
+    }
+
+    #[test]
+    fn jwt_algorithms_share_one_key_type() {
+        let jwt = |algorithms: Value| {
+            json!({"upstream": service_upstream(), "auth": {"jwt": {
+                "algorithms": algorithms, "keySecretRef": {"name": "k", "key": "key"}}}})
+        };
+        refused_with(
+            jwt(json!(["HS256", "RS256"])),
+            "auth.jwt.algorithms must all use one key type",
+        );
+        assert!(cel_errors(&with_spec(jwt(json!(["RS256", "PS512"])))).is_empty());
+    }
+
+    #[test]
+    fn burst_must_cover_the_rate() {
+        refused_with(
+            json!({"upstream": service_upstream(), "limits": {"connectionsPerIP": {"perSecond": 10, "burst": 5}}}),
+            "burst must be at least perSecond",
+        );
+        refused_with(
+            json!({"upstream": service_upstream(), "limits": {"messagesPerConnection": {"perSecond": 10, "burst": 9}}}),
+            "burst must be at least perSecond",
+        );
+    }
+
+    #[test]
+    fn autoscaling_bounds_are_ordered_and_need_a_target() {
+        refused_with(
+            json!({"upstream": service_upstream(), "autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetCPUUtilization": 50}}),
+            "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        );
+        refused_with(
+            json!({"upstream": service_upstream(), "autoscaling": {"maxReplicas": 4}}),
+            "autoscaling needs targetConnectionsPerPod or targetCPUUtilization",
+        );
+    }
+
+    #[test]
+    fn openapi_bounds_and_closed_enums_are_in_the_schema() {
+        let spec = &schema()["properties"]["spec"]["properties"];
+        assert_eq!(spec["listen"]["properties"]["port"]["minimum"], 1024.0);
+        assert_eq!(spec["listen"]["properties"]["port"]["maximum"], 65535.0);
+        assert_eq!(spec["upstream"]["properties"]["port"]["maximum"], 65535.0);
+        let max_message = &spec["limits"]["properties"]["maxMessageBytes"];
+        assert_eq!(
+            (
+                max_message["minimum"].clone(),
+                max_message["maximum"].clone()
+            ),
+            (json!(125.0), json!(1073741824.0))
+        );
+        assert_eq!(
+            spec["limits"]["properties"]["connectionsPerIP"]["properties"]["perSecond"]["minimum"],
+            1.0
+        );
+        assert_eq!(
+            spec["tls"]["properties"]["mode"]["enum"],
+            json!(["SelfSigned", "Secret"])
+        );
+        assert_eq!(spec["compression"]["enum"], json!(["Passthrough", "Off"]));
+        let affinity = &spec["sessionAffinity"]["properties"];
+        assert_eq!(affinity["type"]["enum"].as_array().unwrap().len(), 2);
+        assert_eq!(affinity["timeoutSeconds"]["maximum"], 86400.0);
+        let algorithms =
+            &spec["auth"]["properties"]["jwt"]["properties"]["algorithms"]["items"]["enum"];
+        assert!(!algorithms.as_array().unwrap().contains(&json!("none")));
+        assert_eq!(
+            spec["drain"]["properties"]["gracePeriodSeconds"]["maximum"],
+            3600.0
+        );
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let schema = schema();
+        let defaulted = kube::core::cel::apply_defaults(
+            &schema,
+            &with_spec(
+                json!({"upstream": service_upstream(), "tls": {}, "autoscaling": {"maxReplicas": 3, "targetCPUUtilization": 60}}),
+            ),
+        );
+        let wss: WebSocketService = serde_json::from_value(defaulted).unwrap();
+        let spec = wss.spec;
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(
+            spec.listen,
+            ListenSpec {
+                port: 8080,
+                path: "/".into()
+            }
+        );
+        assert_eq!(spec.limits, LimitsSpec::default());
+        assert_eq!(spec.heartbeat, HeartbeatSpec::default());
+        assert_eq!(spec.session_affinity.type_, AffinityType::ClientIP);
+        assert_eq!(spec.session_affinity.timeout_seconds, 10800);
+        assert_eq!(spec.drain.grace_period_seconds, 60);
+        let tls = spec.tls.unwrap();
+        assert_eq!(
+            (tls.mode, tls.duration.as_str(), tls.renew_before.as_str()),
+            (TlsMode::SelfSigned, "2160h", "360h")
+        );
+        let autoscaling = spec.autoscaling.unwrap();
+        assert_eq!(
+            (
+                autoscaling.min_replicas,
+                autoscaling.scale_down_stabilization_seconds
+            ),
+            (2, 300)
+        );
+    }
+
+    #[test]
+    fn conditions_are_a_list_map_keyed_by_type() {
+        let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+    }
+}

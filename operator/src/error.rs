@@ -1,0 +1,110 @@
+//! Reconcile failures, each with a short reason used as a metric label and an Event reason.
+
+use wsfleet_gateway::config::ConfigError;
+
+/// A spec the operator cannot act on; it waits for the user to change the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidSpec {
+    /// The offending field, as a path from the object root (`spec.tls.duration`).
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidSpec {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for InvalidSpec {
+    /// The gateway names config fields, which mirror the spec's.
+    fn from(err: ConfigError) -> Self {
+        Self::new(format!("spec.{}", err.field), err.message)
+    }
+}
+
+/// Why a reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{verb} {kind} {namespace}/{name}: {source}")]
+    Kube {
+        verb: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("issuing the certificate for {secret}: {message}")]
+    Certificate { secret: String, message: String },
+    #[error("serializing {kind}: {source}")]
+    Serialize {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a client error with what was being done to which object.
+    pub fn kube(
+        verb: &'static str,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube {
+            verb,
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Metric label and Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube { verb: "apply", .. } => "ApplyFailed",
+            Self::Kube { verb: "delete", .. } => "DeleteFailed",
+            Self::Kube { .. } => "ReadFailed",
+            Self::Certificate { .. } => "CertificateFailed",
+            Self::Serialize { .. } => "SerializeFailed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_config_errors_are_named_from_the_object_root() {
+        let err = InvalidSpec::from(ConfigError {
+            field: "limits.maxMessageBytes".to_owned(),
+            message: "too big".to_owned(),
+        });
+        assert_eq!(err.to_string(), "spec.limits.maxMessageBytes: too big");
+    }
+
+    #[test]
+    fn reasons_name_the_failed_step() {
+        let api_error =
+            || kube::Error::Api(kube::core::Status::failure("boom", "InternalError").boxed());
+        let apply = Error::kube("apply", "Deployment", "ns", "chat-gateway")(api_error());
+        assert_eq!(apply.reason(), "ApplyFailed");
+        assert!(
+            apply
+                .to_string()
+                .starts_with("apply Deployment ns/chat-gateway: ")
+        );
+        assert_eq!(
+            Error::kube("get", "Secret", "ns", "s")(api_error()).reason(),
+            "ReadFailed"
+        );
+    }
+}

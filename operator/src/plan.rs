@@ -1,0 +1,291 @@
+//! The validate step: turns a WebSocketService into a [`Plan`] the builders can use without
+//! failing, or an [`InvalidSpec`] naming the field. The CRD schema refuses most bad specs
+//! already; this catches what CEL cannot express and objects stored under an older schema.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use wsfleet_gateway::config::{
+    self as gw, GatewayConfig, HeartbeatConfig, JwtConfig, TlsConfig, duration_text,
+};
+
+use crate::crd::{self, SecretKeyRef, TlsMode, WebSocketService, WebSocketServiceSpec};
+use crate::error::InvalidSpec;
+use crate::names::{self, ChildNames};
+
+/// Everything the build step needs, already checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub names: ChildNames,
+    /// The config every gateway pod of this fleet runs.
+    pub gateway_config: GatewayConfig,
+    pub tls: Option<TlsPlan>,
+    /// The upstream Service in the same namespace, when the upstream is given as one.
+    pub upstream_service: Option<String>,
+    pub jwt_key: Option<SecretKeyRef>,
+}
+
+/// The serving certificate to provide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPlan {
+    pub mode: TlsMode,
+    pub secret_name: String,
+    /// SelfSigned: `spec.tls.dnsNames` followed by the Service's cluster names, without repeats.
+    pub dns_names: Vec<String>,
+    pub duration: Duration,
+    pub renew_before: Duration,
+}
+
+/// Checks `wss` and derives its [`Plan`].
+pub fn plan(wss: &WebSocketService) -> Result<Plan, InvalidSpec> {
+    let names = ChildNames::of(wss);
+    let spec = &wss.spec;
+    let tls = spec
+        .tls
+        .as_ref()
+        .map(|tls| plan_tls(tls, &names))
+        .transpose()?;
+    let gateway_config = render_gateway_config(spec, &names)?;
+    gateway_config.validate()?;
+    Ok(Plan {
+        upstream_service: spec.upstream.service.clone(),
+        jwt_key: spec
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.jwt.as_ref())
+            .map(|jwt| jwt.key_secret_ref.clone()),
+        names,
+        gateway_config,
+        tls,
+    })
+}
+
+fn plan_tls(tls: &crd::TlsSpec, names: &ChildNames) -> Result<TlsPlan, InvalidSpec> {
+    let duration = parse_duration("spec.tls.duration", &tls.duration)?;
+    let renew_before = parse_duration("spec.tls.renewBefore", &tls.renew_before)?;
+    if renew_before >= duration {
+        return Err(InvalidSpec::new(
+            "spec.tls.renewBefore",
+            format!(
+                "must be shorter than tls.duration ({}), got {}",
+                tls.duration, tls.renew_before
+            ),
+        ));
+    }
+    let secret_name = match (tls.mode, &tls.secret_name) {
+        (_, Some(name)) => name.clone(),
+        (TlsMode::SelfSigned, None) => names.default_tls_secret(),
+        (TlsMode::Secret, None) => {
+            return Err(InvalidSpec::new(
+                "spec.tls.secretName",
+                "is required when tls.mode is Secret",
+            ));
+        }
+    };
+    let mut dns_names: Vec<String> = Vec::new();
+    let requested = tls.dns_names.iter().flatten().cloned();
+    for name in requested.chain(names.service_dns_names()) {
+        if !dns_names.contains(&name) {
+            dns_names.push(name);
+        }
+    }
+    Ok(TlsPlan {
+        mode: tls.mode,
+        secret_name,
+        dns_names,
+        duration,
+        renew_before,
+    })
+}
+
+/// The gateway config for `spec`, built from the shared type (never from YAML text).
+pub fn render_gateway_config(
+    spec: &WebSocketServiceSpec,
+    names: &ChildNames,
+) -> Result<GatewayConfig, InvalidSpec> {
+    let mut config = GatewayConfig::for_upstream(upstream_url(spec, names)?);
+    config.listen.address = ([0, 0, 0, 0], port("spec.listen.port", spec.listen.port)?).into();
+    config.listen.path = spec.listen.path.clone();
+    config.metrics.address = ([0, 0, 0, 0], names::METRICS_PORT as u16).into();
+    config.tls = spec.tls.as_ref().map(|_| TlsConfig {
+        cert_file: PathBuf::from(names::TLS_DIR).join("tls.crt"),
+        key_file: PathBuf::from(names::TLS_DIR).join("tls.key"),
+    });
+    if let Some(auth) = &spec.auth {
+        config.auth = gw::AuthConfig {
+            jwt: auth.jwt.as_ref().map(render_jwt).transpose()?,
+            allowed_origins: auth.allowed_origins.clone().unwrap_or_default(),
+            ip_allow: parse_cidrs("spec.auth.ipAllow", &auth.ip_allow)?,
+            ip_deny: parse_cidrs("spec.auth.ipDeny", &auth.ip_deny)?,
+            trusted_proxies: parse_cidrs("spec.auth.trustedProxies", &auth.trusted_proxies)?,
+        };
+    }
+    let limits = &spec.limits;
+    config.limits.max_connections = u32::try_from(limits.max_connections).map_err(|_| {
+        InvalidSpec::new(
+            "spec.limits.maxConnections",
+            format!("must be positive, got {}", limits.max_connections),
+        )
+    })?;
+    config.limits.connections_per_ip = limits
+        .connections_per_ip
+        .map(|rate| render_rate("spec.limits.connectionsPerIP", rate))
+        .transpose()?;
+    config.limits.messages_per_connection = limits
+        .messages_per_connection
+        .map(|rate| render_rate("spec.limits.messagesPerConnection", rate))
+        .transpose()?;
+    config.limits.max_message_bytes = u64::try_from(limits.max_message_bytes).map_err(|_| {
+        InvalidSpec::new(
+            "spec.limits.maxMessageBytes",
+            format!("must be positive, got {}", limits.max_message_bytes),
+        )
+    })?;
+    config.heartbeat = Some(HeartbeatConfig {
+        interval: parse_duration("spec.heartbeat.interval", &spec.heartbeat.interval)?,
+        timeout: parse_duration("spec.heartbeat.timeout", &spec.heartbeat.timeout)?,
+    });
+    config.compression = match spec.compression {
+        crd::Compression::Passthrough => gw::Compression::Passthrough,
+        crd::Compression::Off => gw::Compression::Off,
+    };
+    config.drain.grace_period = Duration::from_secs(drain_seconds(spec));
+    Ok(config)
+}
+
+/// `spec.drain.gracePeriodSeconds`, never negative.
+pub fn drain_seconds(spec: &WebSocketServiceSpec) -> u64 {
+    u64::try_from(spec.drain.grace_period_seconds).unwrap_or(0)
+}
+
+fn upstream_url(spec: &WebSocketServiceSpec, names: &ChildNames) -> Result<String, InvalidSpec> {
+    let upstream = &spec.upstream;
+    match (&upstream.service, &upstream.url) {
+        (Some(service), None) => {
+            let port = upstream.port.ok_or_else(|| {
+                InvalidSpec::new("spec.upstream.port", "is required with upstream.service")
+            })?;
+            let port = self::port("spec.upstream.port", port)?;
+            let path = upstream.path.as_deref().unwrap_or("/");
+            if !path.starts_with('/') {
+                return Err(InvalidSpec::new(
+                    "spec.upstream.path",
+                    format!("must start with '/', got {path:?}"),
+                ));
+            }
+            Ok(format!(
+                "ws://{service}.{}.svc:{port}{path}",
+                names.namespace
+            ))
+        }
+        (None, Some(url)) => Ok(url.clone()),
+        _ => Err(InvalidSpec::new(
+            "spec.upstream",
+            "set exactly one of upstream.service or upstream.url",
+        )),
+    }
+}
+
+fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
+    Ok(JwtConfig {
+        issuer: jwt.issuer.clone(),
+        audiences: jwt.audiences.clone().unwrap_or_default(),
+        algorithms: jwt
+            .algorithms
+            .iter()
+            .map(|alg| render_algorithm(*alg))
+            .collect(),
+        key_file: PathBuf::from(names::JWT_DIR).join(&jwt.key_secret_ref.key),
+        token_from: jwt
+            .token_from
+            .iter()
+            .map(|source| match source {
+                crd::TokenSource::Header => gw::TokenSource::Header,
+                crd::TokenSource::Query => gw::TokenSource::Query,
+                crd::TokenSource::Subprotocol => gw::TokenSource::Subprotocol,
+            })
+            .collect(),
+        query_parameter: jwt.query_parameter.clone(),
+        forward_claims: jwt
+            .forward_claims
+            .iter()
+            .flatten()
+            .map(|forwarded| gw::ForwardedClaim {
+                claim: forwarded.claim.clone(),
+                header: forwarded.header.clone(),
+            })
+            .collect(),
+        leeway: duration_text::parse(&jwt.leeway)
+            .map_err(|message| InvalidSpec::new("spec.auth.jwt.leeway", message))?,
+    })
+}
+
+fn render_algorithm(alg: crd::JwtAlgorithm) -> gw::JwtAlgorithm {
+    use crd::JwtAlgorithm as A;
+    match alg {
+        A::HS256 => gw::JwtAlgorithm::HS256,
+        A::HS384 => gw::JwtAlgorithm::HS384,
+        A::HS512 => gw::JwtAlgorithm::HS512,
+        A::RS256 => gw::JwtAlgorithm::RS256,
+        A::RS384 => gw::JwtAlgorithm::RS384,
+        A::RS512 => gw::JwtAlgorithm::RS512,
+        A::PS256 => gw::JwtAlgorithm::PS256,
+        A::PS384 => gw::JwtAlgorithm::PS384,
+        A::PS512 => gw::JwtAlgorithm::PS512,
+        A::ES256 => gw::JwtAlgorithm::ES256,
+        A::ES384 => gw::JwtAlgorithm::ES384,
+    }
+}
+
+fn render_rate(field: &str, rate: crd::RateSpec) -> Result<gw::Rate, InvalidSpec> {
+    let positive = |name: &str, value: i32| {
+        u32::try_from(value)
+            .ok()
+            .filter(|value| *value > 0)
+            .ok_or_else(|| {
+                InvalidSpec::new(
+                    format!("{field}.{name}"),
+                    format!("must be at least 1, got {value}"),
+                )
+            })
+    };
+    Ok(gw::Rate {
+        per_second: positive("perSecond", rate.per_second)?,
+        burst: positive("burst", rate.burst)?,
+    })
+}
+
+fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidSpec> {
+    let value = duration_text::parse(text).map_err(|message| InvalidSpec::new(field, message))?;
+    if value.is_zero() {
+        return Err(InvalidSpec::new(
+            field,
+            format!("must be longer than 0s, got {text:?}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn parse_cidrs(field: &str, cidrs: &Option<Vec<String>>) -> Result<Vec<IpNet>, InvalidSpec> {
+    cidrs
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(index, text)| {
+            text.parse().map_err(|_| {
+                InvalidSpec::new(
+                    format!("{field}[{index}]"),
+                    format!("must be a CIDR such as 10.0.0.0/8, got {text:?}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn port(field: &str, value: i32) -> Result<u16, InvalidSpec> {
+    u16::try_from(value)
+        .ok()
+        .filter(|port| *port > 0)
+        .ok_or_else(|| InvalidSpec::new(field, format!("must be a port 1-65535, got {value}")))
+}
