@@ -1,0 +1,157 @@
+//! The HTTP/1.1 upgrade, from both ends: the load generator's request and the echo
+//! upstream's answer.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, bail, ensure};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tungstenite::handshake::{client::generate_key, derive_accept_key};
+
+use crate::frame::FrameBuf;
+
+/// Largest request or response head either side accepts.
+const MAX_HEAD_BYTES: usize = 16 << 10;
+
+/// Where the load generator connects: `ws://host:port/path`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// `host:port` as written in the URL, sent as the `Host` header.
+    pub authority: String,
+    pub path: String,
+}
+
+impl Endpoint {
+    /// Parses `ws://127.0.0.1:8080/path`; only literal socket addresses, since everything is local.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("ws://")
+            .with_context(|| format!("URL {url:?} must start with ws://"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/"),
+        };
+        let addr = authority.parse().with_context(|| {
+            format!("URL {url:?}: {authority:?} is not an IP address with a port")
+        })?;
+        Ok(Self {
+            addr,
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// Connects and upgrades; `bearer` becomes an `Authorization` header.
+pub async fn connect(
+    endpoint: &Endpoint,
+    bearer: Option<&str>,
+) -> anyhow::Result<(TcpStream, FrameBuf)> {
+    let mut stream = TcpStream::connect(endpoint.addr)
+        .await
+        .with_context(|| format!("connecting to {}", endpoint.addr))?;
+    stream.set_nodelay(true)?;
+    let key = generate_key();
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+        endpoint.path, endpoint.authority
+    );
+    if let Some(token) = bearer {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+
+    let (head, leftover) = read_head(&mut stream).await?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    response
+        .parse(&head)
+        .context("parsing the upgrade response")?;
+    let status = response.code.unwrap_or_default();
+    ensure!(
+        status == 101,
+        "upgrade via {} answered {status} {}",
+        endpoint.addr,
+        response.reason.unwrap_or_default()
+    );
+    let accept = header(response.headers, "sec-websocket-accept")
+        .context("101 response lacks Sec-WebSocket-Accept")?;
+    ensure!(
+        accept == derive_accept_key(key.as_bytes()).as_bytes(),
+        "Sec-WebSocket-Accept does not match the key sent"
+    );
+    Ok((stream, FrameBuf::with_leftover(&leftover)))
+}
+
+/// Answers a client's upgrade request with 101.
+pub async fn accept(stream: &mut TcpStream) -> anyhow::Result<FrameBuf> {
+    let (head, leftover) = read_head(stream).await?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    request
+        .parse(&head)
+        .context("parsing the upgrade request")?;
+    let key = header(request.headers, "sec-websocket-key")
+        .context("upgrade request lacks Sec-WebSocket-Key")?;
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key)
+    );
+    stream.write_all(response.as_bytes()).await?;
+    Ok(FrameBuf::with_leftover(&leftover))
+}
+
+fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case(name))
+        .map(|header| header.value)
+}
+
+/// Reads up to the blank line; returns the head and whatever arrived after it.
+async fn read_head<R: AsyncRead + Unpin>(reader: &mut R) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let leftover = buf.split_off(end + 4);
+            return Ok((buf, leftover));
+        }
+        if buf.len() >= MAX_HEAD_BYTES {
+            bail!("handshake head exceeds {MAX_HEAD_BYTES} bytes");
+        }
+        buf.reserve(1024);
+        if reader
+            .read_buf(&mut buf)
+            .await
+            .context("reading a handshake head")?
+            == 0
+        {
+            bail!("connection closed during the handshake");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keeps_path_and_authority() {
+        let endpoint = Endpoint::parse("ws://127.0.0.1:18403/ws?x=1").unwrap();
+        assert_eq!(endpoint.addr, "127.0.0.1:18403".parse().unwrap());
+        assert_eq!(endpoint.authority, "127.0.0.1:18403");
+        assert_eq!(endpoint.path, "/ws?x=1");
+        assert_eq!(Endpoint::parse("ws://127.0.0.1:1").unwrap().path, "/");
+    }
+
+    #[test]
+    fn endpoint_refuses_other_schemes_and_host_names() {
+        assert!(Endpoint::parse("http://127.0.0.1:1/").is_err());
+        let err = Endpoint::parse("ws://localhost:1/").unwrap_err();
+        assert!(format!("{err:#}").contains("localhost"), "{err:#}");
+    }
+}

@@ -1,0 +1,342 @@
+//! The runner: starts every target, runs each scenario against each target in turn, round
+//! after round, so that drift on the shared machine shows up as spread rather than bias.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::handshake::Endpoint;
+use crate::load::{self, Window};
+use crate::proxies::{Launch, Layout, Running};
+use crate::report::{Goal, Metric, Sample};
+use crate::token::BenchClaims;
+
+/// How long a proxy may take to release the previous run's connections.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One message-stream shape: connections, message size, and the paced rate for latency.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StreamShape {
+    pub connections: usize,
+    pub size: usize,
+    pub paced_rate: f64,
+}
+
+impl StreamShape {
+    fn label(&self) -> String {
+        let size = if self.size.is_multiple_of(1024) {
+            format!("{} KiB", self.size / 1024)
+        } else {
+            format!("{} B", self.size)
+        };
+        format!("{} x {size}", self.connections)
+    }
+}
+
+/// What to run, and how often.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub rounds: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub shapes: Vec<StreamShape>,
+    pub idle_connections: usize,
+    pub idle_settle: Duration,
+    pub handshake_concurrency: usize,
+    pub targets: Vec<TargetKind>,
+    pub base_port: u16,
+    pub proxy_core: usize,
+    pub load_core: usize,
+    pub gateway: PathBuf,
+}
+
+/// The things compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Direct,
+    Nginx,
+    Haproxy,
+    Gateway,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Direct => "direct",
+            TargetKind::Nginx => "nginx",
+            TargetKind::Haproxy => "haproxy",
+            TargetKind::Gateway => "gateway",
+        }
+    }
+}
+
+/// A target and, unless it is the echo upstream itself, the proxy process in front of it.
+struct Subject {
+    kind: TargetKind,
+    endpoint: Endpoint,
+    proxy: Option<Running>,
+    /// Descriptors the proxy holds with no client connected.
+    idle_fds: usize,
+}
+
+impl Subject {
+    fn load_target(&self, bearer: &str) -> load::Target {
+        load::Target {
+            endpoint: self.endpoint.clone(),
+            bearer: Some(bearer.to_owned()),
+            pid: self.proxy.as_ref().map(|proxy| proxy.measured_pid),
+        }
+    }
+
+    /// Waits for the proxy to drop the previous run's connections.
+    fn settle(&self) -> anyhow::Result<()> {
+        if let Some(proxy) = &self.proxy
+            && !proxy.await_fds_at_most(self.idle_fds, DRAIN_TIMEOUT)?
+        {
+            eprintln!(
+                "warning: {} still holds connections {DRAIN_TIMEOUT:?} after a run",
+                proxy.name()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The metrics of one stream shape.
+struct StreamMetrics {
+    round_trips: Metric,
+    p50: Metric,
+    p99: Metric,
+    p999: Metric,
+    cpu_paced: Metric,
+    cpu_closed: Metric,
+}
+
+impl StreamMetrics {
+    fn of(shape: &StreamShape) -> Self {
+        let label = shape.label();
+        let rate = shape.paced_rate;
+        Self {
+            round_trips: Metric::new(
+                format!("{label}: round trips/s, closed loop"),
+                Goal::AtLeastBoth(1.0),
+            ),
+            p50: Metric::new(format!("{label}: p50 µs at {rate}/s"), Goal::None),
+            p99: Metric::new(
+                format!("{label}: p99 µs at {rate}/s"),
+                Goal::AtMostBoth(1.0),
+            ),
+            p999: Metric::new(format!("{label}: p999 µs at {rate}/s"), Goal::None),
+            cpu_paced: Metric::new(
+                format!("{label}: proxy CPU µs/msg at {rate}/s"),
+                Goal::AtMostNginx(0.8),
+            ),
+            cpu_closed: Metric::new(
+                format!("{label}: proxy CPU µs/msg, closed loop"),
+                Goal::None,
+            ),
+        }
+    }
+}
+
+/// The metrics of the idle and handshake scenarios.
+struct ConnectionMetrics {
+    idle_bytes: Metric,
+    handshakes: Metric,
+    cpu_per_handshake: Metric,
+}
+
+impl ConnectionMetrics {
+    fn of(plan: &Plan) -> Self {
+        Self {
+            idle_bytes: Metric::new(
+                format!("idle: proxy RSS bytes/conn at {}", plan.idle_connections),
+                Goal::AtMostHaproxy(1.0),
+            ),
+            handshakes: Metric::new(
+                format!(
+                    "handshakes/s, {} concurrent (JWT checked by gateway)",
+                    plan.handshake_concurrency
+                ),
+                Goal::None,
+            ),
+            cpu_per_handshake: Metric::new("proxy CPU µs/handshake".to_owned(), Goal::None),
+        }
+    }
+}
+
+/// Every scenario's metrics, in the order the report lists them.
+pub fn metrics(plan: &Plan) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for shape in &plan.shapes {
+        let m = StreamMetrics::of(shape);
+        metrics.extend([
+            m.round_trips,
+            m.p50,
+            m.p99,
+            m.p999,
+            m.cpu_paced,
+            m.cpu_closed,
+        ]);
+    }
+    let m = ConnectionMetrics::of(plan);
+    metrics.extend([m.idle_bytes, m.handshakes, m.cpu_per_handshake]);
+    metrics
+}
+
+/// Starts everything, runs the whole plan, and returns every sample taken.
+pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
+    let port = |offset: u16| SocketAddr::from(([127, 0, 0, 1], plan.base_port + offset));
+    let layout = Layout {
+        dir,
+        echo: port(0),
+        proxy_core: plan.proxy_core,
+        load_core: plan.load_core,
+    };
+    let claims = BenchClaims::valid_for(Duration::from_secs(24 * 3600))?;
+    let secret = b"wsfleet-bench HS256 secret, 32+ bytes long";
+    let key_file = layout.write("jwt.key", std::str::from_utf8(secret)?)?;
+    let bearer = claims.sign_hs256(secret)?;
+
+    let bench_exe = std::env::current_exe().context("locating the benchmark binary")?;
+    let _echo = layout.echo(&bench_exe).start()?;
+    let mut subjects = Vec::new();
+    for &kind in &plan.targets {
+        let launch: Option<Launch> = match kind {
+            TargetKind::Direct => None,
+            TargetKind::Nginx => Some(layout.nginx(port(1))?),
+            TargetKind::Haproxy => Some(layout.haproxy(port(2))?),
+            TargetKind::Gateway => {
+                if !plan.gateway.exists() {
+                    bail!(
+                        "no gateway binary at {}; build it (cargo build --release -p wsfleet-gateway) \
+                         or leave gateway out of --targets",
+                        plan.gateway.display()
+                    );
+                }
+                Some(layout.gateway(&plan.gateway, port(3), port(4), &key_file, &claims)?)
+            }
+        };
+        let addr = launch
+            .as_ref()
+            .map_or(layout.echo, |launch| launch.ready_addr);
+        let proxy = launch.map(|launch| launch.start()).transpose()?;
+        let idle_fds = match &proxy {
+            Some(proxy) => crate::procstat::open_fds(proxy.measured_pid)?,
+            None => 0,
+        };
+        subjects.push(Subject {
+            kind,
+            endpoint: Endpoint::parse(&format!("ws://{addr}/"))?,
+            proxy,
+            idle_fds,
+        });
+    }
+
+    let window = Window {
+        warmup: plan.warmup,
+        measure: plan.measure,
+    };
+    let connection_metrics = ConnectionMetrics::of(plan);
+    let mut samples = Vec::new();
+    for round in 1..=plan.rounds {
+        for shape in &plan.shapes {
+            let m = StreamMetrics::of(shape);
+            for subject in &subjects {
+                let target = subject.load_target(&bearer);
+                let closed =
+                    load::throughput(&target, shape.connections, shape.size, window).await?;
+                subject.settle()?;
+                let paced = load::latency(
+                    &target,
+                    shape.connections,
+                    shape.size,
+                    shape.paced_rate,
+                    window,
+                )
+                .await?;
+                subject.settle()?;
+                progress(
+                    round,
+                    subject.kind,
+                    &shape.label(),
+                    &format!("{closed:?} {paced:?}"),
+                );
+                let mut record = |metric: &Metric, value: Option<f64>| {
+                    if let Some(value) = value {
+                        samples.push(Sample::new(round, subject.kind, &metric.name, value));
+                    }
+                };
+                record(&m.round_trips, Some(closed.round_trips_per_sec));
+                record(&m.p50, Some(paced.p50_us));
+                record(&m.p99, Some(paced.p99_us));
+                record(&m.p999, Some(paced.p999_us));
+                record(&m.cpu_paced, paced.cpu_us_per_message);
+                record(&m.cpu_closed, closed.cpu_us_per_message);
+                let errors = closed.errors + paced.errors;
+                if errors > 0 {
+                    samples.push(Sample::errors(round, subject.kind, errors));
+                }
+                if paced.achieved_per_sec < 0.95 * paced.offered_per_sec {
+                    eprintln!(
+                        "warning: {} reached only {:.0} of {:.0} msg/s; its latency is that of an overloaded target",
+                        subject.kind.name(),
+                        paced.achieved_per_sec,
+                        paced.offered_per_sec
+                    );
+                }
+            }
+        }
+        for subject in subjects.iter_mut() {
+            // Memory is charged against a fresh process, so no earlier run's allocations are reused.
+            let Some(proxy) = subject.proxy.as_mut() else {
+                continue;
+            };
+            proxy.restart()?;
+            subject.idle_fds = crate::procstat::open_fds(proxy.measured_pid)?;
+            let target = subject.load_target(&bearer);
+            let idle = load::idle(&target, plan.idle_connections, plan.idle_settle).await?;
+            progress(round, subject.kind, "idle", &format!("{idle:?}"));
+            subject.settle()?;
+            if let Some(bytes) = idle.bytes_per_connection {
+                samples.push(Sample::new(
+                    round,
+                    subject.kind,
+                    &connection_metrics.idle_bytes.name,
+                    bytes,
+                ));
+            }
+        }
+        for subject in &subjects {
+            let target = subject.load_target(&bearer);
+            let result = load::handshakes(&target, plan.handshake_concurrency, window).await?;
+            progress(round, subject.kind, "handshakes", &format!("{result:?}"));
+            subject.settle()?;
+            samples.push(Sample::new(
+                round,
+                subject.kind,
+                &connection_metrics.handshakes.name,
+                result.per_sec,
+            ));
+            if let Some(cpu) = result.cpu_us_per_handshake {
+                samples.push(Sample::new(
+                    round,
+                    subject.kind,
+                    &connection_metrics.cpu_per_handshake.name,
+                    cpu,
+                ));
+            }
+            if result.errors > 0 {
+                samples.push(Sample::errors(round, subject.kind, result.errors));
+            }
+        }
+    }
+    Ok(samples)
+}
+
+fn progress(round: usize, kind: TargetKind, scenario: &str, detail: &str) {
+    eprintln!("round {round} {:<8} {scenario}: {detail}", kind.name());
+}
