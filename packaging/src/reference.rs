@@ -71,7 +71,11 @@ fn render_version(out: &mut String, group: &str, kind: &str, version: &Value) ->
         collect_rows(part, part_schema, false, &mut rows);
         writeln!(out, "| Field | Type | Required | Default | Description |")?;
         writeln!(out, "|---|---|---|---|---|")?;
-        for row in &rows {
+        // The section's own row would repeat the description printed above the table.
+        for row in rows
+            .iter()
+            .filter(|row| row.path != part || !row.rules.is_empty())
+        {
             writeln!(
                 out,
                 "| `{}` | {} | {} | {} | {} |",
@@ -136,7 +140,10 @@ fn render_rules(out: &mut String, rows: &[Row]) -> Result<()> {
     if rules.is_empty() {
         return Ok(());
     }
-    writeln!(out, "Validation rules (checked by the API server on every write):\n")?;
+    writeln!(
+        out,
+        "Validation rules (checked by the API server on every write):\n"
+    )?;
     writeln!(out, "| On | Rule | Message |\n|---|---|---|")?;
     for (path, rule) in rules {
         writeln!(
@@ -172,13 +179,18 @@ fn collect_rows(path: &str, schema: &Value, required: bool, rows: &mut Vec<Row>)
         path: path.to_string(),
         kind: type_name(schema),
         required,
-        default: schema.get("default").map(|d| format!("`{}`", escape_cell(&d.to_string()))),
+        default: schema
+            .get("default")
+            .map(|d| format!("`{}`", escape_cell(&d.to_string()))),
         description: describe(schema),
         rules: rules_of(schema),
     });
 
     collect_children(path, schema, rows);
-    if let Some(items) = schema.get("items").filter(|i| i.get("properties").is_some()) {
+    if let Some(items) = schema
+        .get("items")
+        .filter(|i| i.get("properties").is_some())
+    {
         // The list's own row says "list of object"; rules on one element get a row of their own.
         let element_rules = rules_of(items);
         if !element_rules.is_empty() {
@@ -234,9 +246,7 @@ fn type_name(schema: &Value) -> String {
             Some(format) => format!("{other} ({format})"),
             None => other.into(),
         },
-        None if schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true) => {
-            "any".into()
-        }
+        None if schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true) => "any".into(),
         None => "object".into(),
     }
 }
@@ -251,7 +261,12 @@ fn describe(schema: &Value) -> String {
         let values: Vec<String> = values
             .iter()
             .filter(|v| !v.is_null())
-            .map(|v| format!("`{}`", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .map(|v| {
+                format!(
+                    "`{}`",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                )
+            })
             .collect();
         parts.push(format!("One of {}.", values.join(", ")));
     }
@@ -264,13 +279,23 @@ fn describe(schema: &Value) -> String {
         ("maxItems", "Maximum items"),
     ] {
         if let Some(bound) = schema.get(key) {
-            parts.push(format!("{label} {bound}."));
+            parts.push(format!("{label} {}.", number_text(bound)));
         }
     }
     if let Some(pattern) = schema["pattern"].as_str() {
         parts.push(format!("Pattern `{}`.", escape_cell(pattern)));
     }
     parts.join(" ")
+}
+
+/// Bounds such as `1.0` read better as `1`; schema generators emit integers as floats.
+fn number_text(value: &Value) -> String {
+    match value.as_f64() {
+        Some(number) if number.fract() == 0.0 && number.abs() < 1e15 => {
+            format!("{}", number as i64)
+        }
+        _ => value.to_string(),
+    }
 }
 
 fn rules_of(schema: &Value) -> Vec<Rule> {
@@ -338,7 +363,7 @@ spec:
               x-kubernetes-validations:
                 - {rule: "self.size > 0 || self.mode == 'Off'", message: "size must be positive"}
               properties:
-                size: {type: integer, format: int32, minimum: 0, description: "How big.\n  Wrapped."}
+                size: {type: integer, format: int32, minimum: 0.0, description: "How big.\n  Wrapped."}
                 mode: {type: string, enum: [On, Off], default: On}
                 ports:
                   type: array
@@ -363,9 +388,11 @@ spec:
         assert!(doc.starts_with("# Widget reference\n"));
         assert!(doc.contains("| Resource | `widgets.example.io` |"));
         assert!(doc.contains("| Short names | `wd` |"));
-        assert!(doc.contains(
-            "| `spec.size` | integer (int32) | yes |  | How big. Wrapped. Minimum 0. |"
-        ));
+        assert!(
+            doc.contains(
+                "| `spec.size` | integer (int32) | yes |  | How big. Wrapped. Minimum 0. |"
+            )
+        );
         assert!(doc.contains("| `spec.mode` | string |  | `\"On\"` | One of `On`, `Off`. |"));
         assert!(doc.contains("| `spec.ports[].port` | integer |"));
         assert!(doc.contains("| `spec.labels` | map of string |"));
@@ -378,7 +405,9 @@ spec:
         assert!(doc.contains(
             "| `spec` | `self.size > 0 \\|\\| self.mode == 'Off'` | size must be positive |"
         ));
-        assert!(doc.contains("| Ready | string | `.status.conditions[?(@.type==\"Ready\")].status` |"));
+        assert!(
+            doc.contains("| Ready | string | `.status.conditions[?(@.type==\"Ready\")].status` |")
+        );
         assert!(doc.contains("Subresources: `status`."));
     }
 

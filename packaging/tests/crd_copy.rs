@@ -16,6 +16,11 @@ fn chart_crds_are_identical_to_the_generated_crds() {
 
     for name in &names {
         let source = std::fs::read_to_string(generated.join(name)).expect("readable CRD");
+        assert!(
+            source.contains("kind: CustomResourceDefinition"),
+            "crds/{} is not a CRD",
+            name.to_string_lossy()
+        );
         let copy = std::fs::read_to_string(chart.join(name)).unwrap_or_default();
         assert!(
             source == copy,
