@@ -177,3 +177,26 @@ fn lua_literals_round_trip_through_the_interpreter() {
         "quote \" back\\slash\nnewline é|3.5|true"
     );
 }
+
+#[test]
+fn docs_carry_the_tested_script_in_the_argocd_cm_snippet() {
+    let script = std::fs::read_to_string(check_dir().join("health.lua")).expect("health.lua");
+    let docs = std::fs::read_to_string(repo_root().join("docs/argocd.md")).expect("docs/argocd.md");
+    let key = "resource.customizations.health.wsfleet.io_WebSocketService: |\n";
+    let start = docs
+        .find(key)
+        .expect("docs/argocd.md has the argocd-cm key")
+        + key.len();
+    let block_end = docs[start..]
+        .find("```")
+        .expect("the snippet's code block ends")
+        + start;
+    let embedded: String = docs[start..block_end]
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert!(
+        embedded == script,
+        "docs/argocd.md embeds a different health.lua; re-indent the script by four spaces into the snippet"
+    );
+}
