@@ -409,10 +409,14 @@ fn assert_metrics_are_exported(exprs: &str, prefix: &str, dir: &str) {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
-        // Histograms are exported as one name and queried through their _bucket series.
-        let exported = name.strip_suffix("_bucket").unwrap_or(&name);
+        // Histograms are queried through their _bucket series, and registries that append
+        // _total to counters are given the bare name.
+        let registered = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_total"))
+            .unwrap_or(&name);
         assert!(
-            sources.contains(exported),
+            sources.contains(&name) || sources.contains(registered),
             "{name} is queried but {dir} never mentions it"
         );
         rest = &rest[start + name.len()..];
