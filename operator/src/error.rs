@@ -33,7 +33,7 @@ pub enum Error {
     #[error("{verb} {kind} {namespace}/{name}: {source}")]
     Kube {
         verb: &'static str,
-        kind: &'static str,
+        kind: String,
         namespace: String,
         name: String,
         #[source]
@@ -43,7 +43,7 @@ pub enum Error {
     Certificate { secret: String, message: String },
     #[error("serializing {kind}: {source}")]
     Serialize {
-        kind: &'static str,
+        kind: String,
         #[source]
         source: serde_json::Error,
     },
@@ -53,10 +53,11 @@ impl Error {
     /// Wraps a client error with what was being done to which object.
     pub fn kube(
         verb: &'static str,
-        kind: &'static str,
+        kind: impl Into<String>,
         namespace: &str,
         name: &str,
     ) -> impl FnOnce(kube::Error) -> Self {
+        let kind = kind.into();
         move |source| Self::Kube {
             verb,
             kind,

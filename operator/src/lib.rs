@@ -1,9 +1,17 @@
 //! wsfleet-operator: reconciles `WebSocketService` resources into fleets of wsfleet gateways.
 
+pub mod apply;
 pub mod build;
 pub mod certs;
+pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod error;
+pub mod http;
+pub mod lease;
+pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod reconcile;
+pub mod status;

@@ -1,4 +1,17 @@
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+use wsfleet_operator::lease::{LeaderLease, LeaseSettings};
+use wsfleet_operator::metrics::Metrics;
+use wsfleet_operator::names::FIELD_MANAGER;
+use wsfleet_operator::reconcile::Context;
+use wsfleet_operator::{controller, crdgen, http};
 
 /// The wsfleet Kubernetes operator: turns each WebSocketService into a fleet of WebSocket gateways.
 #[derive(Parser)]
@@ -12,10 +25,150 @@ struct Cli {
 enum Command {
     /// Print the WebSocketService CustomResourceDefinition as YAML.
     Crd,
+    /// Reconcile WebSocketServices. Reads the kubeconfig from KUBECONFIG, ~/.kube/config or the
+    /// in-cluster service account; only the replica holding the Lease acts.
+    Run(RunArgs),
 }
 
-fn main() {
+#[derive(Args)]
+struct RunArgs {
+    /// Gateway image for WebSocketServices that do not set spec.image.
+    #[arg(
+        long,
+        env = "WSFLEET_GATEWAY_IMAGE",
+        default_value = "wsfleet/wsfleet:0.1.0"
+    )]
+    gateway_image: String,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Name of the coordination.k8s.io Lease that elects the acting replica.
+    #[arg(long, default_value = "wsfleet-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: --namespace, else "default").
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's name in the Lease (default: hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => print!("{}", wsfleet_operator::crdgen::crd_yaml()),
+        Command::Crd => {
+            print!("{}", crdgen::crd_yaml());
+            Ok(())
+        }
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(run(args))
+        }
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(http::serve(args.metrics_address, metrics.clone()).await?);
+    let client = Client::try_default().await.context(
+        "loading the Kubernetes client config (KUBECONFIG, ~/.kube/config or in-cluster)",
+    )?;
+    let identity = args.identity.unwrap_or_else(default_identity);
+    let lease = LeaderLease::new(
+        client.clone(),
+        LeaseSettings {
+            name: args.lease_name,
+            namespace: args
+                .lease_namespace
+                .or_else(|| args.namespace.clone())
+                .unwrap_or_else(|| "default".to_owned()),
+            identity: identity.clone(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        },
+    );
+    let stop = stop_signal();
+    tokio::select! {
+        () = lease.acquire() => {}
+        () = stopped(stop.clone()) => return Ok(()),
+    }
+    metrics.set_leader(true);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(identity),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        metrics.clone(),
+        args.gateway_image,
+    ));
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        "running the controller"
+    );
+    let result = tokio::select! {
+        () = controller::run(ctx, args.namespace.as_deref(), stopped(stop)) => Ok(()),
+        lost = lease.keep() => Err(lost.context("stopping: this replica is no longer the leader")),
+    };
+    metrics.set_leader(false);
+    if result.is_ok() {
+        lease.release().await;
+    }
+    result
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "wsfleet-operator".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Flips to true on SIGINT or SIGTERM.
+fn stop_signal() -> watch::Receiver<bool> {
+    let (sender, receiver) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("stop signal received; finishing reconciles");
+        let _ = sender.send(true);
+    });
+    receiver
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
