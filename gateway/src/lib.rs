@@ -1,3 +1,25 @@
 //! wsfleet-gateway: a WebSocket gateway with TLS, authentication, limits, heartbeats and draining.
+//!
+//! [`connection`] reads top to bottom as the life of one client connection; the policy it
+//! applies lives in small modules ([`admission`], [`jwt`], [`rate`], [`refusal`]), and
+//! [`relay`] moves frames once the handshake is done.
 
+pub mod admin;
+pub mod admission;
 pub mod config;
+pub mod connection;
+pub mod drain;
+pub mod frame;
+pub mod handshake;
+pub mod jwt;
+pub mod metrics;
+pub mod policy;
+pub mod rate;
+pub mod refusal;
+pub mod relay;
+pub mod reload;
+pub mod server;
+pub mod tls;
+pub mod tracker;
+pub mod transport;
+pub mod upstream;

@@ -1,0 +1,68 @@
+//! The metrics port: `/metrics` (Prometheus text), `/healthz` (the process runs) and
+//! `/readyz` (accepting connections; fails as soon as draining starts).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::handshake::read_head;
+use crate::server::Shared;
+
+/// Scrapes and probes are small and quick; anything else is dropped.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the endpoints until the process exits.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(answer(stream, shared.clone()));
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
+    let Ok(Ok(head)) =
+        tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream, MAX_REQUEST_BYTES)).await
+    else {
+        return;
+    };
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut slots);
+    let path = match request.parse(&head.head) {
+        Ok(httparse::Status::Complete(_)) => request.path.unwrap_or("/"),
+        _ => return,
+    };
+    let (status, content_type, body) = match path.split('?').next().unwrap_or_default() {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            shared.metrics.render(),
+        ),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+        "/readyz" if shared.ready.load(Ordering::Relaxed) => {
+            ("200 OK", "text/plain", "ready\n".to_owned())
+        }
+        "/readyz" => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_owned(),
+        ),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,160 @@
+//! Who may connect: the client's address (through trusted proxies), IP lists and Origin.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::config::AuthConfig;
+use crate::handshake::UpgradeRequest;
+use crate::refusal::Refusal;
+
+/// The address a request comes from: the peer, or the nearest untrusted hop of
+/// `X-Forwarded-For` when the peer is a trusted proxy.
+pub fn client_ip(peer: IpAddr, request: &UpgradeRequest, trusted_proxies: &[IpNet]) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = request
+        .list("x-forwarded-for")
+        .filter_map(|hop| hop.parse().ok())
+        .collect();
+    // Walk from the nearest hop: each trusted proxy vouches for the one before it.
+    hops.iter()
+        .rev()
+        .find(|hop| !trusted(hop))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// Applies `ipDeny`, then `ipAllow` (empty: all allowed).
+pub fn check_ip(ip: IpAddr, auth: &AuthConfig) -> Result<(), Refusal> {
+    let ip = canonical(ip);
+    let denied = auth.ip_deny.iter().any(|net| net.contains(&ip));
+    let allowed = auth.ip_allow.is_empty() || auth.ip_allow.iter().any(|net| net.contains(&ip));
+    if denied || !allowed {
+        Err(Refusal::IpDenied)
+    } else {
+        Ok(())
+    }
+}
+
+/// Applies `allowedOrigins` (empty: any origin, or none).
+pub fn check_origin(request: &UpgradeRequest, auth: &AuthConfig) -> Result<(), Refusal> {
+    if auth.allowed_origins.is_empty() {
+        return Ok(());
+    }
+    match request.header("origin") {
+        Some(origin)
+            if auth
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin)) =>
+        {
+            Ok(())
+        }
+        _ => Err(Refusal::OriginDenied),
+    }
+}
+
+/// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`; lists name them as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &str) -> UpgradeRequest {
+        UpgradeRequest::parse(
+            format!(
+                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|net| net.parse().unwrap()).collect()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let spoofed = request("X-Forwarded-For: 1.2.3.4\r\n");
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &spoofed, &nets(&["10.0.0.0/8"])),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(ip("10.0.0.5"), &spoofed, &[]), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_through_trusted_hops() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let chain = request("X-Forwarded-For: 6.6.6.6, 198.51.100.7, 10.1.1.1\r\n");
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &chain, &trusted),
+            ip("198.51.100.7")
+        );
+        let split = request("X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.8\r\n");
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &split, &trusted),
+            ip("198.51.100.8")
+        );
+        let all_trusted = request("X-Forwarded-For: 10.9.9.9, 10.1.1.1\r\n");
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &all_trusted, &trusted),
+            ip("10.9.9.9")
+        );
+        let missing = request("");
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &missing, &trusted),
+            ip("10.0.0.5")
+        );
+    }
+
+    #[test]
+    fn deny_wins_over_allow() {
+        let auth = AuthConfig {
+            ip_allow: nets(&["10.0.0.0/8"]),
+            ip_deny: nets(&["10.6.0.0/16"]),
+            ..AuthConfig::default()
+        };
+        assert_eq!(check_ip(ip("10.1.2.3"), &auth), Ok(()));
+        assert_eq!(check_ip(ip("10.6.2.3"), &auth), Err(Refusal::IpDenied));
+        assert_eq!(check_ip(ip("192.0.2.1"), &auth), Err(Refusal::IpDenied));
+        assert_eq!(check_ip(ip("::ffff:10.1.2.3"), &auth), Ok(()));
+        assert_eq!(check_ip(ip("192.0.2.1"), &AuthConfig::default()), Ok(()));
+    }
+
+    #[test]
+    fn origins_match_exactly() {
+        let auth = AuthConfig {
+            allowed_origins: vec!["https://chat.example.com".into()],
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            check_origin(&request("Origin: https://chat.example.com\r\n"), &auth),
+            Ok(())
+        );
+        assert_eq!(
+            check_origin(&request("Origin: https://chat.example.com.evil\r\n"), &auth),
+            Err(Refusal::OriginDenied)
+        );
+        assert_eq!(
+            check_origin(&request(""), &auth),
+            Err(Refusal::OriginDenied)
+        );
+        assert_eq!(check_origin(&request(""), &AuthConfig::default()), Ok(()));
+    }
+}

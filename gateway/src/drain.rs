@@ -1,0 +1,176 @@
+//! Live-connection accounting and the drain on shutdown: readiness fails at once, and live
+//! clients are closed one after another across the grace period, so they do not all
+//! reconnect to the remaining pods at the same moment.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// Share of the grace period used to spread closes; the rest leaves time for close handshakes.
+const SPREAD_SHARE: f64 = 0.8;
+
+#[derive(Debug, Clone, Copy)]
+struct DrainPlan {
+    started: Instant,
+    spread: Duration,
+    live: u64,
+}
+
+impl DrainPlan {
+    /// When, after the drain started, the connection with `ticket` is closed.
+    fn turn_delay(&self, ticket: u64) -> Duration {
+        let position = (ticket % self.live) as f64 / self.live as f64;
+        self.spread.mul_f64(position)
+    }
+}
+
+/// Shutdown state shared by the accept loop, the connections and the health endpoint.
+#[derive(Debug)]
+pub struct Drain {
+    draining: AtomicBool,
+    plan: watch::Sender<Option<DrainPlan>>,
+    all_closed: Notify,
+    next_ticket: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// A counted live connection; dropping it releases its place.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    drain: Arc<Drain>,
+    ticket: u64,
+}
+
+impl Drain {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            plan: watch::Sender::new(None),
+            all_closed: Notify::new(),
+            next_ticket: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Takes a place among at most `max` live connections.
+    pub fn try_open(self: &Arc<Self>, max: u32) -> Option<ConnectionSlot> {
+        if self.metrics.active_connections() >= i64::from(max) {
+            return None;
+        }
+        self.metrics.connection_opened();
+        if self.metrics.active_connections() > i64::from(max) {
+            self.metrics.connection_closed();
+            return None;
+        }
+        Some(ConnectionSlot {
+            drain: self.clone(),
+            ticket: self.next_ticket.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Starts draining: live connections are told when to close, spread over `grace`.
+    pub fn start(&self, grace: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        let live = u64::try_from(self.metrics.active_connections())
+            .unwrap_or(0)
+            .max(1);
+        self.plan.send_replace(Some(DrainPlan {
+            started: Instant::now(),
+            spread: grace.mul_f64(SPREAD_SHARE),
+            live,
+        }));
+    }
+
+    /// Waits until no connection is live or `deadline` passes; true if all closed.
+    pub async fn wait_all_closed(&self, deadline: Instant) -> bool {
+        loop {
+            let closed = self.all_closed.notified();
+            if self.metrics.active_connections() <= 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return self.metrics.active_connections() <= 0;
+            }
+        }
+    }
+}
+
+impl ConnectionSlot {
+    /// Resolves when draining has started and this connection's turn to close has come.
+    pub async fn drain_turn(&self) {
+        let mut plans = self.drain.plan.subscribe();
+        let plan = match plans.wait_for(Option::is_some).await {
+            Ok(plan) => *plan,
+            Err(_) => None,
+        };
+        let Some(plan) = plan else {
+            // The gateway is going away without a drain; nothing to wait for.
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(plan.started + plan.turn_delay(self.ticket)).await;
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.drain.metrics.connection_closed();
+        if self.drain.metrics.active_connections() <= 0 {
+            self.drain.all_closed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_stop_at_the_maximum_and_come_back() {
+        let drain = Arc::new(Drain::new(Arc::new(Metrics::default())));
+        let first = drain.try_open(2).unwrap();
+        let _second = drain.try_open(2).unwrap();
+        assert!(drain.try_open(2).is_none());
+        drop(first);
+        assert!(drain.try_open(2).is_some());
+    }
+
+    #[test]
+    fn turns_spread_over_most_of_the_grace_period() {
+        let plan = DrainPlan {
+            started: Instant::now(),
+            spread: Duration::from_secs(10).mul_f64(SPREAD_SHARE),
+            live: 4,
+        };
+        let delays: Vec<_> = (0..5).map(|ticket| plan.turn_delay(ticket)).collect();
+        assert_eq!(delays[..4], [0, 2, 4, 6].map(Duration::from_secs));
+        assert_eq!(delays[4], Duration::ZERO, "later tickets wrap around");
+    }
+
+    #[tokio::test]
+    async fn draining_waits_for_the_last_connection() {
+        let drain = Arc::new(Drain::new(Arc::new(Metrics::default())));
+        let slot = drain.try_open(10).unwrap();
+        drain.start(Duration::from_secs(10));
+        assert!(drain.is_draining());
+        slot.drain_turn().await;
+        let waiter = tokio::spawn({
+            let drain = drain.clone();
+            async move {
+                drain
+                    .wait_all_closed(Instant::now() + Duration::from_secs(60))
+                    .await
+            }
+        });
+        drop(slot);
+        assert!(waiter.await.unwrap());
+    }
+}

@@ -1,0 +1,344 @@
+//! JSON Web Token checks on the upgrade request.
+//!
+//! The accepted algorithms share one key family (checked by the config), and the key is
+//! loaded as that family only, so a token cannot pick a weaker interpretation of the key:
+//! an HS256 token signed with an RSA public key is refused because HS256 is not accepted.
+
+use std::collections::HashSet;
+
+use anyhow::Context as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::{ForwardedClaim, JwtAlgorithm, JwtConfig, KeyFamily, TokenSource};
+use crate::handshake::UpgradeRequest;
+
+/// The entry prefix that carries a token in `Sec-WebSocket-Protocol`.
+pub const SUBPROTOCOL_PREFIX: &str = "bearer.";
+
+/// Verifies tokens with one key and one set of rules.
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    sources: Vec<TokenSource>,
+    query_parameter: String,
+    forward_claims: Vec<ForwardedClaim>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithms", &self.validation.algorithms)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request's token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no token in the request")]
+    Missing,
+    #[error("token refused: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+}
+
+impl JwtVerifier {
+    /// Reads the key file and prepares the validation rules.
+    pub fn load(config: &JwtConfig) -> anyhow::Result<Self> {
+        let key_bytes = std::fs::read(&config.key_file)
+            .with_context(|| format!("auth.jwt.keyFile: reading {}", config.key_file.display()))?;
+        let family = config
+            .algorithms
+            .first()
+            .context("auth.jwt.algorithms: must name at least one algorithm")?
+            .key_family();
+        let key = decoding_key(family, &key_bytes).with_context(|| {
+            format!(
+                "auth.jwt.keyFile: {} is not a {family:?} key",
+                config.key_file.display()
+            )
+        })?;
+        let algorithms: Vec<Algorithm> = config
+            .algorithms
+            .iter()
+            .map(|alg| algorithm(*alg))
+            .collect();
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        validation.leeway = config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
+        if let Some(issuer) = &config.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        if config.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&config.audiences);
+        }
+        Ok(Self {
+            key,
+            validation,
+            sources: config.token_from.clone(),
+            query_parameter: config.query_parameter.clone(),
+            forward_claims: config.forward_claims.clone(),
+        })
+    }
+
+    /// Finds the token in the request and verifies it; returns the claims.
+    pub fn verify_request(
+        &self,
+        request: &UpgradeRequest,
+    ) -> Result<Map<String, Value>, TokenError> {
+        let token = self.find_token(request).ok_or(TokenError::Missing)?;
+        self.verify(token)
+    }
+
+    /// Verifies one token: signature, algorithm, `exp`, `nbf`, `iss`, `aud`.
+    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)?;
+        Ok(data.claims)
+    }
+
+    fn find_token<'a>(&self, request: &'a UpgradeRequest) -> Option<&'a str> {
+        self.sources.iter().find_map(|source| match source {
+            TokenSource::Header => request.header("authorization").and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            }),
+            TokenSource::Query => request.query_parameter(&self.query_parameter),
+            TokenSource::Subprotocol => request
+                .list("sec-websocket-protocol")
+                .find_map(|entry| entry.strip_prefix(SUBPROTOCOL_PREFIX)),
+        })
+    }
+
+    /// Headers forwarded upstream for the configured claims present in `claims`.
+    pub fn claim_headers(&self, claims: &Map<String, Value>) -> Vec<(String, String)> {
+        self.forward_claims
+            .iter()
+            .filter_map(|forwarded| {
+                let value = header_value(claims.get(&forwarded.claim)?)?;
+                Some((forwarded.header.clone(), value))
+            })
+            .collect()
+    }
+
+    /// Header names the gateway sets from claims; client copies of them are dropped.
+    pub fn forwarded_header_names(&self) -> impl Iterator<Item = &str> {
+        self.forward_claims
+            .iter()
+            .map(|forwarded| forwarded.header.as_str())
+    }
+}
+
+fn decoding_key(family: KeyFamily, bytes: &[u8]) -> anyhow::Result<DecodingKey> {
+    Ok(match family {
+        KeyFamily::Hmac => {
+            // A PEM key as an HMAC secret is the classic algorithm-confusion setup: refuse it.
+            anyhow::ensure!(
+                !bytes.starts_with(b"-----BEGIN"),
+                "a PEM key cannot be an HMAC secret"
+            );
+            anyhow::ensure!(!bytes.is_empty(), "the HMAC secret is empty");
+            DecodingKey::from_secret(bytes)
+        }
+        KeyFamily::Rsa => DecodingKey::from_rsa_pem(bytes)?,
+        KeyFamily::Ec => DecodingKey::from_ec_pem(bytes)?,
+    })
+}
+
+fn algorithm(alg: JwtAlgorithm) -> Algorithm {
+    match alg {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::HS384 => Algorithm::HS384,
+        JwtAlgorithm::HS512 => Algorithm::HS512,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::PS384 => Algorithm::PS384,
+        JwtAlgorithm::PS512 => Algorithm::PS512,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+    }
+}
+
+/// Strings as they are, numbers and booleans as text, string arrays comma-joined; values
+/// that could break a header line are dropped.
+fn header_value(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        _ => return None,
+    };
+    text.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+        .then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"a-long-enough-hmac-secret-for-tests";
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn hmac_verifier(edit: impl FnOnce(&mut JwtConfig)) -> (JwtVerifier, tempfile::NamedTempFile) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(SECRET).unwrap();
+        let mut config = JwtConfig {
+            issuer: Some("https://issuer.test".into()),
+            audiences: vec!["chat".into()],
+            algorithms: vec![JwtAlgorithm::HS256],
+            key_file: file.path().to_owned(),
+            token_from: vec![
+                TokenSource::Header,
+                TokenSource::Query,
+                TokenSource::Subprotocol,
+            ],
+            query_parameter: "access_token".into(),
+            forward_claims: vec![ForwardedClaim {
+                claim: "sub".into(),
+                header: "X-User".into(),
+            }],
+            leeway: Duration::ZERO,
+        };
+        edit(&mut config);
+        (JwtVerifier::load(&config).unwrap(), file)
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn good_claims() -> serde_json::Value {
+        json!({"sub": "alice", "iss": "https://issuer.test", "aud": "chat", "exp": now() + 60})
+    }
+
+    #[test]
+    fn valid_token_yields_claim_headers() {
+        let (verifier, _key) = hmac_verifier(|_| {});
+        let claims = verifier.verify(&sign(good_claims())).unwrap();
+        assert_eq!(
+            verifier.claim_headers(&claims),
+            [("X-User".to_owned(), "alice".to_owned())]
+        );
+    }
+
+    #[test]
+    fn expiry_issuer_audience_and_nbf_are_checked() {
+        let (verifier, _key) = hmac_verifier(|_| {});
+        let mut expired = good_claims();
+        expired["exp"] = json!(now() - 10);
+        let mut wrong_issuer = good_claims();
+        wrong_issuer["iss"] = json!("https://evil.test");
+        let mut wrong_audience = good_claims();
+        wrong_audience["aud"] = json!("billing");
+        let mut not_yet = good_claims();
+        not_yet["nbf"] = json!(now() + 30);
+        let mut no_exp = good_claims();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        for claims in [expired, wrong_issuer, wrong_audience, not_yet, no_exp] {
+            assert!(verifier.verify(&sign(claims.clone())).is_err(), "{claims}");
+        }
+    }
+
+    #[test]
+    fn alg_none_and_bad_signatures_are_refused() {
+        let (verifier, _key) = hmac_verifier(|_| {});
+        let signed = sign(good_claims());
+        let payload = signed.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"}
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert!(verifier.verify(&unsigned).is_err());
+        let tampered = format!("{}x", &signed[..signed.len() - 1]);
+        assert!(verifier.verify(&tampered).is_err());
+    }
+
+    #[test]
+    fn pem_key_cannot_be_an_hmac_secret() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n")
+            .unwrap();
+        let config = JwtConfig {
+            issuer: None,
+            audiences: vec![],
+            algorithms: vec![JwtAlgorithm::HS256],
+            key_file: file.path().to_owned(),
+            token_from: vec![TokenSource::Header],
+            query_parameter: "access_token".into(),
+            forward_claims: vec![],
+            leeway: Duration::ZERO,
+        };
+        let err = JwtVerifier::load(&config).unwrap_err();
+        assert!(format!("{err:#}").contains("auth.jwt.keyFile"), "{err:#}");
+    }
+
+    #[test]
+    fn tokens_are_found_in_each_source_in_order() {
+        let (verifier, _key) = hmac_verifier(|config| {
+            config.token_from = vec![
+                TokenSource::Subprotocol,
+                TokenSource::Query,
+                TokenSource::Header,
+            ];
+        });
+        let request = |extra: &str, query: &str| {
+            UpgradeRequest::parse(format!(
+                "GET /{query} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).as_bytes()).unwrap()
+        };
+        assert_eq!(
+            verifier.find_token(&request("Authorization: Bearer h\r\n", "")),
+            Some("h")
+        );
+        assert_eq!(
+            verifier.find_token(&request("", "?access_token=q")),
+            Some("q")
+        );
+        assert_eq!(
+            verifier.find_token(&request(
+                "Sec-WebSocket-Protocol: chat, bearer.s\r\nAuthorization: Bearer h\r\n",
+                "?access_token=q"
+            )),
+            Some("s")
+        );
+        assert!(matches!(
+            verifier.verify_request(&request("", "")),
+            Err(TokenError::Missing)
+        ));
+    }
+
+    #[test]
+    fn claim_values_that_could_break_headers_are_dropped() {
+        assert_eq!(header_value(&json!(["a", "b"])).as_deref(), Some("a,b"));
+        assert_eq!(header_value(&json!(42)).as_deref(), Some("42"));
+        assert_eq!(header_value(&json!("evil\r\nX-Admin: 1")), None);
+        assert_eq!(header_value(&json!({"nested": 1})), None);
+    }
+}

@@ -1,0 +1,59 @@
+//! The running policy: a validated config with everything derived from it (JWT key, upstream
+//! target, TLS roots). A reload builds a new one and swaps it in whole.
+
+use crate::config::GatewayConfig;
+use crate::jwt::JwtVerifier;
+use crate::upstream::UpstreamTarget;
+
+/// What every new connection is checked and routed by.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: GatewayConfig,
+    pub jwt: Option<JwtVerifier>,
+    pub upstream: UpstreamTarget,
+}
+
+impl Policy {
+    /// Loads the files the config names; any problem leaves the caller's old policy in place.
+    pub fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        let jwt = config
+            .auth
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::load)
+            .transpose()?;
+        let upstream = UpstreamTarget::from_config(&config.upstream)?;
+        Ok(Self {
+            config,
+            jwt,
+            upstream,
+        })
+    }
+
+    /// The client path beyond `listen.path`, or `None` when the path is outside it.
+    pub fn path_suffix<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let prefix = self.config.listen.path.trim_end_matches('/');
+        let rest = path.strip_prefix(prefix)?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_whole_segments() {
+        let mut config = GatewayConfig::for_upstream("ws://127.0.0.1:1/");
+        config.listen.path = "/ws".into();
+        let policy = Policy::build(config).unwrap();
+        assert_eq!(policy.path_suffix("/ws"), Some(""));
+        assert_eq!(policy.path_suffix("/ws/room/1"), Some("/room/1"));
+        assert_eq!(policy.path_suffix("/wsx"), None);
+        assert_eq!(policy.path_suffix("/other"), None);
+
+        let root = Policy::build(GatewayConfig::for_upstream("ws://127.0.0.1:1/")).unwrap();
+        assert_eq!(root.path_suffix("/anything"), Some("/anything"));
+        assert_eq!(root.path_suffix("/"), Some("/"));
+    }
+}

@@ -1,0 +1,540 @@
+//! Relays frames between a client and its upstream after the handshake.
+//!
+//! Both directions run in one hand-written future. Each read lands in a per-thread buffer,
+//! the frame tracker checks it in place, and the bytes go straight to the other side; only
+//! bytes the other side cannot take yet are copied to a heap buffer, and while that buffer is
+//! non-empty the direction stops reading, so a slow reader slows its writer instead of growing
+//! memory. An idle connection holds no buffer at all.
+//!
+//! Close frames the gateway sends itself (limits, heartbeat timeout, drain, upstream failure)
+//! wait for a frame boundary, then the connection lingers briefly for the peers' replies.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::{HeartbeatConfig, Rate};
+use crate::frame::ControlFrame;
+use crate::metrics::{Direction, Metrics, UpstreamError};
+use crate::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
+use crate::transport::Transport;
+
+/// Largest single read; a TLS record carries at most 16 KiB too.
+const READ_SIZE: usize = 16 * 1024;
+/// How long peers get to answer the gateway's close frame before the sockets are dropped.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
+
+/// Close codes the gateway sends (RFC 6455 section 7.4.1).
+pub mod close_code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const POLICY_VIOLATION: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; CARRY_ROOM + READ_SIZE]);
+}
+
+/// Limits and heartbeat for one relayed connection, fixed when it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct RelaySettings {
+    pub max_message_bytes: u64,
+    pub message_rate: Option<Rate>,
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// Why a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Both sides closed their streams.
+    Closed,
+    /// The client vanished without a close frame.
+    ClientGone,
+    /// The upstream failed or vanished without a close frame; the client got 1011.
+    UpstreamFailed,
+    /// A frame broke a limit or the protocol.
+    Violation(Violation),
+    /// The client stopped answering heartbeats.
+    HeartbeatTimeout,
+    /// The gateway closed the connection while draining.
+    Drained,
+}
+
+/// The relay future; resolves when both sides are closed or the close linger ends.
+#[derive(Debug)]
+pub struct Relay {
+    client: Transport,
+    upstream: Transport,
+    /// Client to upstream.
+    inbound: Lane,
+    /// Upstream to client.
+    outbound: Lane,
+    heartbeat: Option<Heartbeat>,
+    /// Heartbeat deadlines, then the close linger.
+    timer: Option<Pin<Box<Sleep>>>,
+    ending: Option<Ending>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct Heartbeat {
+    config: HeartbeatConfig,
+    pinged: bool,
+}
+
+impl Relay {
+    /// `client_early` and `upstream_early` are bytes each side sent right after its handshake.
+    pub fn new(
+        client: Transport,
+        upstream: Transport,
+        client_early: Vec<u8>,
+        upstream_early: Vec<u8>,
+        settings: RelaySettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let lane = |source, direction, early| Lane {
+            tracker: Tracker::new(source, settings.max_message_bytes, settings.message_rate),
+            direction,
+            early,
+            pending: Vec::new(),
+            written: 0,
+            needs_flush: false,
+            control: None,
+            mode: Mode::Forward,
+            destination_shut: false,
+            bytes: 0,
+            activity: false,
+        };
+        let heartbeat = settings.heartbeat.map(|config| Heartbeat {
+            config,
+            pinged: false,
+        });
+        Self {
+            client,
+            upstream,
+            inbound: lane(Source::Client, Direction::ClientToUpstream, client_early),
+            outbound: lane(
+                Source::Upstream,
+                Direction::UpstreamToClient,
+                upstream_early,
+            ),
+            timer: heartbeat
+                .as_ref()
+                .map(|beat| Box::pin(tokio::time::sleep(beat.config.interval))),
+            heartbeat,
+            ending: None,
+            metrics,
+        }
+    }
+
+    /// Closes both sides with 1001, as when the gateway drains.
+    pub fn close_going_away(&mut self) {
+        self.begin_close(
+            Ending::Drained,
+            Some(close_code::GOING_AWAY),
+            Some(close_code::GOING_AWAY),
+            "gateway shutting down",
+        );
+    }
+
+    /// Sends close frames (at the next frame boundary) and stops forwarding.
+    fn begin_close(
+        &mut self,
+        ending: Ending,
+        to_client: Option<u16>,
+        to_upstream: Option<u16>,
+        reason: &str,
+    ) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.ending = Some(ending);
+        self.outbound.control = to_client.map(|code| ControlFrame::close(code, reason, None));
+        self.inbound.control =
+            to_upstream.map(|code| ControlFrame::close(code, reason, Some(mask_key())));
+        self.inbound.stop();
+        self.outbound.stop();
+        self.start_linger();
+    }
+
+    /// Gives the peers [`CLOSE_LINGER`] to finish; the heartbeat has no more to do.
+    fn start_linger(&mut self) {
+        if self.heartbeat.take().is_some() || self.timer.is_none() {
+            self.timer = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
+        }
+    }
+
+    fn on_inbound(&mut self, event: LaneEvent) {
+        match event {
+            // A side that said goodbye and ended: the other gets a moment to do the same.
+            LaneEvent::SourceClosed { close_seen: true } => self.start_linger(),
+            LaneEvent::SourceClosed { close_seen: false } => self.client_gone(),
+            LaneEvent::DestinationFailed => self.upstream_failed(),
+            LaneEvent::Violation(violation) => {
+                let to_client = match violation {
+                    Violation::TooBig => close_code::MESSAGE_TOO_BIG,
+                    Violation::RateExceeded => close_code::POLICY_VIOLATION,
+                    Violation::Protocol(_) => close_code::PROTOCOL_ERROR,
+                };
+                self.begin_close(
+                    Ending::Violation(violation),
+                    Some(to_client),
+                    Some(close_code::GOING_AWAY),
+                    violation_reason(violation),
+                );
+            }
+        }
+    }
+
+    fn on_outbound(&mut self, event: LaneEvent) {
+        match event {
+            LaneEvent::SourceClosed { close_seen: true } => self.start_linger(),
+            LaneEvent::SourceClosed { close_seen: false } => self.upstream_failed(),
+            LaneEvent::DestinationFailed => self.client_gone(),
+            LaneEvent::Violation(Violation::Protocol(reason)) => {
+                self.metrics.upstream_error(UpstreamError::Relay);
+                self.begin_close(
+                    Ending::Violation(Violation::Protocol(reason)),
+                    Some(close_code::INTERNAL_ERROR),
+                    Some(close_code::PROTOCOL_ERROR),
+                    reason,
+                );
+            }
+            LaneEvent::Violation(violation) => {
+                let code = match violation {
+                    Violation::RateExceeded => close_code::POLICY_VIOLATION,
+                    _ => close_code::MESSAGE_TOO_BIG,
+                };
+                self.begin_close(
+                    Ending::Violation(violation),
+                    Some(code),
+                    Some(code),
+                    violation_reason(violation),
+                );
+            }
+        }
+    }
+
+    /// The client vanished without a close frame: the upstream hears 1001.
+    fn client_gone(&mut self) {
+        self.begin_close(
+            Ending::ClientGone,
+            None,
+            Some(close_code::GOING_AWAY),
+            "client went away",
+        );
+    }
+
+    /// The upstream broke or vanished without a close frame: the client hears 1011.
+    fn upstream_failed(&mut self) {
+        self.metrics.upstream_error(UpstreamError::Relay);
+        self.begin_close(
+            Ending::UpstreamFailed,
+            Some(close_code::INTERNAL_ERROR),
+            None,
+            "upstream failed",
+        );
+    }
+
+    /// Drives the heartbeat; `Ready` when the close linger has run out.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timer) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        ready!(timer.as_mut().poll(cx));
+        let Some(heartbeat) = self.heartbeat.as_mut() else {
+            return Poll::Ready(());
+        };
+        let next = if std::mem::take(&mut self.inbound.activity) {
+            heartbeat.pinged = false;
+            heartbeat.config.interval
+        } else if !heartbeat.pinged {
+            heartbeat.pinged = true;
+            if self.outbound.control.is_none() {
+                self.outbound.control = Some(ControlFrame::ping(HEARTBEAT_PAYLOAD, None));
+            }
+            heartbeat.config.timeout
+        } else {
+            // 1001: as far as the gateway can tell, the client has gone away.
+            self.begin_close(
+                Ending::HeartbeatTimeout,
+                Some(close_code::GOING_AWAY),
+                Some(close_code::GOING_AWAY),
+                "heartbeat timeout",
+            );
+            return self.poll_timer(cx);
+        };
+        if let Some(timer) = self.timer.as_mut() {
+            timer.as_mut().reset(Instant::now() + next);
+            // Registers the waker for the new deadline.
+            let _ = timer.as_mut().poll(cx);
+        }
+        Poll::Pending
+    }
+
+    fn flush_counters(&mut self) {
+        for lane in [&mut self.inbound, &mut self.outbound] {
+            let messages = lane.tracker.take_messages();
+            let bytes = std::mem::take(&mut lane.bytes);
+            self.metrics.relayed(lane.direction, messages, bytes);
+        }
+    }
+}
+
+impl Future for Relay {
+    type Output = Ending;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
+        let this = self.get_mut();
+        if this.poll_timer(cx).is_ready() {
+            this.flush_counters();
+            return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+        }
+        loop {
+            let mut progressed = false;
+            if let Poll::Ready(event) = this.inbound.pump(cx, &mut this.client, &mut this.upstream)
+            {
+                this.on_inbound(event);
+                progressed = true;
+            }
+            if let Poll::Ready(event) = this.outbound.pump(cx, &mut this.upstream, &mut this.client)
+            {
+                this.on_outbound(event);
+                progressed = true;
+            }
+            if this.inbound.is_finished() && this.outbound.is_finished() {
+                this.flush_counters();
+                return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+            }
+            if !progressed {
+                break;
+            }
+            // A close may have started: its linger timer needs a first poll.
+            if this.poll_timer(cx).is_ready() {
+                this.flush_counters();
+                return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+            }
+        }
+        this.flush_counters();
+        Poll::Pending
+    }
+}
+
+fn violation_reason(violation: Violation) -> &'static str {
+    match violation {
+        Violation::TooBig => "message too big",
+        Violation::RateExceeded => "message rate exceeded",
+        Violation::Protocol(reason) => reason,
+    }
+}
+
+/// A masking key for frames the gateway sends upstream (RFC 6455 section 5.3).
+fn mask_key() -> [u8; 4] {
+    // Every RandomState has fresh keys, so the hash of nothing is a fresh unpredictable value.
+    let hash = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (hash as u32).to_ne_bytes()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Reading, checking and forwarding frames.
+    Forward,
+    /// Past the gateway's close: reading and dropping until the source ends.
+    Discard,
+    /// The source ended; once the destination is flushed and shut, the lane is finished.
+    Ended,
+}
+
+/// Something the relay must react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneEvent {
+    /// The source ended (EOF or error); `close_seen` tells whether it said goodbye first.
+    SourceClosed {
+        close_seen: bool,
+    },
+    /// The destination cannot be written.
+    DestinationFailed,
+    Violation(Violation),
+}
+
+/// One direction of the relay.
+#[derive(Debug)]
+struct Lane {
+    tracker: Tracker,
+    direction: Direction,
+    /// Handshake leftovers, processed before the first read.
+    early: Vec<u8>,
+    /// Checked bytes the destination has not taken yet; empty (no allocation) when keeping up.
+    pending: Vec<u8>,
+    written: usize,
+    needs_flush: bool,
+    /// A frame of the gateway's own, sent at the next frame boundary.
+    control: Option<ControlFrame>,
+    mode: Mode,
+    destination_shut: bool,
+    /// Bytes read since the counters were last flushed.
+    bytes: u64,
+    /// Set on every read; the heartbeat takes it.
+    activity: bool,
+}
+
+impl Lane {
+    fn stop(&mut self) {
+        if self.mode == Mode::Forward {
+            self.tracker.stop_at_next_frame();
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.mode == Mode::Ended
+            && self.destination_shut
+            && self.pending.is_empty()
+            && !self.needs_flush
+    }
+
+    fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut Transport,
+        destination: &mut Transport,
+    ) -> Poll<LaneEvent> {
+        loop {
+            if self.destination_shut && self.mode == Mode::Ended {
+                return Poll::Pending;
+            }
+            if self.mode == Mode::Forward && self.tracker.stopped() {
+                self.mode = Mode::Discard;
+            }
+            if let Err(event) = ready!(self.poll_drain(cx, destination)) {
+                return Poll::Ready(event);
+            }
+            if (self.mode != Mode::Forward || self.tracker.at_frame_boundary())
+                && let Some(frame) = self.control.take()
+            {
+                self.pending.extend_from_slice(frame.as_bytes());
+                continue;
+            }
+            if self.mode != Mode::Forward && !self.destination_shut {
+                // The other side learns of the end; errors mean it is gone already.
+                let _ = ready!(Pin::new(&mut *destination).poll_shutdown(cx));
+                self.destination_shut = true;
+                continue;
+            }
+            if let Some(event) = ready!(self.poll_read_and_forward(cx, source, destination)) {
+                return Poll::Ready(event);
+            }
+        }
+    }
+
+    /// Writes pending bytes and flushes; `Err` when the destination failed.
+    fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        destination: &mut Transport,
+    ) -> Poll<Result<(), LaneEvent>> {
+        while self.written < self.pending.len() {
+            match ready!(Pin::new(&mut *destination).poll_write(cx, &self.pending[self.written..]))
+            {
+                Ok(written) if written > 0 => {
+                    self.written += written;
+                    self.needs_flush = true;
+                }
+                _ => return Poll::Ready(Err(self.destination_failed())),
+            }
+        }
+        if !self.pending.is_empty() {
+            // Give the memory back: a connection that caught up holds no buffer.
+            self.pending = Vec::new();
+            self.written = 0;
+        }
+        if self.needs_flush {
+            if ready!(Pin::new(&mut *destination).poll_flush(cx)).is_err() {
+                return Poll::Ready(Err(self.destination_failed()));
+            }
+            self.needs_flush = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn destination_failed(&mut self) -> LaneEvent {
+        self.pending = Vec::new();
+        self.written = 0;
+        self.needs_flush = false;
+        self.destination_shut = true;
+        self.control = None;
+        if self.mode == Mode::Forward {
+            self.mode = Mode::Discard;
+        }
+        LaneEvent::DestinationFailed
+    }
+
+    /// Reads once, checks the frames and writes what the destination takes at once.
+    fn poll_read_and_forward(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut Transport,
+        destination: &mut Transport,
+    ) -> Poll<Option<LaneEvent>> {
+        READ_BUFFER.with_borrow_mut(|buf| {
+            let start = self.tracker.restore_carry(&mut buf[..CARRY_ROOM]);
+            let read = if self.early.is_empty() {
+                let mut read_buf = ReadBuf::new(&mut buf[CARRY_ROOM..]);
+                match Pin::new(&mut *source).poll_read(cx, &mut read_buf) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => read_buf.filled().len(),
+                    Poll::Ready(Err(_)) => 0,
+                }
+            } else {
+                let take = self.early.len().min(READ_SIZE);
+                buf[CARRY_ROOM..CARRY_ROOM + take].copy_from_slice(&self.early[..take]);
+                self.early.drain(..take);
+                if self.early.is_empty() {
+                    self.early = Vec::new();
+                }
+                take
+            };
+            if read == 0 {
+                let was_forwarding = self.mode == Mode::Forward;
+                self.mode = Mode::Ended;
+                return Poll::Ready(was_forwarding.then_some(LaneEvent::SourceClosed {
+                    close_seen: self.tracker.close_seen(),
+                }));
+            }
+            self.bytes += read as u64;
+            self.activity = true;
+            if self.mode == Mode::Discard {
+                return Poll::Ready(None);
+            }
+            let processed = self.tracker.process(&mut buf[start..CARRY_ROOM + read]);
+            let output = &buf[start..start + processed.forward];
+            let mut written = 0;
+            while written < output.len() {
+                match Pin::new(&mut *destination).poll_write(cx, &output[written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        written += n;
+                        self.needs_flush = true;
+                    }
+                    Poll::Pending => break,
+                    Poll::Ready(_) => return Poll::Ready(Some(self.destination_failed())),
+                }
+            }
+            self.pending.extend_from_slice(&output[written..]);
+            if let Some(violation) = processed.violation {
+                self.mode = Mode::Discard;
+                return Poll::Ready(Some(LaneEvent::Violation(violation)));
+            }
+            Poll::Ready(None)
+        })
+    }
+}

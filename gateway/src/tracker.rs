@@ -1,0 +1,422 @@
+//! Follows the frames of one direction of a relayed connection: counts messages, enforces the
+//! size and rate limits, and drops the client's answers to the gateway's own heartbeats.
+//!
+//! Bytes are processed in place in the relay's read buffer: the output is the input minus the
+//! frames the gateway swallows, minus an incomplete header (or control frame) at the end, which
+//! is held back until the rest arrives. Payloads of data frames are never copied or unmasked.
+
+use std::time::Instant;
+
+use crate::config::Rate;
+use crate::frame::{MAX_CONTROL_FRAME, MAX_CONTROL_PAYLOAD, Opcode, apply_mask, parse_header};
+use crate::rate::TokenBucket;
+
+/// Payload of the gateway's heartbeat pings; a client pong carrying it is not forwarded.
+pub const HEARTBEAT_PAYLOAD: &[u8] = b"wsfleet-heartbeat";
+
+/// Room reserved in front of every read for bytes held back from the previous one.
+pub const CARRY_ROOM: usize = MAX_CONTROL_FRAME;
+
+/// Which peer wrote the bytes: clients must mask their frames, upstreams must not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Client,
+    Upstream,
+}
+
+/// Why a stream of frames has to be stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A message larger than `limits.maxMessageBytes`.
+    TooBig,
+    /// More messages than `limits.messagesPerConnection` allows.
+    RateExceeded,
+    /// Frames that break RFC 6455.
+    Protocol(&'static str),
+}
+
+/// The result of processing one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processed {
+    /// Bytes at the front of the buffer to forward.
+    pub forward: usize,
+    /// Set when the frame after the forwarded bytes broke a rule; nothing more may be forwarded.
+    pub violation: Option<Violation>,
+}
+
+/// Frame state for one direction.
+#[derive(Debug)]
+pub struct Tracker {
+    source: Source,
+    max_message_bytes: u64,
+    message_rate: Option<(Rate, TokenBucket)>,
+    /// Payload bytes of the current data frame still to pass.
+    payload_left: u64,
+    in_message: bool,
+    message_bytes: u64,
+    carry: [u8; MAX_CONTROL_FRAME],
+    carry_len: u8,
+    /// Complete messages seen since the counter was last taken.
+    messages: u64,
+    close_seen: bool,
+    /// Set when the gateway closes: nothing after the current frame is forwarded.
+    stopping: bool,
+}
+
+impl Tracker {
+    pub fn new(source: Source, max_message_bytes: u64, message_rate: Option<Rate>) -> Self {
+        Self {
+            source,
+            max_message_bytes,
+            message_rate: message_rate.map(|rate| (rate, TokenBucket::full(rate, Instant::now()))),
+            payload_left: 0,
+            in_message: false,
+            message_bytes: 0,
+            carry: [0; MAX_CONTROL_FRAME],
+            carry_len: 0,
+            messages: 0,
+            close_seen: false,
+            stopping: false,
+        }
+    }
+
+    /// True between frames, where the gateway may insert a control frame of its own.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.payload_left == 0
+    }
+
+    /// True once a close frame has passed in this direction.
+    pub fn close_seen(&self) -> bool {
+        self.close_seen
+    }
+
+    /// Messages completed since the last call.
+    pub fn take_messages(&mut self) -> u64 {
+        std::mem::take(&mut self.messages)
+    }
+
+    /// Forwards the rest of the current frame, then nothing more.
+    pub fn stop_at_next_frame(&mut self) {
+        self.stopping = true;
+    }
+
+    /// True once stopping has reached a frame boundary.
+    pub fn stopped(&self) -> bool {
+        self.stopping && self.payload_left == 0
+    }
+
+    /// Copies held-back bytes to the end of `room`; returns where they start. The next
+    /// [`Tracker::process`] must start there.
+    pub fn restore_carry(&self, room: &mut [u8]) -> usize {
+        let len = usize::from(self.carry_len);
+        let start = room.len() - len;
+        room[start..].copy_from_slice(&self.carry[..len]);
+        start
+    }
+
+    /// Processes `buf` in place; the bytes to forward end up at its front.
+    pub fn process(&mut self, buf: &mut [u8]) -> Processed {
+        self.carry_len = 0;
+        let len = buf.len();
+        let mut read = 0;
+        let mut write = 0;
+        while read < len {
+            if self.payload_left > 0 {
+                let take =
+                    (len - read).min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+                buf.copy_within(read..read + take, write);
+                read += take;
+                write += take;
+                self.payload_left -= take as u64;
+                continue;
+            }
+            if self.stopping {
+                break;
+            }
+            let Some(header) = parse_header(&buf[read..]) else {
+                self.hold_back(&buf[read..]);
+                break;
+            };
+            if let Err(violation) = self.check_header(
+                header.mask.is_some(),
+                header.opcode,
+                header.fin,
+                header.payload_len,
+            ) {
+                return Processed {
+                    forward: write,
+                    violation: Some(violation),
+                };
+            }
+            if header.opcode.is_control() {
+                let frame_len = header.header_len + header.payload_len as usize;
+                if len - read < frame_len {
+                    self.hold_back(&buf[read..]);
+                    break;
+                }
+                let frame = &mut buf[read..read + frame_len];
+                let swallow = self.inspect_control(
+                    header.opcode,
+                    header.mask,
+                    &mut frame[header.header_len..],
+                );
+                if !swallow {
+                    buf.copy_within(read..read + frame_len, write);
+                    write += frame_len;
+                }
+                read += frame_len;
+                continue;
+            }
+            if let Err(violation) = self.account_data(header.opcode, header.fin, header.payload_len)
+            {
+                return Processed {
+                    forward: write,
+                    violation: Some(violation),
+                };
+            }
+            buf.copy_within(read..read + header.header_len, write);
+            read += header.header_len;
+            write += header.header_len;
+            self.payload_left = header.payload_len;
+        }
+        Processed {
+            forward: write,
+            violation: None,
+        }
+    }
+
+    fn hold_back(&mut self, tail: &[u8]) {
+        self.carry[..tail.len()].copy_from_slice(tail);
+        self.carry_len = tail.len() as u8;
+    }
+
+    fn check_header(
+        &self,
+        masked: bool,
+        opcode: Opcode,
+        fin: bool,
+        payload_len: u64,
+    ) -> Result<(), Violation> {
+        match (self.source, masked) {
+            (Source::Client, false) => return Err(Violation::Protocol("client frame not masked")),
+            (Source::Upstream, true) => return Err(Violation::Protocol("upstream frame masked")),
+            _ => {}
+        }
+        if let Opcode::Reserved(_) = opcode {
+            return Err(Violation::Protocol("reserved opcode"));
+        }
+        if opcode.is_control() && (!fin || payload_len > MAX_CONTROL_PAYLOAD as u64) {
+            return Err(Violation::Protocol("fragmented or oversized control frame"));
+        }
+        Ok(())
+    }
+
+    /// Notes a close frame; returns true for a client pong answering the gateway's heartbeat.
+    fn inspect_control(
+        &mut self,
+        opcode: Opcode,
+        mask: Option<[u8; 4]>,
+        payload: &mut [u8],
+    ) -> bool {
+        match opcode {
+            Opcode::Close => {
+                self.close_seen = true;
+                false
+            }
+            Opcode::Pong
+                if self.source == Source::Client && payload.len() == HEARTBEAT_PAYLOAD.len() =>
+            {
+                // Unmask a copy: the frame itself may still be forwarded as it came.
+                let mut plain = [0u8; MAX_CONTROL_PAYLOAD];
+                let plain = &mut plain[..payload.len()];
+                plain.copy_from_slice(payload);
+                if let Some(key) = mask {
+                    apply_mask(plain, key, 0);
+                }
+                plain == HEARTBEAT_PAYLOAD
+            }
+            _ => false,
+        }
+    }
+
+    fn account_data(
+        &mut self,
+        opcode: Opcode,
+        fin: bool,
+        payload_len: u64,
+    ) -> Result<(), Violation> {
+        match (opcode, self.in_message) {
+            (Opcode::Continuation, false) => {
+                return Err(Violation::Protocol("continuation without a message"));
+            }
+            (Opcode::Text | Opcode::Binary, true) => {
+                return Err(Violation::Protocol("new message inside a fragmented one"));
+            }
+            (Opcode::Text | Opcode::Binary, false) => {
+                if let Some((rate, bucket)) = &mut self.message_rate
+                    && !bucket.try_take(*rate, Instant::now())
+                {
+                    return Err(Violation::RateExceeded);
+                }
+                self.in_message = true;
+                self.message_bytes = 0;
+            }
+            _ => {}
+        }
+        self.message_bytes = self.message_bytes.saturating_add(payload_len);
+        if self.message_bytes > self.max_message_bytes {
+            return Err(Violation::TooBig);
+        }
+        if fin {
+            self.in_message = false;
+            self.messages += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::ControlFrame;
+
+    fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut bytes = vec![
+            first,
+            payload.len() as u8 | if mask.is_some() { 0x80 } else { 0 },
+        ];
+        let mut body = payload.to_vec();
+        if let Some(key) = mask {
+            bytes.extend_from_slice(&key);
+            apply_mask(&mut body, key, 0);
+        }
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    /// Feeds `input` in chunks of `chunk` bytes the way the relay does; returns what is forwarded.
+    fn relay(tracker: &mut Tracker, input: &[u8], chunk: usize) -> (Vec<u8>, Option<Violation>) {
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            let mut buf = vec![0u8; CARRY_ROOM + piece.len()];
+            let start = tracker.restore_carry(&mut buf[..CARRY_ROOM]);
+            buf[CARRY_ROOM..].copy_from_slice(piece);
+            let processed = tracker.process(&mut buf[start..]);
+            out.extend_from_slice(&buf[start..start + processed.forward]);
+            if processed.violation.is_some() {
+                return (out, processed.violation);
+            }
+        }
+        (out, None)
+    }
+
+    const KEY: Option<[u8; 4]> = Some([7, 1, 9, 3]);
+
+    #[test]
+    fn frames_pass_unchanged_in_any_chunking() {
+        let mut input = frame(0x81, b"hello", KEY);
+        input.extend(frame(0x02, b"part one", KEY));
+        input.extend(frame(0x89, b"client ping", KEY));
+        input.extend(frame(0x80, b"part two", KEY));
+        input.extend(frame(0xC1, b"compressed", KEY));
+        for chunk in 1..=input.len() {
+            let mut tracker = Tracker::new(Source::Client, 1 << 20, None);
+            let (out, violation) = relay(&mut tracker, &input, chunk);
+            assert_eq!(violation, None);
+            assert_eq!(out, input, "chunk size {chunk}");
+            assert_eq!(tracker.take_messages(), 3);
+            assert!(tracker.at_frame_boundary());
+        }
+    }
+
+    #[test]
+    fn heartbeat_pongs_from_clients_are_swallowed() {
+        let mut input = frame(0x8A, HEARTBEAT_PAYLOAD, KEY);
+        input.extend(frame(0x8A, b"app pong", KEY));
+        input.extend(frame(0x81, b"after", KEY));
+        for chunk in [1, 5, input.len()] {
+            let mut tracker = Tracker::new(Source::Client, 1 << 20, None);
+            let (out, _) = relay(&mut tracker, &input, chunk);
+            let mut expected = frame(0x8A, b"app pong", KEY);
+            expected.extend(frame(0x81, b"after", KEY));
+            assert_eq!(out, expected);
+        }
+    }
+
+    #[test]
+    fn upstream_pongs_pass_even_with_the_heartbeat_payload() {
+        let input = frame(0x8A, HEARTBEAT_PAYLOAD, None);
+        let mut tracker = Tracker::new(Source::Upstream, 1 << 20, None);
+        assert_eq!(relay(&mut tracker, &input, 3).0, input);
+    }
+
+    #[test]
+    fn oversized_message_is_stopped_across_fragments() {
+        let mut input = frame(0x02, &[0; 100], None);
+        input.extend(frame(0x00, &[0; 100], None));
+        input.extend(frame(0x80, &[0; 100], None));
+        let mut tracker = Tracker::new(Source::Upstream, 250, None);
+        let (out, violation) = relay(&mut tracker, &input, 64);
+        assert_eq!(violation, Some(Violation::TooBig));
+        assert_eq!(out.len(), 204, "only the first two frames pass");
+    }
+
+    #[test]
+    fn message_rate_counts_messages_not_fragments() {
+        let rate = Rate {
+            per_second: 1,
+            burst: 2,
+        };
+        let mut tracker = Tracker::new(Source::Client, 1 << 20, Some(rate));
+        let mut input = frame(0x01, b"a", KEY);
+        input.extend(frame(0x80, b"b", KEY));
+        input.extend(frame(0x81, b"c", KEY));
+        input.extend(frame(0x89, b"ping is not a message", KEY));
+        let (_, violation) = relay(&mut tracker, &input, 4);
+        assert_eq!(violation, None);
+        let (out, violation) = relay(&mut tracker, &frame(0x81, b"d", KEY), 100);
+        assert_eq!((out.len(), violation), (0, Some(Violation::RateExceeded)));
+    }
+
+    #[test]
+    fn protocol_errors_are_reported() {
+        let cases: [(Source, Vec<u8>); 5] = [
+            (Source::Client, frame(0x81, b"unmasked", None)),
+            (Source::Upstream, frame(0x81, b"masked", KEY)),
+            (Source::Upstream, frame(0x80, b"lone continuation", None)),
+            (Source::Upstream, frame(0x83, b"reserved", None)),
+            (Source::Upstream, frame(0x09, b"fragmented ping", None)),
+        ];
+        for (source, input) in cases {
+            let mut tracker = Tracker::new(source, 1 << 20, None);
+            let (_, violation) = relay(&mut tracker, &input, 100);
+            assert!(
+                matches!(violation, Some(Violation::Protocol(_))),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn close_frames_are_noted() {
+        let close = ControlFrame::close(4000, "bye", None);
+        let mut tracker = Tracker::new(Source::Upstream, 1 << 20, None);
+        let (out, _) = relay(&mut tracker, close.as_bytes(), 2);
+        assert_eq!(out, close.as_bytes());
+        assert!(tracker.close_seen());
+    }
+
+    #[test]
+    fn long_payloads_stream_without_holding_back() {
+        let mut input = vec![0x82, 126, 0x10, 0x00];
+        input.extend(std::iter::repeat_n(7u8, 4096));
+        let mut tracker = Tracker::new(Source::Upstream, 1 << 20, None);
+        let mut buf = vec![0u8; CARRY_ROOM + 1000];
+        let start = tracker.restore_carry(&mut buf[..CARRY_ROOM]);
+        buf[CARRY_ROOM..].copy_from_slice(&input[..1000]);
+        let processed = tracker.process(&mut buf[start..]);
+        assert_eq!(processed.forward, 1000);
+        assert!(!tracker.at_frame_boundary());
+    }
+}

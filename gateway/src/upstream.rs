@@ -1,0 +1,390 @@
+//! The upstream side of the handshake: connect (TCP, then TLS for `wss://`), forward the
+//! client's upgrade request, and read the upstream's answer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use crate::config::{Compression, UpstreamConfig};
+use crate::handshake::{self, UpgradeAnswer, UpgradeRequest};
+use crate::jwt::SUBPROTOCOL_PREFIX;
+use crate::metrics::UpstreamError;
+use crate::refusal::Refusal;
+use crate::transport::Transport;
+
+/// Upstream answers larger than this are treated as broken.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// A parsed `upstream.url` with what is needed to reach it.
+#[derive(Debug)]
+pub struct UpstreamTarget {
+    host: String,
+    port: u16,
+    /// The `Host` header value.
+    authority: String,
+    path: String,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+}
+
+/// A failed upstream handshake: what the client is answered and what is counted.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct UpstreamFailure {
+    pub refusal: Refusal,
+    pub kind: UpstreamError,
+    pub detail: String,
+}
+
+impl UpstreamFailure {
+    fn new(kind: UpstreamError, detail: impl std::fmt::Display) -> Self {
+        let refusal = match kind {
+            UpstreamError::Timeout => Refusal::UpstreamTimeout,
+            _ => Refusal::UpstreamUnavailable,
+        };
+        Self {
+            refusal,
+            kind,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// What the gateway adds to and removes from the client's request.
+#[derive(Debug)]
+pub struct ForwardPlan<'a> {
+    pub client_ip: IpAddr,
+    pub client_tls: bool,
+    /// The client's path beyond `listen.path`, appended to the upstream's path.
+    pub path_suffix: &'a str,
+    pub compression: Compression,
+    /// Headers the gateway sets (claims); client copies of the same names are dropped.
+    pub set_headers: Vec<(String, String)>,
+}
+
+/// An upgraded upstream connection.
+#[derive(Debug)]
+pub struct OpenUpstream {
+    pub stream: Transport,
+    pub answer: UpgradeAnswer,
+    /// Bytes the upstream sent right after its answer: its first frames.
+    pub early: Vec<u8>,
+}
+
+impl UpstreamTarget {
+    /// Parses the URL and prepares TLS for `wss://`.
+    pub fn from_config(config: &UpstreamConfig) -> anyhow::Result<Self> {
+        let (secure, rest) = match config.url.split_once("://") {
+            Some(("ws", rest)) => (false, rest),
+            Some(("wss", rest)) => (true, rest),
+            _ => anyhow::bail!(
+                "upstream.url: scheme must be ws:// or wss://, got {:?}",
+                config.url
+            ),
+        };
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        let default_port = if secure { 443 } else { 80 };
+        let (host, port) = split_host_port(authority, default_port)
+            .with_context(|| format!("upstream.url: bad host or port in {:?}", config.url))?;
+        let tls = if secure {
+            let name = ServerName::try_from(host.clone()).with_context(|| {
+                format!("upstream.url: {host:?} is not a valid TLS server name")
+            })?;
+            Some((
+                crate::tls::upstream_client_config(config.ca_file.as_deref())?,
+                name,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            host,
+            port,
+            authority: authority.to_owned(),
+            path,
+            tls,
+            connect_timeout: config.connect_timeout,
+            handshake_timeout: config.handshake_timeout,
+        })
+    }
+
+    /// Connects, forwards the upgrade and returns the upgraded stream.
+    pub async fn open(
+        &self,
+        request: &UpgradeRequest,
+        plan: &ForwardPlan<'_>,
+    ) -> Result<OpenUpstream, UpstreamFailure> {
+        let mut stream = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| {
+                UpstreamFailure::new(
+                    UpstreamError::Timeout,
+                    format!("connect to {} timed out", self.authority),
+                )
+            })??;
+        let head = self.render_request(request, plan);
+        let exchange = async {
+            stream.write_all(head.as_bytes()).await.map_err(|err| {
+                UpstreamFailure::new(
+                    UpstreamError::Connect,
+                    format!("sending the upgrade: {err}"),
+                )
+            })?;
+            handshake::read_head(&mut stream, MAX_ANSWER_BYTES)
+                .await
+                .map_err(|err| {
+                    UpstreamFailure::new(
+                        UpstreamError::Rejected,
+                        format!("reading the answer: {err}"),
+                    )
+                })
+        };
+        let answer = tokio::time::timeout(self.handshake_timeout, exchange)
+            .await
+            .map_err(|_| {
+                UpstreamFailure::new(
+                    UpstreamError::Timeout,
+                    format!("{} did not answer the upgrade in time", self.authority),
+                )
+            })??;
+        let parsed = UpgradeAnswer::parse(&answer.head)
+            .map_err(|err| UpstreamFailure::new(UpstreamError::Rejected, err))?;
+        Ok(OpenUpstream {
+            stream,
+            answer: parsed,
+            early: answer.rest,
+        })
+    }
+
+    async fn connect(&self) -> Result<Transport, UpstreamFailure> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|err| {
+                UpstreamFailure::new(
+                    UpstreamError::Connect,
+                    format!("connect to {}: {err}", self.authority),
+                )
+            })?;
+        // Frames are written whole; waiting to coalesce them only adds latency.
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Transport::Plain(tcp)),
+            Some((config, name)) => {
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|err| {
+                        UpstreamFailure::new(
+                            UpstreamError::Connect,
+                            format!("TLS with {}: {err}", self.authority),
+                        )
+                    })?;
+                Ok(Transport::ClientTls(Box::new(tls)))
+            }
+        }
+    }
+
+    /// The request head sent upstream.
+    fn render_request(&self, request: &UpgradeRequest, plan: &ForwardPlan<'_>) -> String {
+        let mut path = self.path.clone();
+        let (base, upstream_query) = match path.split_once('?') {
+            Some((base, query)) => (base.to_owned(), Some(query.to_owned())),
+            None => (std::mem::take(&mut path), None),
+        };
+        let mut target = base;
+        let suffix = plan.path_suffix.trim_start_matches('/');
+        if !suffix.is_empty() {
+            if !target.ends_with('/') {
+                target.push('/');
+            }
+            target.push_str(suffix);
+        }
+        let query: Vec<&str> = upstream_query
+            .iter()
+            .map(String::as_str)
+            .chain(request.query.as_deref())
+            .collect();
+        if !query.is_empty() {
+            target.push('?');
+            target.push_str(&query.join("&"));
+        }
+        let mut out = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+            self.authority
+        );
+        let set_by_gateway = |name: &str| {
+            plan.set_headers
+                .iter()
+                .any(|(set, _)| set.eq_ignore_ascii_case(name))
+        };
+        for (name, value) in &request.headers {
+            if !is_rewritten(name) && !set_by_gateway(name) {
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        let protocols: Vec<&str> = request
+            .list("sec-websocket-protocol")
+            .filter(|entry| !entry.starts_with(SUBPROTOCOL_PREFIX))
+            .collect();
+        if !protocols.is_empty() {
+            out.push_str(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                protocols.join(", ")
+            ));
+        }
+        if plan.compression == Compression::Passthrough {
+            let extensions: Vec<&str> = request.list("sec-websocket-extensions").collect();
+            if !extensions.is_empty() {
+                out.push_str(&format!(
+                    "Sec-WebSocket-Extensions: {}\r\n",
+                    extensions.join(", ")
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "X-Forwarded-For: {}\r\nX-Forwarded-Proto: {}\r\n",
+            plan.client_ip,
+            if plan.client_tls { "https" } else { "http" }
+        ));
+        for (name, value) in &plan.set_headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        out
+    }
+}
+
+/// Headers the gateway writes itself (hop-by-hop, negotiated, or forwarding information).
+fn is_rewritten(name: &str) -> bool {
+    const REWRITTEN: [&str; 11] = [
+        "host",
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "x-forwarded-proto",
+    ];
+    REWRITTEN
+        .iter()
+        .any(|rewritten| rewritten.eq_ignore_ascii_case(name))
+        || name.eq_ignore_ascii_case("x-forwarded-for")
+}
+
+fn split_host_port(authority: &str, default_port: u16) -> anyhow::Result<(String, u16)> {
+    anyhow::ensure!(!authority.is_empty(), "no host");
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').context("unclosed IPv6 bracket")?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse()?,
+            None => default_port,
+        };
+        return Ok((host.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Ok((host.to_owned(), port.parse()?)),
+        None => Ok((authority.to_owned(), default_port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GatewayConfig;
+
+    fn target(url: &str) -> UpstreamTarget {
+        UpstreamTarget::from_config(&GatewayConfig::for_upstream(url).upstream).unwrap()
+    }
+
+    fn request(extra: &str, target: &str) -> UpgradeRequest {
+        UpgradeRequest::parse(
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: gw.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn plan(suffix: &str) -> ForwardPlan<'_> {
+        ForwardPlan {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            client_tls: true,
+            path_suffix: suffix,
+            compression: Compression::Passthrough,
+            set_headers: vec![("X-User".into(), "alice".into())],
+        }
+    }
+
+    #[test]
+    fn urls_split_into_host_port_and_path() {
+        let plain = target("ws://backend:9000/ws?v=2");
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.path.as_str()),
+            ("backend", 9000, "/ws?v=2")
+        );
+        let ipv6 = target("ws://[::1]/");
+        assert_eq!((ipv6.host.as_str(), ipv6.port), ("::1", 80));
+        assert_eq!(target("ws://h").path, "/");
+    }
+
+    #[test]
+    fn request_forwards_path_query_protocols_and_claims() {
+        let upstream = target("ws://backend:9000/ws?v=2");
+        let client = request(
+            "Sec-WebSocket-Protocol: chat, bearer.secret\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nX-User: mallory\r\nx-forwarded-for: 6.6.6.6\r\nCookie: a=b\r\n",
+            "/gw/room/7?x=1",
+        );
+        let head = upstream.render_request(&client, &plan("/room/7"));
+        assert!(
+            head.starts_with("GET /ws/room/7?v=2&x=1 HTTP/1.1\r\nHost: backend:9000\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Sec-WebSocket-Key: a2V5\r\n"));
+        assert!(head.contains("Sec-WebSocket-Protocol: chat\r\n"), "{head}");
+        assert!(!head.contains("bearer."));
+        assert!(
+            head.contains(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            )
+        );
+        assert!(
+            head.contains("X-User: alice\r\n") && !head.contains("mallory"),
+            "{head}"
+        );
+        assert!(head.contains("X-Forwarded-For: 192.0.2.7\r\n") && !head.contains("6.6.6.6"));
+        assert!(head.contains("Cookie: a=b\r\n"));
+        assert_eq!(head.matches("Host:").count(), 1);
+    }
+
+    #[test]
+    fn compression_off_drops_the_offer() {
+        let upstream = target("ws://backend:9000/");
+        let client = request("Sec-WebSocket-Extensions: permessage-deflate\r\n", "/");
+        let mut off = plan("");
+        off.compression = Compression::Off;
+        let head = upstream.render_request(&client, &off);
+        assert!(
+            !head.to_ascii_lowercase().contains("permessage-deflate"),
+            "{head}"
+        );
+        assert!(head.starts_with("GET / HTTP/1.1\r\n"));
+    }
+}

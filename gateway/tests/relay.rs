@@ -1,0 +1,261 @@
+//! Relaying through a real gateway process: echo, path and subprotocols, close codes end to
+//! end, limits, upstream failure and backpressure.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::*;
+use futures::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+#[tokio::test]
+async fn messages_are_echoed_and_counted() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/echo"), "").await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(round_trip(&mut client, "hello").await, "hello");
+    let big = vec![42u8; 300_000];
+    client.send(Message::binary(big.clone())).await.unwrap();
+    match within("binary echo", client.next()).await {
+        Some(Ok(Message::Binary(echo))) => assert_eq!(echo.as_ref(), &big[..]),
+        other => panic!("unexpected {other:?}"),
+    }
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_messages_total{direction=\"client_to_upstream\"}",
+            2.0,
+        )
+        .await;
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_messages_total{direction=\"upstream_to_client\"}",
+            2.0,
+        )
+        .await;
+    assert!(
+        gateway
+            .metric("wsfleet_gateway_bytes_total{direction=\"client_to_upstream\"}")
+            .await
+            > 300_000.0
+    );
+    assert_eq!(
+        gateway.metric("wsfleet_gateway_active_connections").await,
+        1.0
+    );
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_handshakes_total{outcome=\"success\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn path_query_and_subprotocol_reach_the_upstream() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/backend"), "listen:\n  path: /ws\n").await;
+    let (mut client, response) = connect(
+        &gateway.url("/ws/room/7?user=ann"),
+        &[
+            ("Sec-WebSocket-Protocol", "chat, other"),
+            ("Origin", "https://app.test"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol").unwrap(),
+        "chat",
+        "the upstream's choice is relayed"
+    );
+    assert_eq!(round_trip(&mut client, "hi").await, "hi");
+    let seen = &upstream.records.requests()[0];
+    assert_eq!(seen.uri, "/backend/room/7?user=ann");
+    assert_eq!(seen.header("sec-websocket-protocol"), Some("chat, other"));
+    assert_eq!(seen.header("origin"), Some("https://app.test"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(refused_status(&gateway.url("/elsewhere"), &[]).await, 404);
+}
+
+#[tokio::test]
+async fn close_codes_pass_end_to_end() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "").await;
+
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "client says bye".into(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_close(&mut client).await,
+        Some((4001, "client says bye".into()))
+    );
+    eventually("the upstream to see the client's close", || async {
+        upstream
+            .records
+            .events()
+            .contains(&Seen::Close(Some((4001, "client says bye".into()))))
+    })
+    .await;
+
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    client
+        .send(Message::text("close:4002:upstream says bye"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_close(&mut client).await,
+        Some((4002, "upstream says bye".into()))
+    );
+    gateway
+        .wait_metric("wsfleet_gateway_handshakes_total{outcome=\"success\"}", 2.0)
+        .await;
+    eventually("both connections to be gone", || async {
+        gateway.metric("wsfleet_gateway_active_connections").await == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_messages_close_1009_in_both_directions() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "limits:\n  maxMessageBytes: 1000\n").await;
+
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(round_trip(&mut client, "small").await, "small");
+    client.send(Message::binary(vec![0u8; 1001])).await.unwrap();
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1009)
+    );
+    eventually("the upstream to hear 1001", || async {
+        upstream
+            .records
+            .events()
+            .iter()
+            .any(|seen| matches!(seen, Seen::Close(Some((1001, _)))))
+    })
+    .await;
+
+    // A fragmented message is measured whole.
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    for (index, fin) in [(0, false), (1, false), (2, true)] {
+        let opcode = if index == 0 {
+            tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+                tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Binary,
+            )
+        } else {
+            tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+                tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Continue,
+            )
+        };
+        let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+            vec![1u8; 400],
+            opcode,
+            fin,
+        );
+        if client.send(Message::Frame(frame)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1009)
+    );
+
+    // The upstream's messages are limited too.
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    client.send(Message::text("big:5000")).await.unwrap();
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1009)
+    );
+}
+
+#[tokio::test]
+async fn message_rate_closes_1008() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "limits:\n  messagesPerConnection: {perSecond: 1, burst: 3}\n",
+    )
+    .await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    for n in 0..10 {
+        if client.send(Message::text(format!("m{n}"))).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1008)
+    );
+}
+
+#[tokio::test]
+async fn upstream_failure_closes_the_client_1011() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "").await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    client.send(Message::text("drop")).await.unwrap();
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1011)
+    );
+    gateway
+        .wait_metric("wsfleet_gateway_upstream_errors_total{kind=\"relay\"}", 1.0)
+        .await;
+}
+
+#[tokio::test]
+async fn slow_client_stalls_the_upstream_instead_of_growing_memory() {
+    const FLOOD: u64 = 128 * 1024 * 1024;
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "heartbeat: null\n").await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    let rss_before = gateway.rss_kib();
+    client
+        .send(Message::text(format!("flood:{FLOOD}")))
+        .await
+        .unwrap();
+
+    // The client reads nothing: once socket buffers fill, the upstream's writes must block.
+    let flooded = || upstream.records.flooded.load(Ordering::Relaxed);
+    eventually("the upstream to start flooding", || async { flooded() > 0 }).await;
+    let mut last = 0;
+    eventually("the upstream's writes to stall", || {
+        let now = flooded();
+        let stalled = now == last;
+        last = now;
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            stalled
+        }
+    })
+    .await;
+    let stalled_at = flooded();
+    assert!(
+        stalled_at < FLOOD / 3,
+        "upstream wrote {stalled_at} bytes into a client that reads nothing"
+    );
+    let growth = gateway.rss_kib().saturating_sub(rss_before);
+    assert!(growth < 16 * 1024, "gateway memory grew by {growth} KiB");
+
+    // Once the client reads, everything arrives.
+    let mut received = 0u64;
+    while received < FLOOD {
+        match within("flooded data", client.next()).await {
+            Some(Ok(Message::Binary(bytes))) => received += bytes.len() as u64,
+            Some(Ok(_)) => {}
+            other => panic!("flood interrupted: {other:?}"),
+        }
+    }
+    assert_eq!(received, FLOOD);
+}
