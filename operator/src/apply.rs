@@ -33,10 +33,10 @@ where
     desired
         .annotations_mut()
         .insert(APPLIED_DIGEST.to_owned(), digest.clone());
-    if let Some(observed) = observed {
-        if up_to_date(&desired, &observed, &digest) {
-            return Ok(observed);
-        }
+    if let Some(observed) = observed
+        && up_to_date(&desired, &observed, &digest)
+    {
+        return Ok(observed);
     }
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();

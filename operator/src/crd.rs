@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 const DURATION_RE: &str = "^([0-9]+(ns|us|ms|s|m|h))+$";
 
 /// A fleet of WebSocket gateways in front of one upstream.
+// Each `printcolumn(...)` below is its own column; repeated `type_` values are not duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "wsfleet.io",

@@ -352,18 +352,18 @@ async fn ensure_certificate(
             None,
         ));
     }
-    if let Some(secret) = &existing {
-        if !secret.owner_references().iter().any(|o| o.uid == owner.uid) {
-            let problem = Problem {
-                reason: "SecretInvalid",
-                message: format!(
-                    "Secret {namespace}/{} exists and is not managed by this WebSocketService; \
+    if let Some(secret) = &existing
+        && !secret.owner_references().iter().any(|o| o.uid == owner.uid)
+    {
+        let problem = Problem {
+            reason: "SecretInvalid",
+            message: format!(
+                "Secret {namespace}/{} exists and is not managed by this WebSocketService; \
                      choose another tls.secretName or delete it",
-                    tls.secret_name
-                ),
-            };
-            return Ok((certificate(Err(problem)), None));
-        }
+                tls.secret_name
+            ),
+        };
+        return Ok((certificate(Err(problem)), None));
     }
     let stored = match &existing {
         None => Stored::Missing,

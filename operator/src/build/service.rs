@@ -34,7 +34,7 @@ pub fn service(plan: &Plan, spec: &WebSocketServiceSpec, owner: &OwnerReference)
                 port("metrics", METRICS_PORT),
             ]),
             session_affinity: Some(if sticky { "ClientIP" } else { "None" }.to_owned()),
-            session_affinity_config: sticky.then(|| SessionAffinityConfig {
+            session_affinity_config: sticky.then_some(SessionAffinityConfig {
                 client_ip: Some(ClientIPConfig {
                     timeout_seconds: Some(affinity.timeout_seconds),
                 }),
