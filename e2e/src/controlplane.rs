@@ -1,0 +1,372 @@
+//! A local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and kwok (fake nodes whose pods turn Ready), all on loopback ports,
+//! in a temporary directory, stopped when dropped.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{Context, Result, ensure};
+use tempfile::TempDir;
+
+use crate::binaries::{control_plane_bin_dir, workspace_root};
+use crate::kubectl::Kubectl;
+use crate::net::{free_port, http_get};
+use crate::pki::{CertificateAuthority, service_account_key_pair};
+use crate::poll::{DEADLINE, eventually, give_up};
+use crate::process::ManagedProcess;
+
+/// The controllers the operator's children depend on: Deployments roll out ReplicaSets and
+/// Pods, owner references are garbage-collected, namespaces are emptied on deletion and
+/// HorizontalPodAutoscalers are served.
+const CONTROLLERS: &str = "deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,horizontal-pod-autoscaler-controller";
+
+/// Fake nodes that kwok keeps Ready; two zones so that topology spreading has room.
+const FAKE_NODES: [(&str, &str); 2] = [("kwok-node-0", "zone-a"), ("kwok-node-1", "zone-b")];
+
+/// A running control plane; see the module docs.
+pub struct ControlPlane {
+    bin_dir: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+    running: Mutex<Option<Running>>,
+}
+
+/// What is torn down on stop: processes (stopped in reverse start order), then the directory.
+struct Running {
+    processes: Vec<ManagedProcess>,
+    dir: TempDir,
+}
+
+static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
+
+impl ControlPlane {
+    /// The control plane shared by every test in this test binary, started on first use
+    /// and stopped when the binary exits.
+    pub fn shared() -> &'static ControlPlane {
+        let started = SHARED.get_or_init(|| {
+            let control_plane = ControlPlane::start().map_err(|err| format!("{err:#}"))?;
+            // SAFETY: registers a plain function; statics are never dropped, so this is how
+            // the shared processes and directory are cleaned up at exit.
+            unsafe {
+                libc::atexit(stop_shared);
+            }
+            Ok(control_plane)
+        });
+        match started {
+            Ok(control_plane) => control_plane,
+            Err(err) => panic!("the control plane did not start: {err}"),
+        }
+    }
+
+    /// Starts every component and waits until each is serving.
+    pub fn start() -> Result<Self> {
+        let bin_dir = control_plane_bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("wsfleet-e2e-")
+            .tempdir()
+            .context("creating the control-plane directory")?;
+        eprintln!("control plane: {}", dir.path().display());
+        let mut processes = Vec::new();
+        let started = Self::start_components(&bin_dir, dir.path(), &mut processes);
+        let (kubeconfig, server) = match started {
+            Ok(addresses) => addresses,
+            Err(err) => {
+                // Show why before the directory and its logs go away.
+                let logs: String = processes
+                    .iter()
+                    .map(|process| format!("--- {} ---\n{}\n", process.name(), process.log_tail()))
+                    .collect();
+                return Err(err.context(logs));
+            }
+        };
+        Ok(Self {
+            bin_dir,
+            kubeconfig,
+            server,
+            running: Mutex::new(Some(Running { processes, dir })),
+        })
+    }
+
+    fn start_components(
+        bin_dir: &Path,
+        dir: &Path,
+        processes: &mut Vec<ManagedProcess>,
+    ) -> Result<(PathBuf, String)> {
+        let etcd_url = start_etcd(bin_dir, dir, processes)?;
+        let (kubeconfig, server) = start_apiserver(bin_dir, dir, &etcd_url, processes)?;
+        let kubectl = Kubectl::new(&bin_dir.join("kubectl"), &kubeconfig);
+        start_controllers(bin_dir, dir, &kubeconfig, processes)?;
+        start_fake_nodes(bin_dir, dir, &kubeconfig, &kubectl, processes)?;
+        Ok((kubeconfig, server))
+    }
+
+    /// kubectl (the one built with the control plane) bound to this cluster's kubeconfig.
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl::new(&self.bin_dir.join("kubectl"), &self.kubeconfig)
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The apiserver's URL, `https://127.0.0.1:PORT`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// Stops every process and removes the directory; later calls do nothing.
+    pub fn stop(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(Running { mut processes, dir }) = running {
+            while let Some(mut process) = processes.pop() {
+                process.kill();
+            }
+            if std::env::var_os("WSFLEET_E2E_KEEP").is_some() {
+                eprintln!("keeping {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+extern "C" fn stop_shared() {
+    if let Some(Ok(control_plane)) = SHARED.get() {
+        control_plane.stop();
+    }
+}
+
+fn start_etcd(bin_dir: &Path, dir: &Path, processes: &mut Vec<ManagedProcess>) -> Result<String> {
+    let client_port = free_port()?;
+    let peer_url = format!("http://127.0.0.1:{}", free_port()?);
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let mut etcd = Command::new(bin_dir.join("etcd"));
+    etcd.arg("--name=e2e")
+        .arg(format!("--data-dir={}", dir.join("etcd").display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=e2e={peer_url}"))
+        // Durability is pointless for a throwaway cluster and fsync is slow on shared disks.
+        .arg("--unsafe-no-fsync")
+        .arg("--log-level=warn");
+    processes.push(ManagedProcess::spawn("etcd", etcd, &dir.join("etcd.log"))?);
+    let process = processes.last_mut().expect("etcd was just started");
+    eventually("etcd /health", DEADLINE, || {
+        process.ensure_running().map_err(give_up)?;
+        let body = http_get(client_port, "/health")?;
+        ensure!(body.contains(r#""health":"true""#), "etcd says {body}");
+        Ok(())
+    })?;
+    Ok(client_url)
+}
+
+fn start_apiserver(
+    bin_dir: &Path,
+    dir: &Path,
+    etcd_url: &str,
+    processes: &mut Vec<ManagedProcess>,
+) -> Result<(PathBuf, String)> {
+    let port = free_port()?;
+    let server = format!("https://127.0.0.1:{port}");
+    let ca = CertificateAuthority::new("wsfleet-e2e-ca")?;
+    let serving = ca.issue_serving(&["127.0.0.1", "localhost"])?;
+    let (sa_private, sa_public) = service_account_key_pair()?;
+    let token = random_token()?;
+    let files = [
+        ("ca.crt", ca.cert_pem()),
+        ("apiserver.crt", serving.cert_pem),
+        ("apiserver.key", serving.key_pem),
+        ("sa.key", sa_private),
+        ("sa.pub", sa_public),
+        // One admin in system:masters; RBAC lets it do anything.
+        (
+            "tokens.csv",
+            format!("{token},admin,admin,system:masters\n"),
+        ),
+    ];
+    for (name, contents) in &files {
+        std::fs::write(dir.join(name), contents)
+            .with_context(|| format!("writing {}", dir.join(name).display()))?;
+    }
+    let file = |name: &str| dir.join(name).display().to_string();
+
+    let mut apiserver = Command::new(bin_dir.join("kube-apiserver"));
+    apiserver
+        .arg(format!("--etcd-servers={etcd_url}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--secure-port={port}"))
+        .arg(format!("--cert-dir={}", file("certs")))
+        .arg(format!("--tls-cert-file={}", file("apiserver.crt")))
+        .arg(format!("--tls-private-key-file={}", file("apiserver.key")))
+        .arg(format!("--token-auth-file={}", file("tokens.csv")))
+        .arg("--authorization-mode=RBAC")
+        .arg(format!("--service-account-issuer={server}/"))
+        .arg(format!("--service-account-key-file={}", file("sa.pub")))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            file("sa.key")
+        ))
+        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        .arg("--allow-privileged=true")
+        // No token controller runs, so pods could never get their service-account token;
+        // no node-lifecycle controller runs to lift the not-ready taint from new nodes.
+        .arg("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition")
+        // The kubernetes Service would point at 127.0.0.1, which Endpoints refuse.
+        .arg("--endpoint-reconciler-type=none")
+        .arg("--profiling=false")
+        .arg("--v=1");
+    processes.push(ManagedProcess::spawn(
+        "kube-apiserver",
+        apiserver,
+        &dir.join("kube-apiserver.log"),
+    )?);
+    let process = processes
+        .last_mut()
+        .expect("kube-apiserver was just started");
+
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        render_kubeconfig(&server, &dir.join("ca.crt"), &token),
+    )
+    .context("writing the kubeconfig")?;
+    let kubectl = Kubectl::new(&bin_dir.join("kubectl"), &kubeconfig);
+    eventually("kube-apiserver /readyz", DEADLINE, || {
+        process.ensure_running().map_err(give_up)?;
+        let body = kubectl.raw("/readyz")?;
+        ensure!(body.trim() == "ok", "/readyz says {body}");
+        Ok(())
+    })?;
+    Ok((kubeconfig, server))
+}
+
+fn start_controllers(
+    bin_dir: &Path,
+    dir: &Path,
+    kubeconfig: &Path,
+    processes: &mut Vec<ManagedProcess>,
+) -> Result<()> {
+    let kubeconfig_flag = format!("--kubeconfig={}", kubeconfig.display());
+    let mut controller_manager = Command::new(bin_dir.join("kube-controller-manager"));
+    controller_manager
+        .arg(&kubeconfig_flag)
+        .arg("--leader-elect=false")
+        .arg("--secure-port=0")
+        .arg(format!("--controllers={CONTROLLERS}"))
+        .arg("--v=1");
+    processes.push(ManagedProcess::spawn(
+        "kube-controller-manager",
+        controller_manager,
+        &dir.join("kube-controller-manager.log"),
+    )?);
+
+    let mut scheduler = Command::new(bin_dir.join("kube-scheduler"));
+    scheduler
+        .arg(&kubeconfig_flag)
+        .arg("--leader-elect=false")
+        .arg("--secure-port=0")
+        .arg("--v=1");
+    processes.push(ManagedProcess::spawn(
+        "kube-scheduler",
+        scheduler,
+        &dir.join("kube-scheduler.log"),
+    )?);
+    Ok(())
+}
+
+fn start_fake_nodes(
+    bin_dir: &Path,
+    dir: &Path,
+    kubeconfig: &Path,
+    kubectl: &Kubectl,
+    processes: &mut Vec<ManagedProcess>,
+) -> Result<()> {
+    let stages = workspace_root().join("e2e/kwok/stages.yaml");
+    let mut kwok = Command::new(bin_dir.join("kwok"));
+    kwok.arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--config={}", stages.display()))
+        .arg("--manage-all-nodes=false")
+        .arg("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake")
+        .arg(format!("--server-address=127.0.0.1:{}", free_port()?))
+        .arg("--cidr=10.244.0.0/16")
+        .arg("--node-ip=10.243.0.1")
+        // kwok reads ~/.kwok/kwok.yaml too; keep the user's out of the tests.
+        .env("HOME", dir);
+    processes.push(ManagedProcess::spawn("kwok", kwok, &dir.join("kwok.log"))?);
+    let process = processes.last_mut().expect("kwok was just started");
+
+    let mut manifest = String::new();
+    for (name, zone) in FAKE_NODES {
+        write!(
+            manifest,
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    kwok.x-k8s.io/node: fake\n  labels:\n    type: kwok\n    kubernetes.io/hostname: {name}\n    kubernetes.io/os: linux\n    kubernetes.io/arch: amd64\n    topology.kubernetes.io/zone: {zone}\n---\n"
+        )?;
+    }
+    kubectl
+        .create(&manifest)
+        .context("creating the fake nodes")?;
+    for (name, _) in FAKE_NODES {
+        eventually(&format!("fake node {name} Ready"), DEADLINE, || {
+            process.ensure_running().map_err(give_up)?;
+            let node = kubectl.get("node", name)?;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ensure!(ready, "conditions {}", node["status"]["conditions"]);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn render_kubeconfig(server: &str, ca_file: &Path, token: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: wsfleet-e2e
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    token: {token}
+contexts:
+- name: wsfleet-e2e
+  context:
+    cluster: wsfleet-e2e
+    user: admin
+current-context: wsfleet-e2e
+",
+        ca = ca_file.display()
+    )
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}

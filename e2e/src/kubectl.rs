@@ -1,0 +1,142 @@
+//! kubectl, run exactly as a user would, against the harness's kubeconfig.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The result of one kubectl invocation, successful or not.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Stdout of a successful run, or an error carrying the command and its stderr.
+    fn into_stdout(self, args: &[&str]) -> Result<String> {
+        if self.success {
+            Ok(self.stdout)
+        } else {
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                self.stderr.trim(),
+                self.stdout.trim()
+            )
+        }
+    }
+}
+
+/// A kubectl bound to one kubeconfig and, optionally, one namespace.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    namespace: Option<String>,
+}
+
+impl Kubectl {
+    pub fn new(binary: &Path, kubeconfig: &Path) -> Self {
+        Self {
+            binary: binary.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
+            namespace: None,
+        }
+    }
+
+    /// The same kubectl, with `--namespace` on every call.
+    pub fn in_namespace(&self, namespace: &str) -> Self {
+        Self {
+            namespace: Some(namespace.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Runs kubectl with `args` (and `stdin` piped in, if given), whatever the outcome.
+    pub fn outcome(&self, args: &[&str], stdin: Option<&str>) -> Result<Outcome> {
+        let mut command = Command::new(&self.binary);
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        if let Some(namespace) = &self.namespace {
+            command.arg("--namespace").arg(namespace);
+        }
+        command
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin was piped");
+            pipe.write_all(input.as_bytes())
+                .context("writing kubectl stdin")?;
+        }
+        let output = child.wait_with_output().context("waiting for kubectl")?;
+        Ok(Outcome {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    /// Runs kubectl and returns its stdout, failing with stderr if it fails.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        self.outcome(args, None)?.into_stdout(args)
+    }
+
+    /// `kubectl apply -f -` of a manifest given as text.
+    pub fn apply(&self, manifest: &str) -> Result<String> {
+        let args = ["apply", "-f", "-"];
+        self.outcome(&args, Some(manifest))?.into_stdout(&args)
+    }
+
+    /// `kubectl create -f -` of a manifest given as text.
+    pub fn create(&self, manifest: &str) -> Result<String> {
+        let args = ["create", "-f", "-"];
+        self.outcome(&args, Some(manifest))?.into_stdout(&args)
+    }
+
+    /// `kubectl get KIND NAME -o json`.
+    pub fn get(&self, kind: &str, name: &str) -> Result<Value> {
+        let text = self.run(&["get", kind, name, "-o", "json"])?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {kind}/{name} as JSON"))
+    }
+
+    /// Like [`Kubectl::get`], but `None` when the object does not exist.
+    pub fn try_get(&self, kind: &str, name: &str) -> Result<Option<Value>> {
+        let args = ["get", kind, name, "-o", "json", "--ignore-not-found"];
+        let text = self.outcome(&args, None)?.into_stdout(&args)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {kind}/{name} as JSON"))?;
+        Ok(Some(value))
+    }
+
+    /// The items of `kubectl get KIND -l SELECTOR -o json`.
+    pub fn list(&self, kind: &str, selector: &str) -> Result<Vec<Value>> {
+        let text = self.run(&["get", kind, "-l", selector, "-o", "json"])?;
+        let list: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {kind} list"))?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `kubectl get --raw PATH`.
+    pub fn raw(&self, path: &str) -> Result<String> {
+        self.run(&["get", "--raw", path])
+    }
+}

@@ -1,0 +1,22 @@
+//! End-to-end harness for wsfleet: a local Kubernetes control plane built from Go modules,
+//! the real operator binary, and kubectl, used exactly as a platform engineer would.
+
+pub mod binaries;
+pub mod certs;
+pub mod conditions;
+pub mod controlplane;
+pub mod fixtures;
+pub mod kubectl;
+pub mod namespace;
+pub mod net;
+pub mod operator;
+pub mod pki;
+pub mod poll;
+pub mod process;
+
+pub use conditions::{Expected, await_conditions, condition};
+pub use controlplane::ControlPlane;
+pub use kubectl::{Kubectl, Outcome};
+pub use namespace::TestNamespace;
+pub use operator::Operator;
+pub use poll::{DEADLINE, eventually};

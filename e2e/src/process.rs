@@ -1,0 +1,200 @@
+//! Child processes owned by the harness.
+//!
+//! Each child runs in its own process group so that stopping it also stops anything it
+//! forked, writes stdout and stderr to a log file, and is killed when its handle drops.
+//! As a backstop for a test binary that dies without running destructors, children get
+//! `PR_SET_PDEATHSIG`; the kernel ties that signal to the *thread* that forked, so every
+//! child is forked by one keeper thread that lives as long as the process.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// How much of a log is shown when a process fails or a test panics.
+const LOG_TAIL_BYTES: u64 = 4096;
+
+/// A running child process, killed with its whole process group on drop.
+#[derive(Debug)]
+pub struct ManagedProcess {
+    name: String,
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl ManagedProcess {
+    /// Starts `command` with stdout and stderr appended to `log_path`.
+    pub fn spawn(name: &str, mut command: Command, log_path: &Path) -> Result<Self> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .with_context(|| format!("opening log file {}", log_path.display()))?;
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = spawn_on_keeper_thread(command)
+            .with_context(|| format!("starting {name} (log {})", log_path.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log_path: log_path.to_owned(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The exit status if the process has ended, without waiting.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Fails with the log tail if the process has already exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self.exit_status() {
+            None => Ok(()),
+            Some(status) => anyhow::bail!(
+                "{} exited with {status}; log tail:\n{}",
+                self.name,
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// Sends SIGTERM to the group and waits up to `grace` before killing it.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.signal_group(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                self.signal_group(libc::SIGKILL);
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        None
+    }
+
+    /// Kills the whole process group at once and reaps the child.
+    pub fn kill(&mut self) {
+        self.signal_group(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// The last few kilobytes of the process's log.
+    pub fn log_tail(&self) -> String {
+        read_tail(&self.log_path, LOG_TAIL_BYTES)
+            .unwrap_or_else(|err| format!("(cannot read {}: {err})", self.log_path.display()))
+    }
+
+    fn signal_group(&self, signal: libc::c_int) {
+        // The child is its group's leader, so its pid is the group id.
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: plain syscall; a group that is already gone yields ESRCH, which is fine.
+        unsafe {
+            libc::kill(-group, signal);
+        }
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last lines of {} ({}) ---\n{}",
+                self.name,
+                self.log_path.display(),
+                self.log_tail()
+            );
+        }
+        self.kill();
+    }
+}
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Forks `command` from the keeper thread, which never exits (see the module docs).
+fn spawn_on_keeper_thread(command: Command) -> io::Result<Child> {
+    static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("process-keeper".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("spawning the process keeper thread");
+        Mutex::new(requests)
+    });
+    let (reply, answer) = mpsc::channel();
+    keeper
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send((command, reply))
+        .map_err(|_| io::Error::other("process keeper thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("process keeper thread is gone"))?
+}
+
+fn read_tail(path: &Path, max_bytes: u64) -> io::Result<String> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Blocks SIGINT and SIGTERM for this thread and the threads it starts afterwards, so that
+/// [`wait_for_signal`] receives them instead of the process dying without cleanup.
+pub fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask syscalls on a locally owned set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for one of the signals blocked by [`block_termination_signals`].
+pub fn wait_for_signal(set: &libc::sigset_t) {
+    let mut signal = 0;
+    // SAFETY: `set` is a valid signal set and `signal` a valid out pointer.
+    unsafe {
+        libc::sigwait(set, &mut signal);
+    }
+}

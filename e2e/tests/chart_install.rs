@@ -1,0 +1,304 @@
+//! `helm install` of charts/wsfleet into the local control plane, then the real operator
+//! binary running with nothing but the chart's ServiceAccount (a TokenRequest token): the
+//! examples reconcile to Ready under exactly the chart's RBAC. `helm uninstall` then leaves
+//! only the CRD behind.
+//!
+//! kwok fakes the chart's operator pods (they turn Ready but run nothing), so the operator
+//! that reconciles is this test's process, authenticated as the chart's ServiceAccount.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use wsfleet_e2e::binaries::{workspace_root, wsfleet_binary};
+use wsfleet_e2e::fixtures::{create_backend_service, create_jwt_secret};
+use wsfleet_e2e::net::{free_port, http_get};
+use wsfleet_e2e::poll::give_up;
+use wsfleet_e2e::process::ManagedProcess;
+use wsfleet_e2e::{ControlPlane, DEADLINE, Expected, TestNamespace, await_conditions, eventually};
+
+const RELEASE: &str = "wsfleet";
+
+fn helm(control_plane: &ControlPlane, args: &[&str]) -> Result<String> {
+    let output = Command::new(control_plane.bin_dir().join("helm"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(control_plane.kubeconfig())
+        .output()
+        .context("running helm")?;
+    ensure!(
+        output.status.success(),
+        "helm {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A kubeconfig for the same cluster that authenticates with `token` instead of the admin
+/// credentials.
+fn kubeconfig_with_token(admin: &Path, token: &str, out: &Path) -> Result<PathBuf> {
+    let mut config: Value = serde_yaml::from_str(&std::fs::read_to_string(admin)?)?;
+    let users = config["users"]
+        .as_array_mut()
+        .context("kubeconfig has users")?;
+    for user in users {
+        user["user"] = serde_json::json!({ "token": token });
+    }
+    let path = out.join("serviceaccount.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+/// `wsfleet-operator run` across all namespaces (as the chart runs it), as the chart's
+/// ServiceAccount, taking the chart's Lease in the release namespace.
+fn start_operator_as_service_account(
+    kubeconfig: &Path,
+    release_namespace: &str,
+    log_dir: &Path,
+) -> Result<(ManagedProcess, u16)> {
+    let binary = wsfleet_binary("wsfleet-operator", &["operator/src", "gateway/src"])?;
+    let metrics_port = free_port()?;
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "run",
+            "--lease-name",
+            "wsfleet-operator",
+            "--identity",
+            "chart-install-test",
+        ])
+        .arg("--metrics-address")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAMESPACE", release_namespace)
+        .env("RUST_LOG", "info");
+    let mut process = ManagedProcess::spawn(
+        "operator (chart ServiceAccount)",
+        command,
+        &log_dir.join("operator.log"),
+    )?;
+    eventually("the operator to hold the Lease", DEADLINE, || {
+        process.ensure_running().map_err(give_up)?;
+        let metrics = http_get(metrics_port, "/metrics")?;
+        ensure!(
+            metrics
+                .lines()
+                .any(|line| line == "wsfleet_operator_leader 1"),
+            "not the leader yet"
+        );
+        Ok(())
+    })?;
+    Ok((process, metrics_port))
+}
+
+fn can_i(kubectl: &wsfleet_e2e::Kubectl, service_account: &str, args: &[&str]) -> bool {
+    let mut full = vec!["auth", "can-i"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--as", service_account]);
+    // `can-i` answers "yes" with status 0 and "no" with status 1.
+    kubectl
+        .outcome(&full, None)
+        .map(|outcome| outcome.success)
+        .unwrap_or(false)
+}
+
+#[test]
+fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() {
+    let release_ns = TestNamespace::create("wsfleet-system").unwrap();
+    let apps = TestNamespace::create("chart-apps").unwrap();
+    let control_plane = release_ns.control_plane();
+    let admin = control_plane.kubectl();
+    let chart = workspace_root().join("charts/wsfleet");
+
+    helm(
+        control_plane,
+        &[
+            "install",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            release_ns.name(),
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    )
+    .unwrap();
+
+    // The chart's objects exist, and the (fake) operator pods became available.
+    let ns = release_ns.kubectl();
+    let deployment = ns.get("deployment", RELEASE).unwrap();
+    assert_eq!(
+        deployment["status"]["availableReplicas"], 2,
+        "{}",
+        deployment["status"]
+    );
+    for (kind, name) in [
+        ("serviceaccount", RELEASE),
+        ("service", "wsfleet-metrics"),
+        ("poddisruptionbudget", RELEASE),
+        ("role", "wsfleet-leader-election"),
+        ("rolebinding", "wsfleet-leader-election"),
+    ] {
+        ns.get(kind, name)
+            .unwrap_or_else(|err| panic!("{kind} {name}: {err:#}"));
+    }
+    admin.get("clusterrole", RELEASE).unwrap();
+    admin.get("clusterrolebinding", RELEASE).unwrap();
+    admin.get("crd", "websocketservices.wsfleet.io").unwrap();
+
+    // Least privilege, as the API server's authorizer sees it.
+    let sa = format!("system:serviceaccount:{}:{RELEASE}", release_ns.name());
+    assert!(can_i(
+        &admin,
+        &sa,
+        &["watch", "websocketservices.wsfleet.io", "-A"]
+    ));
+    assert!(can_i(
+        &admin,
+        &sa,
+        &["patch", "deployments", "-n", apps.name()]
+    ));
+    assert!(!can_i(
+        &admin,
+        &sa,
+        &["update", "websocketservices.wsfleet.io", "-n", apps.name()]
+    ));
+    assert!(!can_i(
+        &admin,
+        &sa,
+        &["delete", "websocketservices.wsfleet.io", "-n", apps.name()]
+    ));
+    assert!(!can_i(&admin, &sa, &["list", "pods", "-n", apps.name()]));
+    assert!(!can_i(&admin, &sa, &["get", "nodes"]));
+    assert!(!can_i(
+        &admin,
+        &sa,
+        &["update", "leases/someone-else", "-n", release_ns.name()]
+    ));
+
+    // The real operator, with only the ServiceAccount's token.
+    let token = ns
+        .run(&["create", "token", RELEASE, "--duration", "1h"])
+        .unwrap();
+    let kubeconfig =
+        kubeconfig_with_token(control_plane.kubeconfig(), token.trim(), release_ns.dir()).unwrap();
+    let (mut operator, _metrics_port) =
+        start_operator_as_service_account(&kubeconfig, release_ns.name(), release_ns.dir())
+            .unwrap();
+    let lease = ns.get("lease", "wsfleet-operator").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "chart-install-test");
+
+    // Plain ws, then TLS + JWT + autoscaling: configmaps, secrets (read and create),
+    // services, deployments, HPAs and PDBs all go through the chart's RBAC.
+    let app = apps.kubectl();
+    create_backend_service(app, apps.name()).unwrap();
+    create_jwt_secret(app, apps.dir()).unwrap();
+    for example in ["minimal", "production"] {
+        let manifest =
+            std::fs::read_to_string(workspace_root().join(format!("examples/{example}.yaml")))
+                .unwrap();
+        app.apply(&manifest).unwrap();
+    }
+    await_conditions(app, "chat", &[Expected::new("Ready", "True")]).unwrap();
+    await_conditions(
+        app,
+        "chat-prod",
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("CertificateReady", "True"),
+        ],
+    )
+    .unwrap();
+    app.get("hpa", "chat-prod-gateway").unwrap();
+    app.get("pdb", "chat-prod-gateway").unwrap();
+    app.get("secret", "chat-prod-tls").unwrap();
+
+    // Events: a fleet whose upstream is missing is reported as a Warning Event.
+    app.apply(
+        "apiVersion: wsfleet.io/v1alpha1
+kind: WebSocketService
+metadata:
+  name: orphan
+spec:
+  upstream: {service: no-such-backend, port: 8080}
+",
+    )
+    .unwrap();
+    eventually("a Warning Event for the missing upstream", DEADLINE, || {
+        let events = app.list("events.events.k8s.io", "")?;
+        ensure!(
+            events
+                .iter()
+                .any(|event| event["reason"] == "UpstreamServiceNotFound"
+                    && event["regarding"]["name"] == "orphan"),
+            "no UpstreamServiceNotFound event among {} events",
+            events.len()
+        );
+        Ok(())
+    })
+    .unwrap();
+
+    operator.ensure_running().unwrap();
+    let log = std::fs::read_to_string(operator.log_path()).unwrap();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the operator was refused something the chart should grant:\n{log}"
+    );
+    operator.terminate(std::time::Duration::from_secs(10));
+
+    // Uninstall: everything the chart created goes, the CRD stays (Helm never deletes crds/).
+    helm(
+        control_plane,
+        &[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            release_ns.name(),
+            "--wait",
+        ],
+    )
+    .unwrap();
+    eventually("the release's objects to be gone", DEADLINE, || {
+        let left = remaining_release_objects(&admin, release_ns.name())?;
+        ensure!(left.is_empty(), "still present: {left:?}");
+        Ok(())
+    })
+    .unwrap();
+    admin.get("crd", "websocketservices.wsfleet.io").unwrap();
+}
+
+/// Every object labelled as part of the release, cluster-wide and in its namespace.
+fn remaining_release_objects(
+    kubectl: &wsfleet_e2e::Kubectl,
+    namespace: &str,
+) -> Result<Vec<String>> {
+    let selector =
+        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/managed-by=Helm");
+    let mut left = Vec::new();
+    for kind in ["clusterroles", "clusterrolebindings"] {
+        for object in kubectl.list(kind, &selector)? {
+            left.push(format!("{kind}/{}", object["metadata"]["name"]));
+        }
+    }
+    let scoped = kubectl.in_namespace(namespace);
+    for kind in [
+        "deployments",
+        "replicasets",
+        "pods",
+        "services",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+        "poddisruptionbudgets",
+        "configmaps",
+    ] {
+        for object in scoped.list(kind, &selector)? {
+            left.push(format!("{kind}/{}", object["metadata"]["name"]));
+        }
+    }
+    Ok(left)
+}

@@ -1,0 +1,4 @@
+//! End-to-end tests: one control plane for this test binary, one namespace per test, and
+//! the real operator binary started by each test that needs it.
+
+mod smoke;
