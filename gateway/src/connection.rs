@@ -31,9 +31,10 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
 
     // Accept: TLS (if configured) and the request head, within the slowloris budget.
     let limits = &policy.config.limits;
+    // Handshake futures are boxed: kept inline they would size every idle connection's task.
     let accepted = tokio::time::timeout(
         limits.handshake_timeout,
-        accept(&shared, tcp, limits.max_header_bytes),
+        Box::pin(accept(&shared, tcp, limits.max_header_bytes)),
     )
     .await;
     let (mut client, head) = match accepted {
@@ -73,7 +74,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         stream: upstream,
         answer,
         early,
-    } = match policy.upstream.open(&admitted.request, &plan).await {
+    } = match Box::pin(policy.upstream.open(&admitted.request, &plan)).await {
         Ok(open) => open,
         Err(failure) => {
             shared.metrics.upstream_error(failure.kind);

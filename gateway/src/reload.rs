@@ -45,7 +45,8 @@ impl Inputs {
 pub fn watch(shared: Arc<Shared>, config_path: PathBuf) -> anyhow::Result<()> {
     let (events, mut changes) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reads (the gateway's own among them) change nothing.
+        if event.is_ok_and(|event| !event.kind.is_access()) {
             // A full channel already holds a pending reload.
             let _ = events.try_send(());
         }
@@ -60,6 +61,7 @@ pub fn watch(shared: Arc<Shared>, config_path: PathBuf) -> anyhow::Result<()> {
         config_path,
         inputs,
         watched,
+        last_error: None,
     };
     tokio::spawn(async move {
         while changes.recv().await.is_some() {
@@ -77,6 +79,8 @@ struct Reloader {
     config_path: PathBuf,
     inputs: Inputs,
     watched: BTreeSet<PathBuf>,
+    /// The last refusal, so that events from unrelated files do not repeat it.
+    last_error: Option<String>,
 }
 
 impl Reloader {
@@ -87,6 +91,7 @@ impl Reloader {
             Err(err) => return self.config_failed(&err),
         };
         if inputs == self.inputs {
+            self.last_error = None;
             return;
         }
         let current = self.shared.policy.load();
@@ -114,6 +119,7 @@ impl Reloader {
             Ok(policy) => {
                 self.shared.policy.store(Arc::new(policy));
                 self.inputs = inputs;
+                self.last_error = None;
                 self.shared.metrics.reload(ReloadKind::Config, true);
                 tracing::info!(path = %self.config_path.display(), "config reloaded");
             }
@@ -121,9 +127,14 @@ impl Reloader {
         }
     }
 
-    fn config_failed(&self, err: &anyhow::Error) {
+    fn config_failed(&mut self, err: &anyhow::Error) {
+        let message = format!("{err:#}");
+        if self.last_error.as_ref() == Some(&message) {
+            return;
+        }
         self.shared.metrics.reload(ReloadKind::Config, false);
-        tracing::error!(error = %format!("{err:#}"), "config reload refused; the previous config stays");
+        tracing::error!(error = %message, "config reload refused; the previous config stays");
+        self.last_error = Some(message);
     }
 
     fn reload_certificate(&self) {

@@ -25,8 +25,14 @@ fn provider() -> Arc<CryptoProvider> {
 pub struct ReloadingCertificate {
     files: TlsConfig,
     current: ArcSwap<CertifiedKey>,
-    /// The PEM text last loaded, to tell real changes from repeated file events.
-    loaded: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
+    /// The PEM texts last loaded and last refused, to tell real changes from repeated events.
+    seen: std::sync::Mutex<SeenFiles>,
+}
+
+#[derive(Debug, Default)]
+struct SeenFiles {
+    loaded: (Vec<u8>, Vec<u8>),
+    refused: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ReloadingCertificate {
@@ -37,21 +43,33 @@ impl ReloadingCertificate {
         Ok(Self {
             files: files.clone(),
             current: ArcSwap::from_pointee(key),
-            loaded: std::sync::Mutex::new((cert_pem, key_pem)),
+            seen: std::sync::Mutex::new(SeenFiles {
+                loaded: (cert_pem, key_pem),
+                refused: None,
+            }),
         })
     }
 
-    /// Re-reads both files. `Ok(false)`: nothing changed. On error the old pair stays.
+    /// Re-reads both files. `Ok(false)`: nothing new (unchanged, or refused before). On
+    /// error the old pair stays.
     pub fn reload(&self) -> anyhow::Result<bool> {
-        let (cert_pem, key_pem) = read_pair(&self.files)?;
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if loaded.0 == cert_pem && loaded.1 == key_pem {
+        let pair = read_pair(&self.files)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.loaded == pair || seen.refused.as_ref() == Some(&pair) {
             return Ok(false);
         }
-        let key = certified_key(&cert_pem, &key_pem, &self.files)?;
-        self.current.store(Arc::new(key));
-        *loaded = (cert_pem, key_pem);
-        Ok(true)
+        match certified_key(&pair.0, &pair.1, &self.files) {
+            Ok(key) => {
+                self.current.store(Arc::new(key));
+                seen.loaded = pair;
+                seen.refused = None;
+                Ok(true)
+            }
+            Err(err) => {
+                seen.refused = Some(pair);
+                Err(err)
+            }
+        }
     }
 
     /// A rustls server config that asks this resolver on every handshake.

@@ -440,7 +440,9 @@ pub async fn connect(
         .unwrap()
         .parse::<u16>()
         .unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(tokio_tungstenite::tungstenite::Error::Io)?;
     tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await
 }
 
@@ -454,7 +456,10 @@ pub async fn refused_status(url: &str, headers: &[(&str, &str)]) -> u16 {
 }
 
 /// Sends a text message and returns the echoed text.
-pub async fn round_trip(client: &mut Client, text: &str) -> String {
+pub async fn round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+    text: &str,
+) -> String {
     client.send(Message::text(text.to_owned())).await.unwrap();
     loop {
         match within("an echo", client.next()).await {
@@ -467,7 +472,9 @@ pub async fn round_trip(client: &mut Client, text: &str) -> String {
 
 /// Reads until a close frame arrives and the connection ends (the client answers the close
 /// on the way); returns the code and reason.
-pub async fn next_close(client: &mut Client) -> Option<(u16, String)> {
+pub async fn next_close<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> Option<(u16, String)> {
     let mut close = None;
     loop {
         match within("a close frame and the end of the stream", client.next()).await {

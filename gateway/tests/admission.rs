@@ -1,0 +1,224 @@
+//! Every refusal a client can meet, with its HTTP status and metric reason.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+fn refusals(reason: &str) -> String {
+    format!("wsfleet_gateway_refusals_total{{reason=\"{reason}\"}}")
+}
+
+#[tokio::test]
+async fn ip_lists_and_forwarded_for_from_trusted_proxies() {
+    let upstream = EchoUpstream::start().await;
+    let denied = Gateway::start(&upstream.url("/"), "auth:\n  ipDeny: [127.0.0.0/8]\n").await;
+    assert_eq!(refused_status(&denied.url("/"), &[]).await, 403);
+    assert_eq!(denied.metric(&refusals("ip_denied")).await, 1.0);
+
+    let allow_list = Gateway::start(&upstream.url("/"), "auth:\n  ipAllow: [10.0.0.0/8]\n").await;
+    assert_eq!(refused_status(&allow_list.url("/"), &[]).await, 403);
+
+    let behind_proxy = Gateway::start(
+        &upstream.url("/"),
+        "auth:\n  ipDeny: [203.0.113.0/24]\n  trustedProxies: [127.0.0.1/32]\n",
+    )
+    .await;
+    let forwarded_denied = [("X-Forwarded-For", "203.0.113.5")];
+    assert_eq!(
+        refused_status(&behind_proxy.url("/"), &forwarded_denied).await,
+        403
+    );
+    let (mut client, _) = connect(
+        &behind_proxy.url("/"),
+        &[("X-Forwarded-For", "198.51.100.1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(round_trip(&mut client, "via proxy").await, "via proxy");
+    let seen = upstream.records.requests().last().cloned().unwrap();
+    assert_eq!(seen.header("x-forwarded-for"), Some("198.51.100.1"));
+
+    // From an untrusted peer the header is ignored.
+    let untrusted = Gateway::start(&upstream.url("/"), "auth:\n  ipDeny: [203.0.113.0/24]\n").await;
+    assert!(
+        connect(&untrusted.url("/"), &forwarded_denied)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn origin_outside_the_allowlist_is_403() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "auth:\n  allowedOrigins: [https://app.test]\n",
+    )
+    .await;
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Origin", "https://evil.test")]).await,
+        403
+    );
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 403);
+    assert!(
+        connect(&gateway.url("/"), &[("Origin", "https://app.test")])
+            .await
+            .is_ok()
+    );
+    assert_eq!(gateway.metric(&refusals("origin_denied")).await, 2.0);
+}
+
+#[tokio::test]
+async fn per_ip_rate_is_429() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "limits:\n  connectionsPerIP: {perSecond: 1, burst: 2}\n",
+    )
+    .await;
+    let _first = connect(&gateway.url("/"), &[]).await.unwrap();
+    let _second = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 429);
+    assert_eq!(gateway.metric(&refusals("rate_limited")).await, 1.0);
+}
+
+#[tokio::test]
+async fn max_connections_is_503() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "limits:\n  maxConnections: 1\n").await;
+    let (first, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 503);
+    assert_eq!(gateway.metric(&refusals("max_connections")).await, 1.0);
+    drop(first);
+    eventually("the slot to come back", || async {
+        connect(&gateway.url("/"), &[]).await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_and_slow_heads_are_refused() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "limits:\n  maxHeaderBytes: 1024\n  handshakeTimeout: 1s\n",
+    )
+    .await;
+    let padding = "a".repeat(2000);
+    assert_eq!(
+        raw_status(
+            gateway.address,
+            &upgrade_head("/", &format!("X-Pad: {padding}\r\n"))
+        )
+        .await,
+        431
+    );
+    assert_eq!(gateway.metric(&refusals("headers_too_large")).await, 1.0);
+
+    // Slowloris: a head that never completes is cut off.
+    let mut slow = TcpStream::connect(gateway.address).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    within(
+        "the gateway to drop a slow handshake",
+        slow.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gateway.metric(&refusals("handshake_timeout")).await, 1.0);
+
+    assert_eq!(
+        raw_status(gateway.address, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        400
+    );
+}
+
+#[tokio::test]
+async fn missing_or_bad_token_is_401() {
+    let upstream = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "s3cret-s3cret-s3cret-s3cret").unwrap();
+    let extra = format!(
+        "auth:\n  jwt:\n    algorithms: [HS256]\n    keyFile: {}\n",
+        dir.path().join("secret").display()
+    );
+    let gateway = Gateway::start_in(dir, &upstream.url("/"), &extra).await;
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 401);
+    assert_eq!(
+        refused_status(
+            &gateway.url("/"),
+            &[("Authorization", "Bearer not.a.token")]
+        )
+        .await,
+        401
+    );
+    assert_eq!(gateway.metric(&refusals("token_missing")).await, 1.0);
+    assert_eq!(gateway.metric(&refusals("token_invalid")).await, 1.0);
+    assert!(
+        upstream.records.requests().is_empty(),
+        "refused requests never reach the upstream"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let closed_port = free_port();
+    let gateway = Gateway::start(&format!("ws://127.0.0.1:{closed_port}/"), "").await;
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 502);
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_upstream_errors_total{kind=\"connect\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_handshakes_total{outcome=\"upstream_failed\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn upstream_refusing_the_upgrade_is_502() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let gateway = Gateway::start(&format!("ws://{address}/"), "").await;
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 502);
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_upstream_errors_total{kind=\"rejected\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn silent_upstream_is_504() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (held, mut holder) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            // Accepts and never answers.
+            let _ = held.send(stream);
+        }
+    });
+    let gateway = Gateway::start(&format!("ws://{address}/"), "").await;
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 504);
+    assert_eq!(gateway.metric(&refusals("upstream_timeout")).await, 1.0);
+    assert!(holder.try_recv().is_ok());
+}

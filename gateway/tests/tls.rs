@@ -1,0 +1,224 @@
+//! TLS towards clients (with certificate reloads laid out the way Kubernetes mounts Secrets)
+//! and towards a wss:// upstream.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+
+/// A test certificate authority.
+struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Authority {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `localhost`: (certificate PEM, key PEM).
+    fn leaf(&self) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+            .unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    }
+}
+
+fn server_config(cert_pem: &str, key_pem: &str) -> Arc<rustls::ServerConfig> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    )
+}
+
+/// Writes a Secret volume the way the kubelet does: files in a timestamped directory, reached
+/// through the `..data` symlink, which is swapped atomically on update.
+fn publish_secret(dir: &Path, generation: u32, cert_pem: &str, key_pem: &str) {
+    let version = format!("..gen_{generation}");
+    std::fs::create_dir_all(dir.join(&version)).unwrap();
+    std::fs::write(dir.join(&version).join("tls.crt"), cert_pem).unwrap();
+    std::fs::write(dir.join(&version).join("tls.key"), key_pem).unwrap();
+    let _ = std::fs::remove_file(dir.join("..data_tmp"));
+    symlink(&version, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        if std::fs::symlink_metadata(dir.join(file)).is_err() {
+            symlink(Path::new("..data").join(file), dir.join(file)).unwrap();
+        }
+    }
+}
+
+/// A TLS WebSocket connection; also returns the certificate the gateway presented.
+async fn connect_tls(
+    gateway: &Gateway,
+    config: Arc<rustls::ClientConfig>,
+) -> (WebSocketStream<TlsStream<TcpStream>>, Vec<u8>) {
+    let tcp = TcpStream::connect(gateway.address).await.unwrap();
+    let tls = TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (client, _) = tokio_tungstenite::client_async(gateway.url("/"), tls)
+        .await
+        .unwrap();
+    (client, presented)
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn certificates_reload_under_live_connections() {
+    let authority = Authority::new();
+    let upstream = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = dir.path().join("tls");
+    let (first_cert, first_key) = authority.leaf();
+    publish_secret(&tls_dir, 1, &first_cert, &first_key);
+    let extra = format!(
+        "tls:\n  certFile: {}\n  keyFile: {}\n",
+        tls_dir.join("tls.crt").display(),
+        tls_dir.join("tls.key").display()
+    );
+    let gateway = Gateway::start_in(dir, &upstream.url("/"), &extra).await;
+    // A fresh client config per connection: a resumed session would report the old chain.
+
+    let (mut live, presented) = connect_tls(&gateway, authority.client_config()).await;
+    assert_eq!(presented, der(&first_cert));
+    assert_eq!(round_trip(&mut live, "before").await, "before");
+
+    let (second_cert, second_key) = authority.leaf();
+    publish_secret(&tls_dir, 2, &second_cert, &second_key);
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_reloads_total{kind=\"certificate\",outcome=\"success\"}",
+            1.0,
+        )
+        .await;
+    let (mut fresh, presented) = connect_tls(&gateway, authority.client_config()).await;
+    assert_eq!(
+        presented,
+        der(&second_cert),
+        "new handshakes see the new certificate"
+    );
+    assert_eq!(round_trip(&mut fresh, "new").await, "new");
+    assert_eq!(
+        round_trip(&mut live, "after").await,
+        "after",
+        "the old connection still works"
+    );
+
+    // A certificate with someone else's key is refused; the previous pair stays.
+    let (third_cert, _) = authority.leaf();
+    publish_secret(&tls_dir, 3, &third_cert, &second_key);
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_reloads_total{kind=\"certificate\",outcome=\"failure\"}",
+            1.0,
+        )
+        .await;
+    let (_, presented) = connect_tls(&gateway, authority.client_config()).await;
+    assert_eq!(presented, der(&second_cert));
+    assert_eq!(round_trip(&mut live, "still").await, "still");
+}
+
+#[tokio::test]
+async fn mismatched_pair_is_refused_at_start() {
+    let authority = Authority::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = authority.leaf();
+    let (_, other_key) = authority.leaf();
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), other_key).unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{address: 127.0.0.1:{}}}\nmetrics: {{address: 127.0.0.1:{}}}\nupstream: {{url: ws://127.0.0.1:1/}}\ntls:\n  certFile: {}\n  keyFile: {}\n",
+            free_port(),
+            free_port(),
+            dir.path().join("tls.crt").display(),
+            dir.path().join("tls.key").display()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsfleet-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not match"), "{stderr}");
+}
+
+#[tokio::test]
+async fn wss_upstream_with_its_own_authority() {
+    let authority = Authority::new();
+    let (cert, key) = authority.leaf();
+    let upstream = EchoUpstream::start_with(Some(server_config(&cert, &key))).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &authority.pem).unwrap();
+    let extra = format!("  caFile: {}\n", dir.path().join("ca.crt").display());
+    let url = format!("wss://localhost:{}/secure", upstream.address.port());
+    // `extra` continues the upstream section the harness writes last.
+    let gateway = Gateway::start_in(dir, &url, &extra).await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(round_trip(&mut client, "over tls").await, "over tls");
+    assert_eq!(upstream.records.requests()[0].uri, "/secure");
+
+    // Without the authority the upstream's certificate is not trusted: 502.
+    let untrusting = Gateway::start(&url, "").await;
+    assert_eq!(refused_status(&untrusting.url("/"), &[]).await, 502);
+}
