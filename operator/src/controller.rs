@@ -14,7 +14,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{TlsMode, WebSocketService};
-use crate::names::{ChildNames, FIELD_MANAGER};
+use crate::names::FIELD_MANAGER;
 use crate::reconcile::{Context, error_policy, reconcile};
 
 type Guarded = DeserializeGuard<WebSocketService>;
@@ -120,9 +120,9 @@ pub fn secret_references(wss: &WebSocketService, name: &str) -> bool {
     tls || jwt
 }
 
-/// Whether `wss` forwards to the Service `name`, or exposes itself as it.
+/// Whether `wss` forwards to the Service `name`.
 pub fn service_references(wss: &WebSocketService, name: &str) -> bool {
-    wss.spec.upstream.service.as_deref() == Some(name) || ChildNames::of(wss).service() == name
+    wss.spec.upstream.service.as_deref() == Some(name)
 }
 
 #[cfg(test)]
@@ -146,7 +146,8 @@ mod tests {
     #[test]
     fn upstream_service_is_a_reference() {
         assert!(service_references(&example("minimal.yaml"), "chat-backend"));
-        assert!(service_references(&example("minimal.yaml"), "chat"));
+        // The fleet's own Service is found through its owner reference instead.
+        assert!(!service_references(&example("minimal.yaml"), "chat"));
         assert!(!service_references(
             &example("hpa-cpu.yaml"),
             "chat-backend"

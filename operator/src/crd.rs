@@ -54,7 +54,8 @@ const DURATION_RE: &str = "^([0-9]+(ns|us|ms|s|m|h))+$";
     ),
     printcolumn(
         name = "CERT-EXPIRES",
-        type_ = "date",
+        // A date column would print "<invalid>" for a time in the future.
+        type_ = "string",
         json_path = ".status.tls.notAfter",
         description = "When the serving certificate expires"
     ),
@@ -369,8 +370,9 @@ pub enum Compression {
     /// Negotiated end to end; compressed frames pass through.
     #[default]
     Passthrough,
-    /// The offer is removed from the forwarded handshake.
-    Off,
+    /// The offer is removed from the forwarded handshake. (Not `Off`: YAML 1.1 readers such as
+    /// kubectl turn an unquoted `Off` into `false`.)
+    Disabled,
 }
 
 /// Service session affinity.
@@ -864,7 +866,10 @@ mod tests {
             spec["tls"]["properties"]["mode"]["enum"],
             json!(["SelfSigned", "Secret"])
         );
-        assert_eq!(spec["compression"]["enum"], json!(["Passthrough", "Off"]));
+        assert_eq!(
+            spec["compression"]["enum"],
+            json!(["Passthrough", "Disabled"])
+        );
         let affinity = &spec["sessionAffinity"]["properties"];
         assert_eq!(affinity["type"]["enum"].as_array().unwrap().len(), 2);
         assert_eq!(affinity["timeoutSeconds"]["maximum"], 86400.0);

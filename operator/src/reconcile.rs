@@ -19,11 +19,12 @@ use serde_json::json;
 
 use crate::apply::{apply, delete_owned, hand_over_replicas};
 use crate::build::tls_secret::{
-    CA_CERT_KEY, CA_KEY_KEY, CERT_KEY, KEY_KEY, TLS_SECRET_TYPE, tls_secret,
+    CA_CERT_KEY, CA_KEY_KEY, CERT_KEY, ISSUE_REASON_ANNOTATION, KEY_KEY, TLS_SECRET_TYPE,
+    tls_secret,
 };
 use crate::build::{autoscaler, config_map, deployment, disruption_budget, service};
 use crate::certs::{self, Decision, IssueReason, Stored, StoredCa};
-use crate::conditions::{self, CERTIFICATE_READY, DEGRADED};
+use crate::conditions::{self, DEGRADED};
 use crate::crd::{TlsMode, WebSocketService, WebSocketServiceStatus};
 use crate::error::{Error, InvalidSpec};
 use crate::metrics::Metrics;
@@ -168,7 +169,7 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     let certificate = match &plan.tls {
         Some(tls) => {
             let (certificate, renew_in) =
-                ensure_certificate(wss, ctx, &plan, tls, &owner, &previous, now).await?;
+                ensure_certificate(wss, ctx, &plan, tls, &owner, now).await?;
             if let Err(problem) = &certificate.state {
                 problems.push(problem.clone());
             }
@@ -193,7 +194,12 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     if let (Some(_), Some(observed)) = (&wss.spec.autoscaling, &observed) {
         hand_over_replicas(&deployments, observed).await?;
     }
-    let desired = deployment::deployment(&plan, &wss.spec, &owner, &ctx.default_image);
+    let mut desired = deployment::deployment(&plan, &wss.spec, &owner, &ctx.default_image);
+    if let (Some(autoscaling), None) = (&wss.spec.autoscaling, &observed) {
+        // A new Deployment starts at the autoscaler's minimum rather than the default of one;
+        // the next reconcile hands the field over to the HPA.
+        desired.spec.get_or_insert_default().replicas = Some(autoscaling.min_replicas);
+    }
     let deployment = apply(&deployments, desired, observed).await?;
 
     let services: Api<Service> = ctx.api(&namespace);
@@ -336,7 +342,6 @@ async fn ensure_certificate(
     plan: &Plan,
     tls: &TlsPlan,
     owner: &OwnerReference,
-    previous: &WebSocketServiceStatus,
     now: Timestamp,
 ) -> Result<(Certificate, Option<Duration>), Error> {
     let namespace = &plan.names.namespace;
@@ -383,18 +388,13 @@ async fn ensure_certificate(
             let Stored::Valid(info) = &stored else {
                 unreachable!("only a valid certificate is kept")
             };
-            let reason = conditions::find(&previous.conditions, CERTIFICATE_READY)
-                .filter(|c| {
-                    c.status == "True"
-                        && (c.reason == "CertificateIssued" || c.reason == "CertificateRenewed")
-                })
-                .map_or("CertificateIssued", |c| {
-                    if c.reason == "CertificateRenewed" {
-                        "CertificateRenewed"
-                    } else {
-                        "CertificateIssued"
-                    }
-                });
+            let reason = match existing
+                .as_ref()
+                .and_then(|secret| secret.annotations().get(ISSUE_REASON_ANNOTATION))
+            {
+                Some(reason) if reason == "CertificateRenewed" => "CertificateRenewed",
+                _ => "CertificateIssued",
+            };
             let renew_in = (renewal_time - now).try_into().unwrap_or(Duration::ZERO);
             return Ok((
                 certificate(Ok((reason, info.not_after, Some(renewal_time)))),
@@ -419,13 +419,14 @@ async fn ensure_certificate(
         secret: tls.secret_name.clone(),
         message,
     })?;
-    apply(&secrets, tls_secret(plan, tls, &issued, owner), existing).await?;
     let (event_reason, why) = match reason {
         IssueReason::Missing => ("CertificateIssued", "first issuance"),
         IssueReason::Damaged => ("CertificateRenewed", "the stored certificate was unusable"),
         IssueReason::NamesChanged => ("CertificateRenewed", "the DNS names changed"),
         IssueReason::Expiring => ("CertificateRenewed", "renewBefore was reached"),
     };
+    let secret = tls_secret(plan, tls, &issued, event_reason, owner);
+    apply(&secrets, secret, existing).await?;
     let ca_note = if issued.new_ca {
         "a new CA"
     } else {

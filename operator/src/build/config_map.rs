@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn compression_off_and_drain_reach_the_config() {
         let mut wss = example("minimal.yaml");
-        wss.spec.compression = crate::crd::Compression::Off;
+        wss.spec.compression = crate::crd::Compression::Disabled;
         wss.spec.drain.grace_period_seconds = 5;
         let map = config_map(&plan_of(&wss), &owner(&wss));
         let config = GatewayConfig::from_yaml(&map.data.unwrap()["gateway.yaml"]).unwrap();

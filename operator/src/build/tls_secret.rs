@@ -16,11 +16,25 @@ pub const KEY_KEY: &str = "tls.key";
 pub const CA_CERT_KEY: &str = "ca.crt";
 pub const CA_KEY_KEY: &str = "ca.key";
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+/// Annotation recording why the certificate in the Secret was issued (`CertificateIssued` for the
+/// first one, `CertificateRenewed` after), so the condition reason survives operator restarts.
+pub const ISSUE_REASON_ANNOTATION: &str = "wsfleet.io/certificate-reason";
 
-pub fn tls_secret(plan: &Plan, tls: &TlsPlan, issued: &Issued, owner: &OwnerReference) -> Secret {
+pub fn tls_secret(
+    plan: &Plan,
+    tls: &TlsPlan,
+    issued: &Issued,
+    reason: &str,
+    owner: &OwnerReference,
+) -> Secret {
     let entry = |key: &str, pem: &str| (key.to_owned(), ByteString(pem.as_bytes().to_vec()));
+    let mut metadata = child_metadata(&plan.names, tls.secret_name.clone(), owner);
+    metadata.annotations = Some(BTreeMap::from([(
+        ISSUE_REASON_ANNOTATION.to_owned(),
+        reason.to_owned(),
+    )]));
     Secret {
-        metadata: child_metadata(&plan.names, tls.secret_name.clone(), owner),
+        metadata,
         type_: Some(TLS_SECRET_TYPE.to_owned()),
         data: Some(BTreeMap::from([
             entry(CERT_KEY, &issued.cert_pem),
@@ -51,7 +65,11 @@ mod tests {
             None,
         )
         .unwrap();
-        let secret = tls_secret(&plan, tls, &issued, &owner(&wss));
+        let secret = tls_secret(&plan, tls, &issued, "CertificateIssued", &owner(&wss));
+        assert_eq!(
+            secret.metadata.annotations.as_ref().unwrap()[ISSUE_REASON_ANNOTATION],
+            "CertificateIssued"
+        );
         assert_eq!(secret.metadata.name.as_deref(), Some("chat-prod-tls"));
         assert_eq!(secret.metadata.labels.as_ref().unwrap().len(), 4);
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
