@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::handshake::Endpoint;
 use crate::load::{self, Window};
-use crate::proxies::{Launch, Layout, Running};
+use crate::proxies::{GATEWAY_FILES, Launch, Layout, Running};
 use crate::report::{Goal, Metric, Sample};
 use crate::token::BenchClaims;
 
@@ -198,7 +198,10 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
     };
     let claims = BenchClaims::valid_for(Duration::from_secs(24 * 3600))?;
     let secret = b"wsfleet-bench HS256 secret, 32+ bytes long";
-    let key_file = layout.write("jwt.key", std::str::from_utf8(secret)?)?;
+    let key_file = layout.write(
+        &format!("{GATEWAY_FILES}/jwt.key"),
+        std::str::from_utf8(secret)?,
+    )?;
     let bearer = claims.sign_hs256(secret)?;
 
     let bench_exe = std::env::current_exe().context("locating the benchmark binary")?;

@@ -15,6 +15,8 @@ use crate::procstat;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a process may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Subdirectory of the work directory holding the gateway's config and JWT key.
+pub const GATEWAY_FILES: &str = "gateway";
 /// Connections allowed per process; a proxy needs two descriptors for each.
 const MAX_CONNECTIONS: u32 = 9_900;
 
@@ -292,7 +294,9 @@ limits:
             audience = claims.aud,
             key = jwt_key_file.display()
         );
-        let path = self.write("gateway.yaml", &config)?;
+        // A directory of its own: the gateway reloads on any change in the directories it
+        // watches, and the process logs written next to them would trigger reloads mid-run.
+        let path = self.write(&format!("{GATEWAY_FILES}/gateway.yaml"), &config)?;
         let check = Command::new(program)
             .arg("--config")
             .arg(&path)
@@ -321,8 +325,12 @@ limits:
         })
     }
 
-    pub fn write(&self, name: &str, contents: &str) -> anyhow::Result<PathBuf> {
-        let path = self.dir.join(name);
+    /// Writes `relative` (which may name a subdirectory) under the work directory.
+    pub fn write(&self, relative: &str, contents: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(relative);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
         fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }

@@ -158,10 +158,10 @@ pub fn render(
     let errors: Vec<String> = targets
         .iter()
         .map(|&target| {
-            let total: f64 = values(samples, ERRORS, target)
-                .map(|sample| sample.value)
+            let total: u64 = values(samples, ERRORS, target)
+                .map(|sample| sample.value as u64)
                 .sum();
-            format!("{} {total:.0}", target.name())
+            format!("{} {total}", target.name())
         })
         .collect();
     let _ = writeln!(
