@@ -17,7 +17,7 @@ use crate::refusal::Refusal;
 use crate::relay::{Relay, RelaySettings};
 use crate::server::Shared;
 use crate::transport::Transport;
-use crate::upstream::{ForwardPlan, OpenUpstream};
+use crate::upstream::ForwardPlan;
 
 /// Budget for writing a refusal to a client that may not be reading.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,81 +26,27 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     // Frames are written whole; waiting to coalesce them only adds latency.
     let _ = tcp.set_nodelay(true);
-    // One policy for the whole connection, even if a reload swaps it meanwhile.
-    let policy = shared.policy.load_full();
 
-    // Accept: TLS (if configured) and the request head, within the slowloris budget.
-    let limits = &policy.config.limits;
-    // Handshake futures are boxed: kept inline they would size every idle connection's task.
-    let accepted = tokio::time::timeout(
-        limits.handshake_timeout,
-        Box::pin(accept(&shared, tcp, limits.max_header_bytes)),
-    )
-    .await;
-    let (mut client, head) = match accepted {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(Some((mut client, refusal)))) => {
-            return refuse(&shared, &mut client, refusal, peer).await;
-        }
-        Ok(Err(None)) => return,
-        Err(_) => {
-            shared.count_refusal(Refusal::HandshakeTimeout);
-            tracing::debug!(%peer, "handshake timed out");
-            return;
-        }
-    };
-
-    // Admit: every policy check before any upstream work.
-    let admitted = match admit(
-        &shared,
-        &policy,
-        &head,
-        peer,
-        matches!(client, Transport::ServerTls(_)),
-    ) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refuse(&shared, &mut client, refusal, peer).await,
-    };
-
-    // Upgrade: the upstream first, then its answer relayed to the client.
-    let plan = ForwardPlan {
-        client_ip: admitted.client_ip,
-        client_tls: admitted.client_tls,
-        path_suffix: &admitted.path_suffix,
-        compression: policy.config.compression,
-        set_headers: admitted.claim_headers,
-    };
-    let OpenUpstream {
-        stream: upstream,
-        answer,
-        early,
-    } = match Box::pin(policy.upstream.open(&admitted.request, &plan)).await {
-        Ok(open) => open,
-        Err(failure) => {
-            shared.metrics.upstream_error(failure.kind);
-            tracing::warn!(%peer, error = %failure, "upstream handshake failed");
-            return refuse(&shared, &mut client, failure.refusal, peer).await;
-        }
-    };
-    if client.write_all(answer.render().as_bytes()).await.is_err() || client.flush().await.is_err()
-    {
+    // Accept, admit, upgrade. Boxed, so that none of the handshake's state stays in the task
+    // of the connection for its whole life.
+    let Some(upgraded) = Box::pin(upgrade(&shared, tcp, peer)).await else {
         return;
-    }
-    shared.metrics.handshake(HandshakeOutcome::Success);
+    };
 
     // Relay until either side closes, a limit is hit, or this connection's drain turn comes.
-    let settings = RelaySettings {
-        max_message_bytes: policy.config.limits.max_message_bytes,
-        message_rate: policy.config.limits.messages_per_connection,
-        heartbeat: policy.config.heartbeat,
-    };
-    drop(policy);
-    let slot = admitted.slot;
+    let Upgraded {
+        client,
+        upstream,
+        client_early,
+        upstream_early,
+        settings,
+        slot,
+    } = upgraded;
     let mut relay = Relay::new(
         client,
         upstream,
-        head.rest,
-        early,
+        client_early,
+        upstream_early,
         settings,
         shared.metrics.clone(),
     );
@@ -117,26 +63,129 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     drop(slot);
 }
 
-/// TLS handshake and request head. `Err(Some)`: answer with a refusal; `Err(None)`: just drop.
+/// Everything the relay needs from a completed handshake.
+struct Upgraded {
+    client: Transport,
+    upstream: Transport,
+    /// Bytes each side sent right after its handshake.
+    client_early: Vec<u8>,
+    upstream_early: Vec<u8>,
+    settings: RelaySettings,
+    slot: ConnectionSlot,
+}
+
+/// The handshake: `None` when the client was refused (and answered) or went away.
+async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<Upgraded> {
+    // One policy for the whole connection, even if a reload swaps it meanwhile.
+    let policy = shared.policy.load_full();
+
+    // Accept: TLS (if configured) and the request head, within the slowloris budget.
+    let limits = &policy.config.limits;
+    let (mut client, head) = match accept(
+        shared,
+        tcp,
+        limits.handshake_timeout,
+        limits.max_header_bytes,
+    )
+    .await
+    {
+        Accept::Head(client, head) => (client, head),
+        Accept::Refuse(mut client, refusal) => {
+            refuse(shared, &mut client, refusal, peer).await;
+            return None;
+        }
+        Accept::Gone => return None,
+    };
+
+    // Admit: every policy check before any upstream work.
+    let client_tls = matches!(client, Transport::ServerTls(_));
+    let admitted = match admit(shared, &policy, &head, peer) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            refuse(shared, &mut client, refusal, peer).await;
+            return None;
+        }
+    };
+
+    // Upgrade: the upstream first, then its answer relayed to the client.
+    let plan = ForwardPlan {
+        client_ip: admitted.client_ip,
+        client_tls,
+        path_suffix: &admitted.path_suffix,
+        compression: policy.config.compression,
+        set_headers: admitted.claim_headers,
+    };
+    let opened = match policy.upstream.open(&admitted.request, &plan).await {
+        Ok(opened) => opened,
+        Err(failure) => {
+            shared.metrics.upstream_error(failure.kind);
+            tracing::warn!(%peer, error = %failure, "upstream handshake failed");
+            refuse(shared, &mut client, failure.refusal, peer).await;
+            return None;
+        }
+    };
+    let answered = client.write_all(opened.answer.render().as_bytes()).await;
+    if answered.is_err() || client.flush().await.is_err() {
+        return None;
+    }
+    shared.metrics.handshake(HandshakeOutcome::Success);
+    Some(Upgraded {
+        client,
+        upstream: opened.stream,
+        client_early: head.rest,
+        upstream_early: opened.early,
+        settings: RelaySettings {
+            max_message_bytes: limits.max_message_bytes,
+            message_rate: limits.messages_per_connection,
+            heartbeat: policy.config.heartbeat,
+        },
+        slot: admitted.slot,
+    })
+}
+
+/// How the accept phase ended.
+enum Accept {
+    /// A complete request head.
+    Head(Transport, Head),
+    /// A refusal to answer.
+    Refuse(Transport, Refusal),
+    /// Nothing to answer: the peer left, or its TLS handshake failed.
+    Gone,
+}
+
+/// TLS handshake and request head, both within `budget`.
 async fn accept(
     shared: &Shared,
     tcp: TcpStream,
+    budget: Duration,
     max_header_bytes: usize,
-) -> Result<(Transport, Head), Option<(Transport, Refusal)>> {
+) -> Accept {
+    let deadline = tokio::time::Instant::now() + budget;
     let mut client = match &shared.tls {
-        Some(acceptor) => match acceptor.accept(tcp).await {
-            Ok(tls) => Transport::ServerTls(Box::new(tls)),
-            Err(err) => {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Transport::ServerTls(Box::new(tls)),
+            Ok(Err(err)) => {
                 tracing::debug!(error = %err, "TLS handshake failed");
-                return Err(None);
+                return Accept::Gone;
+            }
+            Err(_) => {
+                // No TLS session to answer on: counted, then dropped.
+                shared.count_refusal(Refusal::HandshakeTimeout);
+                return Accept::Gone;
             }
         },
         None => Transport::Plain(tcp),
     };
-    match handshake::read_head(&mut client, max_header_bytes).await {
-        Ok(head) => Ok((client, head)),
-        Err(HeadError::TooLarge(_)) => Err(Some((client, Refusal::HeadersTooLarge))),
-        Err(HeadError::Closed | HeadError::Io(_)) => Err(None),
+    match tokio::time::timeout_at(
+        deadline,
+        handshake::read_head(&mut client, max_header_bytes),
+    )
+    .await
+    {
+        Ok(Ok(head)) => Accept::Head(client, head),
+        Ok(Err(HeadError::TooLarge(_))) => Accept::Refuse(client, Refusal::HeadersTooLarge),
+        Ok(Err(HeadError::Closed | HeadError::Io(_))) => Accept::Gone,
+        Err(_) => Accept::Refuse(client, Refusal::HandshakeTimeout),
     }
 }
 
@@ -145,7 +194,6 @@ struct Admitted {
     request: UpgradeRequest,
     slot: ConnectionSlot,
     client_ip: std::net::IpAddr,
-    client_tls: bool,
     path_suffix: String,
     claim_headers: Vec<(String, String)>,
 }
@@ -156,7 +204,6 @@ fn admit(
     policy: &Policy,
     head: &Head,
     peer: SocketAddr,
-    client_tls: bool,
 ) -> Result<Admitted, Refusal> {
     let config = &policy.config;
     let request = UpgradeRequest::parse(&head.head)?;
@@ -194,7 +241,6 @@ fn admit(
         request,
         slot,
         client_ip,
-        client_tls,
         path_suffix,
         claim_headers,
     })

@@ -152,15 +152,14 @@ impl Relay {
         ending: Ending,
         to_client: Option<u16>,
         to_upstream: Option<u16>,
-        reason: &str,
+        reason: &'static str,
     ) {
         if self.ending.is_some() {
             return;
         }
         self.ending = Some(ending);
-        self.outbound.control = to_client.map(|code| ControlFrame::close(code, reason, None));
-        self.inbound.control =
-            to_upstream.map(|code| ControlFrame::close(code, reason, Some(mask_key())));
+        self.outbound.control = to_client.map(|code| GatewayFrame::Close { code, reason });
+        self.inbound.control = to_upstream.map(|code| GatewayFrame::Close { code, reason });
         self.inbound.stop();
         self.outbound.stop();
         self.start_linger();
@@ -260,7 +259,7 @@ impl Relay {
         } else if !heartbeat.pinged {
             heartbeat.pinged = true;
             if self.outbound.control.is_none() {
-                self.outbound.control = Some(ControlFrame::ping(HEARTBEAT_PAYLOAD, None));
+                self.outbound.control = Some(GatewayFrame::Ping);
             }
             heartbeat.config.timeout
         } else {
@@ -346,6 +345,14 @@ fn mask_key() -> [u8; 4] {
     (hash as u32).to_ne_bytes()
 }
 
+/// A frame of the gateway's own, encoded only when it goes out (it is rare; the encoded form
+/// is ten times larger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GatewayFrame {
+    Ping,
+    Close { code: u16, reason: &'static str },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Reading, checking and forwarding frames.
@@ -380,7 +387,7 @@ struct Lane {
     written: usize,
     needs_flush: bool,
     /// A frame of the gateway's own, sent at the next frame boundary.
-    control: Option<ControlFrame>,
+    control: Option<GatewayFrame>,
     mode: Mode,
     destination_shut: bool,
     /// Bytes read since the counters were last flushed.
@@ -422,7 +429,13 @@ impl Lane {
             if (self.mode != Mode::Forward || self.tracker.at_frame_boundary())
                 && let Some(frame) = self.control.take()
             {
-                self.pending.extend_from_slice(frame.as_bytes());
+                // Frames towards the upstream are masked: there the gateway is the client.
+                let mask = (self.tracker.source() == Source::Client).then(mask_key);
+                let encoded = match frame {
+                    GatewayFrame::Ping => ControlFrame::ping(HEARTBEAT_PAYLOAD, mask),
+                    GatewayFrame::Close { code, reason } => ControlFrame::close(code, reason, mask),
+                };
+                self.pending.extend_from_slice(encoded.as_bytes());
                 continue;
             }
             if self.mode != Mode::Forward && !self.destination_shut {

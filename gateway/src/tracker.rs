@@ -80,6 +80,11 @@ impl Tracker {
         }
     }
 
+    /// Which peer writes the bytes this tracker follows.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
     /// True between frames, where the gateway may insert a control frame of its own.
     pub fn at_frame_boundary(&self) -> bool {
         self.payload_left == 0

@@ -117,18 +117,23 @@ async fn oversized_and_slow_heads_are_refused() {
     );
     assert_eq!(gateway.metric(&refusals("headers_too_large")).await, 1.0);
 
-    // Slowloris: a head that never completes is cut off.
+    // Slowloris: a head that never completes is answered 408 and cut off.
     let mut slow = TcpStream::connect(gateway.address).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let mut rest = Vec::new();
+    let mut answer = Vec::new();
     within(
         "the gateway to drop a slow handshake",
-        slow.read_to_end(&mut rest),
+        slow.read_to_end(&mut answer),
     )
     .await
     .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert_eq!(gateway.metric(&refusals("handshake_timeout")).await, 1.0);
 
     assert_eq!(
