@@ -2,10 +2,10 @@
 //! by `e2e/controlplane/build.sh` (cached under ~/.cache/wsfleet), and wsfleet's own
 //! binaries from the cargo target directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
 
@@ -68,60 +68,61 @@ fn run_build_script() -> Result<PathBuf> {
     Ok(PathBuf::from(dir.trim()))
 }
 
-/// A wsfleet binary (`wsfleet-operator`, `wsfleet-gateway`) from the target directory this
-/// program was built into. Fails if it is missing or older than its crate's sources, so a
-/// test never silently runs yesterday's build.
-pub fn wsfleet_binary(name: &str, crate_dirs: &[&str]) -> Result<PathBuf> {
+/// A wsfleet binary (`wsfleet-operator`, `wsfleet-gateway`) of `package`, built first with
+/// `cargo build` (once per process; cargo's own fingerprints make it a no-op when fresh) into
+/// the target directory and profile this program was built with, so a test never runs a
+/// stale build.
+pub fn wsfleet_binary(package: &str, name: &str) -> Result<PathBuf> {
+    static BUILT: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    built
+        .entry(name.to_owned())
+        .or_insert_with(|| build_with_cargo(package, name).map_err(|err| format!("{err:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_with_cargo(package: &str, name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the running executable")?;
-    let binary = exe
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let profile_dir = exe
         .ancestors()
         .skip(1)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .with_context(|| {
-            format!(
-                "{name} is not built next to {}; run `cargo build --bins`",
-                exe.display()
-            )
-        })?;
-    let built = modified(&binary)?;
-    let root = workspace_root();
-    for dir in crate_dirs {
-        if let Some(newer) = newest_file(&root.join(dir))?.filter(|(time, _)| *time > built) {
-            bail!(
-                "{} is older than {}; run `cargo build --bins`",
-                binary.display(),
-                newer.1.display()
-            );
-        }
+        .find(|dir| dir.file_name().is_some_and(|name| name != "deps"))
+        .context("locating the target directory")?;
+    let target_dir = profile_dir
+        .parent()
+        .context("locating the target directory")?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .map(|name| if name == "debug" { "dev" } else { name })
+        .context("naming the cargo profile")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            package,
+            "--bin",
+            name,
+            "--profile",
+            profile,
+        ])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .with_context(|| format!("running cargo build for {name}"))?;
+    if !status.success() {
+        bail!("cargo build --package {package} --bin {name} failed with {status}");
+    }
+    let binary = profile_dir.join(name);
+    if !binary.is_file() {
+        bail!("cargo built {name} but {} is missing", binary.display());
     }
     Ok(binary)
-}
-
-fn modified(path: &Path) -> Result<SystemTime> {
-    path.metadata()
-        .and_then(|meta| meta.modified())
-        .with_context(|| format!("reading the modification time of {}", path.display()))
-}
-
-/// The most recently modified file under `dir`, if any.
-fn newest_file(dir: &Path) -> Result<Option<(SystemTime, PathBuf)>> {
-    let mut newest: Option<(SystemTime, PathBuf)> = None;
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
-        for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let time = modified(&path)?;
-            if newest.as_ref().is_none_or(|(best, _)| time > *best) {
-                newest = Some((time, path));
-            }
-        }
-    }
-    Ok(newest)
 }

@@ -32,6 +32,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     running: Mutex<Option<Running>>,
+    crd_installed: OnceLock<Result<(), String>>,
 }
 
 /// What is torn down on stop: processes (stopped in reverse start order), then the directory.
@@ -87,6 +88,7 @@ impl ControlPlane {
             kubeconfig,
             server,
             running: Mutex::new(Some(Running { processes, dir })),
+            crd_installed: OnceLock::new(),
         })
     }
 
@@ -119,6 +121,27 @@ impl ControlPlane {
 
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+
+    /// Installs the WebSocketService CRD from crds/ (once) and waits until it is Established.
+    pub fn install_crd(&self) -> Result<()> {
+        self.crd_installed
+            .get_or_init(|| self.apply_crd().map_err(|err| format!("{err:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    fn apply_crd(&self) -> Result<()> {
+        let crd = workspace_root().join("crds/websocketservices.yaml");
+        let kubectl = self.kubectl();
+        kubectl.run(&["apply", "--server-side", "-f", &crd.display().to_string()])?;
+        kubectl.run(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=180s",
+            "crd/websocketservices.wsfleet.io",
+        ])?;
+        Ok(())
     }
 
     /// Stops every process and removes the directory; later calls do nothing.

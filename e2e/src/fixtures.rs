@@ -123,3 +123,12 @@ pub fn create_user_tls_secret(
         .with_context(|| format!("creating TLS Secret {name}"))?;
     Ok(ca.cert_pem())
 }
+
+/// The path of `examples/FILE`, as kubectl's `-f` wants it.
+pub fn example_path(file: &str) -> String {
+    crate::binaries::workspace_root()
+        .join("examples")
+        .join(file)
+        .display()
+        .to_string()
+}

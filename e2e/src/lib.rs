@@ -3,9 +3,11 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod children;
 pub mod conditions;
 pub mod controlplane;
 pub mod fixtures;
+pub mod inspect;
 pub mod kubectl;
 pub mod namespace;
 pub mod net;

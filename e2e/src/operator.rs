@@ -28,7 +28,7 @@ impl Operator {
         identity: &str,
         log_dir: &Path,
     ) -> Result<Self> {
-        let binary = wsfleet_binary("wsfleet-operator", &["operator/src", "gateway/src"])?;
+        let binary = wsfleet_binary("wsfleet-operator", "wsfleet-operator")?;
         let metrics_port = free_port()?;
         let mut command = Command::new(binary);
         command

@@ -2,7 +2,6 @@
 //! them, and the WebSocketService CRD is accepted.
 
 use anyhow::{Result, ensure};
-use wsfleet_e2e::binaries::workspace_root;
 use wsfleet_e2e::{DEADLINE, TestNamespace, eventually};
 
 #[test]
@@ -27,18 +26,13 @@ spec:
         image: example.invalid/web:1
 ",
     )?;
-    eventually(
-        "Deployment web Available with 2 ready replicas",
-        DEADLINE,
-        || {
-            let deployment = kubectl.get("deployment", "web")?;
-            let status = &deployment["status"];
-            ensure!(status["readyReplicas"] == 2, "status {status}");
-            Ok(())
-        },
-    )?;
-    let pods = kubectl.list("pods", "app=web")?;
-    for pod in &pods {
+    eventually("Deployment web with 2 ready replicas", DEADLINE, || {
+        let deployment = kubectl.get("deployment", "web")?;
+        let status = &deployment["status"];
+        ensure!(status["readyReplicas"] == 2, "status {status}");
+        Ok(())
+    })?;
+    for pod in kubectl.list("pods", "app=web")? {
         ensure!(
             pod["spec"]["nodeName"]
                 .as_str()
@@ -51,22 +45,15 @@ spec:
 }
 
 #[test]
-fn the_crd_is_established() -> Result<()> {
+fn the_crd_is_established_with_its_short_name() -> Result<()> {
     let namespace = TestNamespace::create("smoke-crd")?;
-    let crd = workspace_root().join("crds/websocketservices.yaml");
-    let crd = crd.display().to_string();
-    namespace
-        .kubectl()
-        .run(&["apply", "--server-side", "-f", &crd])?;
-    namespace.kubectl().run(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=180s",
-        "crd/websocketservices.wsfleet.io",
-    ])?;
+    namespace.control_plane().install_crd()?;
     let resources = namespace
         .kubectl()
         .run(&["api-resources", "--api-group=wsfleet.io"])?;
-    ensure!(resources.contains("wss"), "short name missing: {resources}");
+    ensure!(
+        resources.contains("wss") && resources.contains("WebSocketService"),
+        "short name missing: {resources}"
+    );
     Ok(())
 }

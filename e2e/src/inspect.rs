@@ -1,0 +1,84 @@
+//! Reading what a user sees: `kubectl get` tables, `kubectl describe`, `kubectl diff`,
+//! Secret data.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::kubectl::Kubectl;
+
+/// `kubectl get KIND NAME` as a map from column header to value (empty when kubectl
+/// prints nothing for it). Columns are cut at the headers' offsets, as kubectl aligns them.
+pub fn table_row(kubectl: &Kubectl, kind: &str, name: &str) -> Result<BTreeMap<String, String>> {
+    let table = kubectl.run(&["get", kind, name])?;
+    let mut lines = table.lines();
+    let header = lines.next().context("kubectl get printed nothing")?;
+    let row = lines.next().context("kubectl get printed no row")?;
+    let starts: Vec<usize> = header
+        .char_indices()
+        .filter(|&(at, c)| c != ' ' && (at == 0 || header.as_bytes()[at - 1] == b' '))
+        .map(|(at, _)| at)
+        .collect();
+    ensure!(
+        header.is_ascii() && row.is_ascii(),
+        "non-ASCII table:\n{table}"
+    );
+    let mut columns = BTreeMap::new();
+    for (index, &start) in starts.iter().enumerate() {
+        let end = starts.get(index + 1).copied().unwrap_or(usize::MAX);
+        let cell = |line: &str| {
+            line.get(start..end.min(line.len()))
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        };
+        columns.insert(cell(header), cell(row));
+    }
+    Ok(columns)
+}
+
+/// One key of a Secret's data, decoded by kubectl itself.
+pub fn secret_value(kubectl: &Kubectl, secret: &str, key: &str) -> Result<String> {
+    let template = format!("--template={{{{index .data \"{key}\" | base64decode}}}}");
+    let value = kubectl.run(&["get", "secret", secret, "-o", "go-template", &template])?;
+    ensure!(
+        !value.is_empty() && value != "<no value>",
+        "Secret {secret} has no key {key}"
+    );
+    Ok(value)
+}
+
+/// Fails unless `kubectl diff -f FILE` reports no difference (exit code 0).
+pub fn assert_no_diff(kubectl: &Kubectl, file: &str) -> Result<()> {
+    let outcome = kubectl.outcome(&["diff", "-f", file], None)?;
+    if !outcome.success || !outcome.stdout.trim().is_empty() {
+        bail!(
+            "kubectl diff -f {file} is not empty:\n{}{}",
+            outcome.stdout,
+            outcome.stderr
+        );
+    }
+    Ok(())
+}
+
+/// The Events section of `kubectl describe`, which must list at least one event.
+pub fn described_events(description: &str) -> Result<&str> {
+    let events = description
+        .split_once("\nEvents:")
+        .map(|(_, events)| events)
+        .context("kubectl describe has no Events section")?;
+    ensure!(
+        !events.trim_start().starts_with("<none>"),
+        "kubectl describe lists no events:\n{description}"
+    );
+    Ok(events)
+}
+
+/// The condition types listed by `kubectl describe` (its `Type:` lines).
+pub fn described_condition_types(description: &str) -> Vec<&str> {
+    description
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Type:"))
+        .map(str::trim)
+        .collect()
+}
