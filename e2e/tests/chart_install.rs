@@ -59,7 +59,7 @@ fn start_operator_as_service_account(
     release_namespace: &str,
     log_dir: &Path,
 ) -> Result<(ManagedProcess, u16)> {
-    let binary = wsfleet_binary("wsfleet-operator", &["operator/src", "gateway/src"])?;
+    let binary = wsfleet_binary("wsfleet-operator", "wsfleet-operator")?;
     let metrics_port = free_port()?;
     let mut command = Command::new(binary);
     command
