@@ -94,3 +94,50 @@ async fn check_flag_names_the_bad_field() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn jwt_key_rotation_applies_to_new_handshakes() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let token = |secret: &[u8]| {
+        let claims = serde_json::json!({"sub": "ann", "exp": 4_000_000_000u64});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let upstream = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_dir = dir.path().join("jwt");
+    std::fs::create_dir(&key_dir).unwrap();
+    std::fs::write(key_dir.join("key"), "first-secret-first-secret").unwrap();
+    let extra = format!(
+        "auth:\n  jwt:\n    algorithms: [HS256]\n    keyFile: {}\n",
+        key_dir.join("key").display()
+    );
+    let gateway = Gateway::start_in(dir, &upstream.url("/"), &extra).await;
+    let old = format!("Bearer {}", token(b"first-secret-first-secret"));
+    let (mut live, _) = connect(&gateway.url("/"), &[("Authorization", &old)])
+        .await
+        .unwrap();
+
+    replace_file(&key_dir.join("key"), b"second-secret-second-secret");
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"success\"}",
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Authorization", &old)]).await,
+        401
+    );
+    let new = format!("Bearer {}", token(b"second-secret-second-secret"));
+    assert!(
+        connect(&gateway.url("/"), &[("Authorization", &new)])
+            .await
+            .is_ok()
+    );
+    assert_eq!(round_trip(&mut live, "kept").await, "kept");
+}
