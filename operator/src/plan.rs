@@ -216,8 +216,16 @@ fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
                 header: forwarded.header.clone(),
             })
             .collect(),
-        leeway: duration_text::parse(&jwt.leeway)
-            .map_err(|message| InvalidSpec::new("spec.auth.jwt.leeway", message))?,
+        // Zero is a valid leeway, so only the shape is checked.
+        leeway: is_go_duration(&jwt.leeway)
+            .then(|| duration_text::parse(&jwt.leeway).ok())
+            .flatten()
+            .ok_or_else(|| {
+                InvalidSpec::new(
+                    "spec.auth.jwt.leeway",
+                    format!("must be a duration such as 30s, got {:?}", jwt.leeway),
+                )
+            })?,
     })
 }
 
@@ -257,6 +265,12 @@ fn render_rate(field: &str, rate: crd::RateSpec) -> Result<gw::Rate, InvalidSpec
 }
 
 fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidSpec> {
+    if !is_go_duration(text) {
+        return Err(InvalidSpec::new(
+            field,
+            format!("must be a duration such as 30s, 1h30m or 2160h, got {text:?}"),
+        ));
+    }
     let value = duration_text::parse(text).map_err(|message| InvalidSpec::new(field, message))?;
     if value.is_zero() {
         return Err(InvalidSpec::new(
@@ -265,6 +279,27 @@ fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidSpec> {
         ));
     }
     Ok(value)
+}
+
+/// The shape the CRD's CEL rules accept (`^([0-9]+(ns|us|ms|s|m|h))+$`), stricter than the
+/// gateway's parser, which also reads `90 days`.
+fn is_go_duration(text: &str) -> bool {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = ["ns", "us", "ms", "s", "m", "h"]
+            .iter()
+            .find(|unit| rest.starts_with(*unit))
+        else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+    }
+    !text.is_empty()
 }
 
 fn parse_cidrs(field: &str, cidrs: &Option<Vec<String>>) -> Result<Vec<IpNet>, InvalidSpec> {
@@ -288,4 +323,149 @@ fn port(field: &str, value: i32) -> Result<u16, InvalidSpec> {
         .ok()
         .filter(|port| *port > 0)
         .ok_or_else(|| InvalidSpec::new(field, format!("must be a port 1-65535, got {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::{example, wss};
+
+    fn refused(mutate: impl FnOnce(&mut WebSocketService)) -> InvalidSpec {
+        let mut object = example("production.yaml");
+        mutate(&mut object);
+        plan(&object).expect_err("spec must be refused")
+    }
+
+    #[test]
+    fn every_example_plans() {
+        for file in [
+            "minimal.yaml",
+            "production.yaml",
+            "user-tls.yaml",
+            "hpa-cpu.yaml",
+        ] {
+            plan(&example(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
+        }
+    }
+
+    #[test]
+    fn self_signed_names_add_the_service_names_once() {
+        let mut object = example("production.yaml");
+        object.spec.tls.as_mut().unwrap().dns_names = Some(vec![
+            "chat.example.com".into(),
+            "chat-prod.team-a.svc".into(),
+        ]);
+        let tls = plan(&object).unwrap().tls.unwrap();
+        assert_eq!(
+            tls.dns_names,
+            [
+                "chat.example.com",
+                "chat-prod.team-a.svc",
+                "chat-prod",
+                "chat-prod.team-a",
+                "chat-prod.team-a.svc.cluster.local"
+            ]
+        );
+        assert_eq!(tls.duration, Duration::from_secs(2160 * 3600));
+        assert_eq!(tls.renew_before, Duration::from_secs(360 * 3600));
+        assert_eq!(tls.secret_name, "chat-prod-tls");
+    }
+
+    #[test]
+    fn self_signed_secret_name_defaults_to_name_tls() {
+        let object =
+            wss("metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  tls: {}\n");
+        let tls = plan(&object).unwrap().tls.unwrap();
+        assert_eq!(
+            (tls.mode, tls.secret_name.as_str()),
+            (TlsMode::SelfSigned, "edge-tls")
+        );
+    }
+
+    #[test]
+    fn references_are_collected() {
+        let planned = plan(&example("production.yaml")).unwrap();
+        assert_eq!(planned.upstream_service.as_deref(), Some("chat-backend"));
+        let key = planned.jwt_key.unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("chat-jwt", "public.pem")
+        );
+        assert_eq!(
+            plan(&example("hpa-cpu.yaml")).unwrap().upstream_service,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_durations_name_the_field() {
+        let err = refused(|o| o.spec.tls.as_mut().unwrap().duration = "90 days".into());
+        assert_eq!(err.field, "spec.tls.duration");
+        let err = refused(|o| o.spec.tls.as_mut().unwrap().renew_before = "0s".into());
+        assert_eq!(err.field, "spec.tls.renewBefore");
+        let err = refused(|o| o.spec.tls.as_mut().unwrap().renew_before = "2160h".into());
+        assert_eq!(err.field, "spec.tls.renewBefore");
+        assert!(err.message.contains("shorter than"), "{err}");
+        let err = refused(|o| o.spec.heartbeat.timeout = "soon".into());
+        assert_eq!(err.field, "spec.heartbeat.timeout");
+        assert!(err.message.contains("soon"));
+    }
+
+    #[test]
+    fn durations_take_the_go_shape_only() {
+        for good in ["30s", "1h30m", "2160h", "250ms", "1m0s"] {
+            assert!(is_go_duration(good), "{good}");
+        }
+        for bad in ["", "30", "s", "90 days", "1.5h", "-1h", "1h 30m", "1d"] {
+            assert!(!is_go_duration(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_mode_without_a_name_is_refused() {
+        let err = refused(|o| {
+            let tls = o.spec.tls.as_mut().unwrap();
+            tls.mode = TlsMode::Secret;
+            tls.secret_name = None;
+        });
+        assert_eq!(err.field, "spec.tls.secretName");
+    }
+
+    #[test]
+    fn malformed_cidrs_name_the_entry() {
+        let err = refused(|o| {
+            o.spec.auth.as_mut().unwrap().ip_deny =
+                Some(vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()]);
+        });
+        assert_eq!(err.field, "spec.auth.ipDeny[1]");
+        assert!(err.message.contains("10.0.0.0/33"));
+    }
+
+    #[test]
+    fn upstream_shape_is_enforced() {
+        let err = refused(|o| o.spec.upstream.url = Some("ws://x:1/".into()));
+        assert_eq!(err.field, "spec.upstream");
+        let err = refused(|o| o.spec.upstream.port = None);
+        assert_eq!(err.field, "spec.upstream.port");
+        let err = refused(|o| {
+            o.spec.upstream = crd::UpstreamSpec {
+                url: Some("http://x:1/".into()),
+                ..Default::default()
+            }
+        });
+        assert_eq!(err.field, "spec.upstream.url");
+    }
+
+    #[test]
+    fn gateway_validation_applies_too() {
+        let err = refused(|o| o.spec.limits.max_message_bytes = 10);
+        assert_eq!(err.field, "spec.limits.maxMessageBytes");
+        let err = refused(|o| {
+            o.spec.limits.connections_per_ip = Some(crd::RateSpec {
+                per_second: 10,
+                burst: 2,
+            });
+        });
+        assert_eq!(err.field, "spec.limits.connectionsPerIP.burst");
+    }
 }
