@@ -110,10 +110,10 @@ fn grants(rules: &Value) -> BTreeSet<(String, String, String)> {
 }
 
 fn expected_operator_grants() -> BTreeSet<(String, String, String)> {
-    let crud = "create,delete,get,list,patch,update,watch";
+    let crud = "create,delete,get,list,patch,watch";
     [
         ("wsfleet.io", "websocketservices", "get,list,watch"),
-        ("wsfleet.io", "websocketservices/status", "get,patch,update"),
+        ("wsfleet.io", "websocketservices/status", "patch"),
         ("", "configmaps", crud),
         ("", "secrets", crud),
         ("", "services", crud),

@@ -57,8 +57,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/*
 The permissions the operator uses on WebSocketServices and their children; nothing more.
-Children are applied with server-side apply (patch), read back (get) and watched (list/watch);
-delete is for children a spec change removes (the HPA when autoscaling is dropped).
+Children are written only with server-side apply (patch; create because an apply may create),
+read back (get) and watched (list/watch); delete is for children a spec change removes (the
+HPA when autoscaling is dropped). Status is written with server-side apply too; the spec never.
 */}}
 {{- define "wsfleet.operatorRules" -}}
 - apiGroups: [wsfleet.io]
@@ -66,19 +67,19 @@ delete is for children a spec change removes (the HPA when autoscaling is droppe
   verbs: [get, list, watch]
 - apiGroups: [wsfleet.io]
   resources: [websocketservices/status]
-  verbs: [get, patch, update]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [configmaps, secrets, services]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
