@@ -25,8 +25,10 @@ struct Cli {
 enum Command {
     /// Print the WebSocketService CustomResourceDefinition as YAML.
     Crd,
-    /// Reconcile WebSocketServices. Reads the kubeconfig from KUBECONFIG, ~/.kube/config or the
-    /// in-cluster service account; only the replica holding the Lease acts.
+    /// Reconcile WebSocketServices (the operator itself).
+    ///
+    /// Reads the kubeconfig from KUBECONFIG, ~/.kube/config or the in-cluster service account.
+    /// Several replicas may run; only the one holding the Lease acts.
     Run(RunArgs),
 }
 
@@ -42,6 +44,7 @@ struct RunArgs {
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_address: SocketAddr,
+    /// Log lines as text or as JSON objects; RUST_LOG sets the level (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Watch only this namespace (default: all namespaces).

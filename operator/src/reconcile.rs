@@ -137,9 +137,7 @@ pub fn error_policy(
         *attempts = attempts.saturating_add(1);
         *attempts
     };
-    let delay = RETRY_MIN
-        .saturating_mul(1 << attempts.min(8).saturating_sub(1))
-        .min(RETRY_MAX);
+    let delay = retry_delay(attempts);
     tracing::warn!(object = %key, reason = error.reason(), error = %error, attempts, ?delay, "reconcile failed");
     if let Ok(wss) = &guard.0 {
         let (ctx, wss, reason, note) =
@@ -147,6 +145,12 @@ pub fn error_policy(
         tokio::spawn(async move { ctx.publish(&wss, EventType::Warning, reason, note).await });
     }
     Action::requeue(delay)
+}
+
+/// 2s after the first failure, doubling per consecutive failure, at most 5 minutes.
+fn retry_delay(attempts: u32) -> Duration {
+    let doublings = attempts.clamp(1, 16) - 1;
+    RETRY_MIN.saturating_mul(1 << doublings).min(RETRY_MAX)
 }
 
 async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action, Error> {
@@ -384,4 +388,16 @@ async fn write_status(
         &name,
     ))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        let delays: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300]);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+    }
 }
