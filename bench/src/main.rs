@@ -240,9 +240,9 @@ async fn run_matrix(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     eprintln!("config files and process logs: {}", work_dir.display());
-    let samples = matrix::run(&plan, work_dir.clone()).await?;
+    let samples = until_interrupted(matrix::run(&plan, work_dir.clone())).await?;
 
-    let environment = environment();
+    let environment = environment(&plan.gateway);
     let mut markdown = String::new();
     for (what, value) in &environment {
         markdown.push_str(&format!("- {what}: {value}\n"));
@@ -272,8 +272,22 @@ async fn run_matrix(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `work` unless SIGINT or SIGTERM comes first; dropping `work` then stops every
+/// process it started, so an interrupted run leaves no proxy behind.
+async fn until_interrupted<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = work => result,
+        _ = interrupt.recv() => bail!("interrupted (SIGINT); every started process was stopped"),
+        _ = terminate.recv() => bail!("terminated (SIGTERM); every started process was stopped"),
+    }
+}
+
 /// What the numbers were measured on.
-fn environment() -> Vec<(String, String)> {
+fn environment(gateway: &std::path::Path) -> Vec<(String, String)> {
     let first_line = |program: &str, args: &[&str]| -> String {
         Command::new(program)
             .args(args)
@@ -304,8 +318,15 @@ fn environment() -> Vec<(String, String)> {
         ("nginx".into(), first_line("nginx", &["-v"])),
         ("HAProxy".into(), first_line("haproxy", &["-v"])),
         (
-            "gateway commit".into(),
-            first_line("git", &["rev-parse", "--short", "HEAD"]),
+            "repository".into(),
+            first_line("git", &["describe", "--always", "--dirty"]),
+        ),
+        (
+            "gateway binary built".into(),
+            first_line(
+                "date",
+                &["-u", "-r", &gateway.display().to_string(), "+%FT%TZ"],
+            ),
         ),
     ]
 }
