@@ -70,7 +70,9 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
-                Err(err) => tracing::debug!(error = %err, "reconcile did not complete"),
+                // Reconcile failures are logged by the error policy; the rest are watch problems.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(err) => tracing::warn!(error = %err, "controller"),
             }
         })
         .await;

@@ -69,9 +69,10 @@ impl Context {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    pub(crate) async fn publish(
+    /// Publishes an Event about `object` (a WebSocketService, possibly one that failed to parse).
+    pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
         &self,
-        wss: &WebSocketService,
+        object: &K,
         type_: EventType,
         reason: &str,
         note: String,
@@ -83,7 +84,7 @@ impl Context {
             action: "Reconcile".to_owned(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &wss.object_ref(&())).await {
+        if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(error = %err, reason, "publishing an event");
         }
     }
@@ -110,6 +111,9 @@ pub async fn reconcile(
             // reported and left alone until it changes.
             tracing::warn!(object = %object_key(&guard), error = %invalid, "cannot read object");
             ctx.metrics.error("InvalidObject");
+            let note = format!("the object does not match the WebSocketService schema: {invalid}");
+            ctx.publish(guard.as_ref(), EventType::Warning, "InvalidObject", note)
+                .await;
             Ok(Action::await_change())
         }
     };
