@@ -11,13 +11,14 @@ use crate::refusal::Refusal;
 /// The address a request comes from: the peer, or the nearest untrusted hop of
 /// `X-Forwarded-For` when the peer is a trusted proxy.
 pub fn client_ip(peer: IpAddr, request: &UpgradeRequest, trusted_proxies: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
     if !trusted(&peer) {
         return peer;
     }
     let hops: Vec<IpAddr> = request
         .list("x-forwarded-for")
-        .filter_map(|hop| hop.parse().ok())
+        .filter_map(|hop| hop.parse().ok().map(canonical))
         .collect();
     // Walk from the nearest hop: each trusted proxy vouches for the one before it.
     hops.iter()
@@ -30,7 +31,6 @@ pub fn client_ip(peer: IpAddr, request: &UpgradeRequest, trusted_proxies: &[IpNe
 
 /// Applies `ipDeny`, then `ipAllow` (empty: all allowed).
 pub fn check_ip(ip: IpAddr, auth: &AuthConfig) -> Result<(), Refusal> {
-    let ip = canonical(ip);
     let denied = auth.ip_deny.iter().any(|net| net.contains(&ip));
     let allowed = auth.ip_allow.is_empty() || auth.ip_allow.iter().any(|net| net.contains(&ip));
     if denied || !allowed {
@@ -116,6 +116,12 @@ mod tests {
             client_ip(ip("10.0.0.5"), &all_trusted, &trusted),
             ip("10.9.9.9")
         );
+        let mapped = request("X-Forwarded-For: 198.51.100.9\r\n");
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.5"), &mapped, &trusted),
+            ip("198.51.100.9"),
+            "a dual-stack listener sees IPv4 peers as mapped IPv6"
+        );
         let missing = request("");
         assert_eq!(
             client_ip(ip("10.0.0.5"), &missing, &trusted),
@@ -133,7 +139,6 @@ mod tests {
         assert_eq!(check_ip(ip("10.1.2.3"), &auth), Ok(()));
         assert_eq!(check_ip(ip("10.6.2.3"), &auth), Err(Refusal::IpDenied));
         assert_eq!(check_ip(ip("192.0.2.1"), &auth), Err(Refusal::IpDenied));
-        assert_eq!(check_ip(ip("::ffff:10.1.2.3"), &auth), Ok(()));
         assert_eq!(check_ip(ip("192.0.2.1"), &AuthConfig::default()), Ok(()));
     }
 
