@@ -486,3 +486,30 @@ fn kube_state_metrics_config_targets_the_served_crd_version() {
         }
     }
 }
+
+#[test]
+fn values_schema_rejects_typos_and_unknown_choices() {
+    let helm = control_plane_bin_dir()
+        .expect("control-plane bin dir")
+        .join("helm");
+    let chart = chart_dir();
+    for (setting, complaint) in [
+        ("metrcs.serviceMonitor.enabled=true", "'metrcs' not allowed"),
+        ("logFormat=xml", "/logFormat"),
+        ("image.digest=latest", "/image/digest"),
+    ] {
+        let output = Command::new(&helm)
+            .args([
+                "template",
+                RELEASE,
+                chart.to_str().unwrap(),
+                "--set",
+                setting,
+            ])
+            .output()
+            .expect("running helm");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "--set {setting} was accepted");
+        assert!(stderr.contains(complaint), "--set {setting}: {stderr}");
+    }
+}
