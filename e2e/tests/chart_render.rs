@@ -513,3 +513,13 @@ fn values_schema_rejects_typos_and_unknown_choices() {
         assert!(stderr.contains(complaint), "--set {setting}: {stderr}");
     }
 }
+
+#[test]
+fn a_single_replica_gets_no_disruption_budget_that_would_block_node_drains() {
+    let objects = render(&["--set", "replicaCount=1"]);
+    assert!(
+        !kinds(&objects).contains(&"PodDisruptionBudget".to_string()),
+        "{:?}",
+        kinds(&objects)
+    );
+}
