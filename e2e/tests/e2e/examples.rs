@@ -42,7 +42,7 @@ fn check_user_view(kubectl: &Kubectl, name: &str, wss: &Value, tls: bool) -> Res
     let row = table_row(kubectl, "wss", name)?;
     ensure!(row["READY"] == "True", "READY column: {row:?}");
     ensure!(
-        row["REPLICAS"] == wss["status"]["readyReplicas"].to_string(),
+        row["REPLICAS"].parse::<u64>().ok() == wss["status"]["readyReplicas"].as_u64(),
         "REPLICAS column {row:?} vs status {}",
         wss["status"]
     );

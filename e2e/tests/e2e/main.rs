@@ -2,5 +2,8 @@
 //! the real operator binary started by each test that needs it.
 
 mod examples;
+mod leader;
+mod lifecycle;
 mod smoke;
+mod steady_state;
 mod validation;

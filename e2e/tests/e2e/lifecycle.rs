@@ -1,0 +1,245 @@
+//! The life of a WebSocketService after it is applied: a missing upstream Service degrades
+//! it until the Service appears; spec updates reach the children; deletion collects them.
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use wsfleet_e2e::children::{FIELD_MANAGER, expected_children, fields_owned_by};
+use wsfleet_e2e::fixtures::{create_backend_service, create_user_tls_secret, example_path};
+use wsfleet_e2e::{DEADLINE, Expected, Kubectl, TestNamespace, await_conditions, eventually};
+use wsfleet_gateway::config::GatewayConfig;
+
+fn patch(kubectl: &Kubectl, name: &str, patch: &str) -> Result<()> {
+    kubectl.run(&["patch", "wss", name, "--type", "merge", "-p", patch])?;
+    Ok(())
+}
+
+fn gateway_config(kubectl: &Kubectl, name: &str) -> Result<GatewayConfig> {
+    let configmap = kubectl.get("configmap", &format!("{name}-gateway"))?;
+    let text = configmap["data"]["gateway.yaml"]
+        .as_str()
+        .context("no gateway.yaml")?;
+    Ok(GatewayConfig::from_yaml(text)?)
+}
+
+fn ready(kubectl: &Kubectl, name: &str) -> Result<Value> {
+    await_conditions(
+        kubectl,
+        name,
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("Degraded", "False"),
+        ],
+    )
+}
+
+#[test]
+fn a_missing_upstream_service_degrades_until_it_exists() -> Result<()> {
+    let namespace = TestNamespace::create("missing-upstream")?;
+    namespace.control_plane().install_crd()?;
+    let _operator = namespace.start_operator("operator-0")?;
+    let kubectl = namespace.kubectl();
+    kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
+
+    let wss = await_conditions(
+        kubectl,
+        "chat",
+        &[
+            Expected::new("Degraded", "True").because("UpstreamServiceNotFound"),
+            Expected::new("Ready", "False"),
+        ],
+    )?;
+    let message = wsfleet_e2e::condition(&wss, "Degraded").map(|c| c["message"].to_string());
+    ensure!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("chat-backend")),
+        "Degraded message does not name the Service: {message:?}"
+    );
+    let events = kubectl.run(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=chat,reason=UpstreamServiceNotFound",
+        "-o",
+        "name",
+    ])?;
+    ensure!(
+        !events.trim().is_empty(),
+        "no UpstreamServiceNotFound Event"
+    );
+
+    create_backend_service(kubectl, namespace.name())?;
+    ready(kubectl, "chat")?;
+    Ok(())
+}
+
+#[test]
+fn spec_updates_reach_the_children() -> Result<()> {
+    let namespace = TestNamespace::create("updates")?;
+    namespace.control_plane().install_crd()?;
+    let _operator = namespace.start_operator("operator-0")?;
+    let kubectl = namespace.kubectl();
+    create_backend_service(kubectl, namespace.name())?;
+    kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
+    ready(kubectl, "chat")?;
+
+    // Limits reach the rendered config.
+    patch(
+        kubectl,
+        "chat",
+        r#"{"spec":{"limits":{"maxConnections":500,"maxMessageBytes":65536}}}"#,
+    )?;
+    eventually("limits in the rendered config", DEADLINE, || {
+        let config = gateway_config(kubectl, "chat")?;
+        ensure!(
+            config.limits.max_connections == 500 && config.limits.max_message_bytes == 65536,
+            "limits {:?}",
+            config.limits
+        );
+        Ok(())
+    })?;
+
+    // Replicas reach the Deployment and, once the pods are Ready, the status.
+    patch(kubectl, "chat", r#"{"spec":{"replicas":4}}"#)?;
+    let wss = ready(kubectl, "chat")?;
+    eventually("4 ready replicas", DEADLINE, || {
+        let wss = kubectl.get("wss", "chat")?;
+        ensure!(
+            wss["status"]["readyReplicas"] == 4,
+            "status {}",
+            wss["status"]
+        );
+        Ok(())
+    })?;
+    ensure!(
+        wss["status"]["replicas"].is_number(),
+        "status {}",
+        wss["status"]
+    );
+    let deployment = kubectl.get("deployment", "chat-gateway")?;
+    ensure!(
+        deployment["spec"]["replicas"] == 4,
+        "Deployment {}",
+        deployment["spec"]
+    );
+
+    // Autoscaling on: an HPA appears and the operator lets go of spec.replicas.
+    patch(
+        kubectl,
+        "chat",
+        r#"{"spec":{"autoscaling":{"minReplicas":2,"maxReplicas":6,"targetCPUUtilization":60}}}"#,
+    )?;
+    eventually("HPA chat-gateway and replicas left to it", DEADLINE, || {
+        let hpa = kubectl.get("horizontalpodautoscaler", "chat-gateway")?;
+        ensure!(hpa["spec"]["maxReplicas"] == 6, "HPA {}", hpa["spec"]);
+        let deployment = kubectl.get("deployment", "chat-gateway")?;
+        for fields in fields_owned_by(&deployment, FIELD_MANAGER) {
+            ensure!(
+                fields["f:spec"].get("f:replicas").is_none(),
+                "operator still owns spec.replicas"
+            );
+        }
+        Ok(())
+    })?;
+
+    // Autoscaling off: the HPA goes away.
+    patch(kubectl, "chat", r#"{"spec":{"autoscaling":null}}"#)?;
+    eventually("HPA chat-gateway deleted", DEADLINE, || {
+        let hpa = kubectl.try_get("horizontalpodautoscaler", "chat-gateway")?;
+        ensure!(hpa.is_none(), "HPA still exists");
+        Ok(())
+    })?;
+
+    // TLS on, issued by the operator: a Secret, a wss port, TLS in the config.
+    patch(kubectl, "chat", r#"{"spec":{"tls":{"mode":"SelfSigned"}}}"#)?;
+    await_conditions(
+        kubectl,
+        "chat",
+        &[Expected::new("CertificateReady", "True").because("CertificateIssued")],
+    )?;
+    eventually("wss port and TLS config", DEADLINE, || {
+        let service = kubectl.get("service", "chat")?;
+        let ports = service["spec"]["ports"].to_string();
+        ensure!(
+            ports.contains("\"wss\"") && ports.contains("443"),
+            "ports {ports}"
+        );
+        let config = gateway_config(kubectl, "chat")?;
+        ensure!(config.tls.is_some(), "no TLS in the config");
+        Ok(())
+    })?;
+    kubectl.get("secret", "chat-tls")?;
+
+    // Switch to a user-managed Secret.
+    create_user_tls_secret(
+        kubectl,
+        namespace.dir(),
+        "chat-own-tls",
+        &["chat.example.com"],
+    )?;
+    patch(
+        kubectl,
+        "chat",
+        r#"{"spec":{"tls":{"mode":"Secret","secretName":"chat-own-tls"}}}"#,
+    )?;
+    let wss = await_conditions(
+        kubectl,
+        "chat",
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("CertificateReady", "True").because("SecretValid"),
+        ],
+    )?;
+    ensure!(
+        wss["status"]["tls"]["secretName"] == "chat-own-tls",
+        "status.tls {}",
+        wss["status"]["tls"]
+    );
+    let deployment = kubectl.get("deployment", "chat-gateway")?;
+    ensure!(
+        deployment["spec"]["template"]["spec"]["volumes"]
+            .to_string()
+            .contains("chat-own-tls"),
+        "the pods do not mount chat-own-tls"
+    );
+    Ok(())
+}
+
+#[test]
+fn deleting_collects_every_child() -> Result<()> {
+    let namespace = TestNamespace::create("deletion")?;
+    namespace.control_plane().install_crd()?;
+    let _operator = namespace.start_operator("operator-0")?;
+    let kubectl = namespace.kubectl();
+    create_backend_service(kubectl, namespace.name())?;
+    wsfleet_e2e::fixtures::create_jwt_secret(kubectl, namespace.dir())?;
+    kubectl.run(&["apply", "-f", &example_path("production.yaml")])?;
+    ready(kubectl, "chat-prod")?;
+    let children = expected_children("chat-prod", Some("chat-prod-tls"), true);
+    for child in &children {
+        kubectl.get(child.kind, &child.name)?;
+    }
+
+    kubectl.run(&["delete", "wss", "chat-prod", "--wait=false"])?;
+    eventually("every child of chat-prod collected", DEADLINE, || {
+        let left: Vec<String> = children
+            .iter()
+            .filter_map(|child| match kubectl.try_get(child.kind, &child.name) {
+                Ok(None) => None,
+                Ok(Some(_)) => Some(format!("{}/{}", child.kind, child.name)),
+                Err(err) => Some(format!("{}/{}: {err:#}", child.kind, child.name)),
+            })
+            .collect();
+        let pods = kubectl.list("pods", "app.kubernetes.io/instance=chat-prod")?;
+        ensure!(
+            left.is_empty() && pods.is_empty(),
+            "left: {left:?} and {} pods",
+            pods.len()
+        );
+        Ok(())
+    })?;
+    // The user's objects are not the operator's to delete.
+    kubectl.get("secret", "chat-jwt")?;
+    kubectl.get("service", "chat-backend")?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Unchanged input means no writes: the object and its children keep their resourceVersions
+//! while the operator idles, and across an operator restart.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use wsfleet_e2e::children::{FIELD_MANAGER, expected_children};
+use wsfleet_e2e::fixtures::{create_backend_service, create_jwt_secret, example_path};
+use wsfleet_e2e::{
+    DEADLINE, Expected, Kubectl, Operator, TestNamespace, await_conditions, eventually,
+};
+
+/// How long "nothing happens" is watched for. This is the one wait in the suite that is
+/// not a condition: absence of writes can only be observed over an interval. Short, to
+/// keep the suite fast; a hot loop or status churn writes many times a second.
+const QUIET_INTERVAL: Duration = Duration::from_secs(8);
+
+/// Kinds that other controllers write on their own (status, scale decisions): for these
+/// only the operator's managedFields entries count, not the resourceVersion.
+const SHARED_KINDS: [&str; 3] = [
+    "deployment",
+    "horizontalpodautoscaler",
+    "poddisruptionbudget",
+];
+
+/// What a write by the operator would change, by kind/name: the resourceVersion of objects
+/// only the operator writes, and the operator's managedFields entries (their `time` moves
+/// on every write that changes something) everywhere.
+fn write_marks(kubectl: &Kubectl) -> Result<BTreeMap<String, String>> {
+    let mut objects = vec![("wss", "chat-prod".to_owned())];
+    objects.extend(
+        expected_children("chat-prod", Some("chat-prod-tls"), true)
+            .into_iter()
+            .map(|child| (child.kind, child.name)),
+    );
+    objects
+        .into_iter()
+        .map(|(kind, name)| {
+            let object = kubectl.get(kind, &name)?;
+            let operator_entries: Vec<&serde_json::Value> = object["metadata"]["managedFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|entry| entry["manager"] == FIELD_MANAGER)
+                .collect();
+            let version = if SHARED_KINDS.contains(&kind) {
+                String::new()
+            } else {
+                object["metadata"]["resourceVersion"].to_string()
+            };
+            let mark = format!("{version} {}", serde_json::json!(operator_entries));
+            Ok((format!("{kind}/{name}"), mark))
+        })
+        .collect()
+}
+
+fn assert_quiet(kubectl: &Kubectl, when: &str) -> Result<()> {
+    let before = write_marks(kubectl)?;
+    std::thread::sleep(QUIET_INTERVAL);
+    let after = write_marks(kubectl)?;
+    let changed: Vec<&String> = before
+        .iter()
+        .filter(|(object, version)| after.get(*object) != Some(version))
+        .map(|(object, _)| object)
+        .collect();
+    ensure!(
+        changed.is_empty(),
+        "{when}: written within {QUIET_INTERVAL:?}: {changed:?}"
+    );
+    Ok(())
+}
+
+fn reconciles(operator: &mut Operator) -> Result<f64> {
+    operator.metric("wsfleet_operator_reconciles_total")
+}
+
+#[test]
+fn no_writes_at_steady_state_nor_after_a_restart() -> Result<()> {
+    let namespace = TestNamespace::create("steady-state")?;
+    namespace.control_plane().install_crd()?;
+    let kubectl = namespace.kubectl();
+    create_backend_service(kubectl, namespace.name())?;
+    create_jwt_secret(kubectl, namespace.dir())?;
+    let operator = namespace.start_operator("operator-0")?;
+    kubectl.run(&["apply", "-f", &example_path("production.yaml")])?;
+    await_conditions(
+        kubectl,
+        "chat-prod",
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("CertificateReady", "True"),
+        ],
+    )?;
+    assert_quiet(kubectl, "steady state")?;
+
+    // A graceful stop releases the Lease, so the next replica takes over without waiting.
+    operator.terminate(Duration::from_secs(30));
+    let mut restarted = namespace.start_operator("operator-1")?;
+    restarted.await_leadership()?;
+    eventually(
+        "the restarted operator to reconcile chat-prod",
+        DEADLINE,
+        || {
+            let count = reconciles(&mut restarted)?;
+            ensure!(count >= 1.0, "wsfleet_operator_reconciles_total is {count}");
+            Ok(())
+        },
+    )?;
+    assert_quiet(kubectl, "after restart")?;
+    restarted.ensure_running()
+}
