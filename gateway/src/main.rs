@@ -10,8 +10,9 @@ use wsfleet_gateway::config::GatewayConfig;
 /// WebSocket gateway: TLS, JWT and IP admission, rate and size limits, heartbeats and
 /// graceful draining in front of one WebSocket upstream.
 ///
-/// The config file (and the certificate and key files it names) are watched and reloaded
-/// on change without dropping connections. SIGTERM drains: /readyz fails at once, no new
+/// The config file, and the certificate, JWT key and CA files it names, are watched and
+/// reloaded on change without dropping connections; a change that does not validate is
+/// logged and the running config stays. SIGTERM drains: /readyz fails at once, no new
 /// connections are accepted, and live clients are closed with 1001 across drain.gracePeriod.
 /// The log level comes from RUST_LOG (default: info).
 #[derive(Debug, Parser)]

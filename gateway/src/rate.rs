@@ -50,7 +50,8 @@ impl TokenBucket {
     }
 }
 
-/// New-connection buckets per client address.
+/// New-connection buckets per client address; IPv6 clients count per /64, the block a single
+/// host is usually given, so that walking through its addresses buys nothing.
 ///
 /// Full buckets are dropped whenever the table has doubled since the last sweep, so its size
 /// follows the number of addresses that connected within one refill period, not all ever seen.
@@ -71,6 +72,7 @@ const MIN_SWEEP_LEN: usize = 1024;
 impl PerIpRate {
     /// Takes a token for `ip`; false means the address is over its rate.
     pub fn try_admit(&self, ip: IpAddr, rate: Rate, now: Instant) -> bool {
+        let key = rate_key(ip);
         let mut table = self
             .table
             .lock()
@@ -81,7 +83,7 @@ impl PerIpRate {
         }
         table
             .buckets
-            .entry(ip)
+            .entry(key)
             .or_insert_with(|| TokenBucket::full(rate, now))
             .try_take(rate, now)
     }
@@ -93,6 +95,17 @@ impl PerIpRate {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .buckets
             .len()
+    }
+}
+
+/// The address a bucket belongs to: IPv4 as is, IPv6 cut to its /64.
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(network.into())
+        }
     }
 }
 
@@ -128,6 +141,21 @@ mod tests {
         assert!((0..20).all(|_| table.try_admit(a, RATE, now)));
         assert!(!table.try_admit(a, RATE, now));
         assert!(table.try_admit(b, RATE, now));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let table = PerIpRate::default();
+        let now = Instant::now();
+        let rate = Rate {
+            per_second: 1,
+            burst: 2,
+        };
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(table.try_admit(ip("2001:db8:1:2::1"), rate, now));
+        assert!(table.try_admit(ip("2001:db8:1:2::ffff"), rate, now));
+        assert!(!table.try_admit(ip("2001:db8:1:2:abcd::9"), rate, now));
+        assert!(table.try_admit(ip("2001:db8:1:3::1"), rate, now));
     }
 
     #[test]

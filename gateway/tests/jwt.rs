@@ -127,17 +127,18 @@ async fn hs256_tokens_and_their_failures() {
 #[tokio::test]
 async fn rs256_tokens_and_algorithm_confusion() {
     let upstream = EchoUpstream::start().await;
-    let gateway = gateway_with_key(&upstream, "RS256", RSA_PUBLIC.as_bytes(), "Header").await;
-    let good = sign(
-        Algorithm::RS256,
-        &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
-        &claims(),
-    );
-    assert!(
-        connect(&gateway.url("/"), &[("Authorization", &bearer(&good))])
-            .await
-            .is_ok()
-    );
+    let gateway =
+        gateway_with_key(&upstream, "RS256, PS256", RSA_PUBLIC.as_bytes(), "Header").await;
+    let private = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+    for alg in [Algorithm::RS256, Algorithm::PS256] {
+        let good = sign(alg, &private, &claims());
+        let connected = connect(&gateway.url("/"), &[("Authorization", &bearer(&good))]).await;
+        assert!(connected.is_ok(), "{alg:?}");
+    }
+    let not_accepted = sign(Algorithm::RS384, &private, &claims());
+    let header = bearer(&not_accepted);
+    let status = refused_status(&gateway.url("/"), &[("Authorization", &header)]).await;
+    assert_eq!(status, 401, "RS384 is not among the accepted algorithms");
 
     // HS256 "signed" with the public key as the HMAC secret must not pass.
     let confused = sign(
