@@ -40,13 +40,16 @@ where
     }
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(Error::kube("apply", kind_of::<K>(), &namespace, &name))
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(Error::kube("apply", kind_of::<K>(), &namespace, &name))?;
+    tracing::info!(kind = %kind_of::<K>(), %namespace, %name, "applied");
+    Ok(applied)
 }
 
 fn up_to_date<K: Serialize>(desired: &K, observed: &K, digest: &str) -> bool {

@@ -36,7 +36,7 @@ pub fn autoscaler(
                 },
                 target: MetricTarget {
                     type_: "AverageValue".to_owned(),
-                    average_value: Some(Quantity(connections.to_string())),
+                    average_value: Some(Quantity(canonical_count(connections))),
                     ..MetricTarget::default()
                 },
             }),
@@ -88,6 +88,19 @@ pub fn autoscaler(
     }
 }
 
+/// `count` in the canonical quantity form the apiserver stores (`1000` is kept as `1k`), so the
+/// stored HPA equals the desired one and nothing is re-applied.
+fn canonical_count(count: i32) -> String {
+    let mut mantissa = i64::from(count);
+    let mut suffixes = ["", "k", "M", "G"].iter().peekable();
+    let mut suffix = suffixes.next().expect("non-empty");
+    while mantissa != 0 && mantissa % 1000 == 0 && suffixes.peek().is_some() {
+        mantissa /= 1000;
+        suffix = suffixes.next().expect("peeked");
+    }
+    format!("{mantissa}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +137,7 @@ mod tests {
         assert_eq!(metrics[0].type_, "Pods");
         assert_eq!(pods.metric.name, "wsfleet_gateway_active_connections");
         assert_eq!(pods.target.type_, "AverageValue");
-        assert_eq!(pods.target.average_value, Some(Quantity("1000".to_owned())));
+        assert_eq!(pods.target.average_value, Some(Quantity("1k".to_owned())));
         let down = spec.behavior.unwrap().scale_down.unwrap();
         assert_eq!(down.stabilization_window_seconds, Some(600));
         let policy = &down.policies.unwrap()[0];
@@ -149,5 +162,20 @@ mod tests {
         assert_eq!(resource.target.average_utilization, Some(70));
         let down = spec.behavior.unwrap().scale_down.unwrap();
         assert_eq!(down.stabilization_window_seconds, Some(300));
+    }
+
+    #[test]
+    fn counts_take_the_canonical_quantity_form() {
+        let cases = [
+            (1, "1"),
+            (999, "999"),
+            (1000, "1k"),
+            (1500, "1500"),
+            (15000, "15k"),
+            (2_000_000, "2M"),
+        ];
+        for (count, text) in cases {
+            assert_eq!(canonical_count(count), text, "{count}");
+        }
     }
 }
