@@ -17,7 +17,7 @@ async fn silent_clients_are_closed_and_answering_ones_survive() {
     let upstream = EchoUpstream::start().await;
     let gateway = Gateway::start(
         &upstream.url("/"),
-        "heartbeat: {interval: 300ms, timeout: 300ms}\n",
+        "heartbeat: {interval: 300ms, timeout: 2s}\n",
     )
     .await;
 
