@@ -20,6 +20,13 @@ async fn sigterm_drains_and_exits() {
 
     gateway.terminate();
     eventually("readiness to fail", || async { !gateway.is_ready().await }).await;
+    assert_eq!(
+        http_get(gateway.metrics_address, "/healthz")
+            .await
+            .map(|(status, _)| status),
+        Some(200),
+        "draining is not unhealthy"
+    );
     assert!(
         connect(&gateway.url("/"), &[]).await.is_err(),
         "no new connections"
