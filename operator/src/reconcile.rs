@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -171,7 +170,6 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     let owner = wss
         .controller_owner_ref(&())
         .expect("a stored object has a name and uid");
-    let namespace = plan.names.namespace.clone();
 
     let mut problems = Vec::new();
     let mut requeue = RESYNC;
@@ -189,59 +187,7 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     };
     problems.extend(check_references(ctx, &plan).await?);
 
-    let config_maps: Api<ConfigMap> = ctx.api(&namespace);
-    let desired = config_map::config_map(&plan, &owner);
-    apply(
-        &config_maps,
-        desired,
-        get(&config_maps, &namespace, &plan.names.gateway()).await?,
-    )
-    .await?;
-
-    let deployments: Api<Deployment> = ctx.api(&namespace);
-    let observed = get(&deployments, &namespace, &plan.names.gateway()).await?;
-    if let (Some(_), Some(observed)) = (&wss.spec.autoscaling, &observed) {
-        hand_over_replicas(&deployments, observed).await?;
-    }
-    let mut desired = deployment::deployment(&plan, &wss.spec, &owner, &ctx.default_image);
-    if let (Some(autoscaling), None) = (&wss.spec.autoscaling, &observed) {
-        // A new Deployment starts at the autoscaler's minimum rather than the default of one;
-        // the next reconcile hands the field over to the HPA.
-        desired.spec.get_or_insert_default().replicas = Some(autoscaling.min_replicas);
-    }
-    let deployment = apply(&deployments, desired, observed).await?;
-
-    let services: Api<Service> = ctx.api(&namespace);
-    let desired = service::service(&plan, &wss.spec, &owner);
-    apply(
-        &services,
-        desired,
-        get(&services, &namespace, &plan.names.service()).await?,
-    )
-    .await?;
-
-    let autoscalers: Api<HorizontalPodAutoscaler> = ctx.api(&namespace);
-    let observed = get(&autoscalers, &namespace, &plan.names.gateway()).await?;
-    match &wss.spec.autoscaling {
-        Some(autoscaling) => {
-            apply(
-                &autoscalers,
-                autoscaler::autoscaler(&plan, autoscaling, &owner),
-                observed,
-            )
-            .await?;
-        }
-        None => delete_owned(&autoscalers, observed, &owner.uid).await?,
-    }
-
-    let budgets: Api<PodDisruptionBudget> = ctx.api(&namespace);
-    let desired = disruption_budget::disruption_budget(&plan, &owner);
-    apply(
-        &budgets,
-        desired,
-        get(&budgets, &namespace, &plan.names.gateway()).await?,
-    )
-    .await?;
+    let deployment = apply_children(wss, ctx, &plan, &owner).await?;
 
     announce_problems(wss, ctx, &previous, &problems).await;
     let observation = Observation {
@@ -256,6 +202,69 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     let status = reconciled_status(&previous, &observation, wss.metadata.generation, &Time(now));
     write_status(wss, ctx, &previous, status).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Applies every child (each only when it differs) and returns the gateway Deployment.
+async fn apply_children(
+    wss: &WebSocketService,
+    ctx: &Context,
+    plan: &Plan,
+    owner: &OwnerReference,
+) -> Result<Deployment, Error> {
+    let namespace = &plan.names.namespace;
+    let gateway = plan.names.gateway();
+    apply_named(ctx, namespace, config_map::config_map(plan, owner)).await?;
+
+    let deployments: Api<Deployment> = ctx.api(namespace);
+    let observed = get(&deployments, namespace, &gateway).await?;
+    if let (Some(_), Some(observed)) = (&wss.spec.autoscaling, &observed) {
+        hand_over_replicas(&deployments, observed).await?;
+    }
+    let mut desired = deployment::deployment(plan, &wss.spec, owner, &ctx.default_image);
+    if let (Some(autoscaling), None) = (&wss.spec.autoscaling, &observed) {
+        // A new Deployment starts at the autoscaler's minimum rather than the default of one;
+        // the next reconcile hands the field over to the HPA.
+        desired.spec.get_or_insert_default().replicas = Some(autoscaling.min_replicas);
+    }
+    let deployment = apply(&deployments, desired, observed).await?;
+
+    apply_named(ctx, namespace, service::service(plan, &wss.spec, owner)).await?;
+    match &wss.spec.autoscaling {
+        Some(autoscaling) => {
+            apply_named(
+                ctx,
+                namespace,
+                autoscaler::autoscaler(plan, autoscaling, owner),
+            )
+            .await?;
+        }
+        None => {
+            let autoscalers: Api<HorizontalPodAutoscaler> = ctx.api(namespace);
+            let observed = get(&autoscalers, namespace, &gateway).await?;
+            delete_owned(&autoscalers, observed, &owner.uid).await?;
+        }
+    }
+    apply_named(
+        ctx,
+        namespace,
+        disruption_budget::disruption_budget(plan, owner),
+    )
+    .await?;
+    Ok(deployment)
+}
+
+/// Reads the child named like `desired` and applies `desired` if it differs.
+async fn apply_named<K>(ctx: &Context, namespace: &str, desired: K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = ctx.api(namespace);
+    let observed = get(&api, namespace, &desired.name_any()).await?;
+    apply(&api, desired, observed).await
 }
 
 /// Records why the spec cannot be acted on, and waits for the user to change it.
