@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::admission;
 use crate::drain::ConnectionSlot;
 use crate::handshake::{self, Head, HeadError, UpgradeRequest};
-use crate::jwt::TokenError;
+use crate::jwt::{self, TokenError};
 use crate::metrics::HandshakeOutcome;
 use crate::policy::Policy;
 use crate::refusal::Refusal;
@@ -124,7 +124,11 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
             return None;
         }
     };
-    let answered = client.write_all(opened.answer.render().as_bytes()).await;
+    let mut answer = opened.answer;
+    if answer.protocol.is_none() {
+        answer.protocol = jwt::token_only_protocol(&admitted.request).map(str::to_owned);
+    }
+    let answered = client.write_all(answer.render().as_bytes()).await;
     if answered.is_err() || client.flush().await.is_err() {
         return None;
     }

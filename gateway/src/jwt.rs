@@ -133,6 +133,19 @@ impl JwtVerifier {
     }
 }
 
+/// The subprotocol the client is told was selected when the upstream selected none.
+///
+/// Browsers fail a handshake whose offered subprotocols all went unanswered, so a client that
+/// offered nothing but its `bearer.<token>` entry gets that entry back; the upstream never
+/// sees it.
+pub fn token_only_protocol(request: &UpgradeRequest) -> Option<&str> {
+    let mut offered = request.list("sec-websocket-protocol");
+    let first = offered.next()?;
+    let only_tokens = first.starts_with(SUBPROTOCOL_PREFIX)
+        && offered.all(|entry| entry.starts_with(SUBPROTOCOL_PREFIX));
+    only_tokens.then_some(first)
+}
+
 fn decoding_key(family: KeyFamily, bytes: &[u8]) -> anyhow::Result<DecodingKey> {
     Ok(match family {
         KeyFamily::Hmac => {
@@ -332,6 +345,24 @@ mod tests {
             verifier.verify_request(&request("", "")),
             Err(TokenError::Missing)
         ));
+    }
+
+    #[test]
+    fn a_token_only_offer_is_answered_with_the_token_entry() {
+        let request = |protocols: &str| {
+            UpgradeRequest::parse(format!(
+                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n{protocols}\r\n"
+            ).as_bytes()).unwrap()
+        };
+        assert_eq!(
+            token_only_protocol(&request("Sec-WebSocket-Protocol: bearer.abc\r\n")),
+            Some("bearer.abc")
+        );
+        assert_eq!(
+            token_only_protocol(&request("Sec-WebSocket-Protocol: chat, bearer.abc\r\n")),
+            None
+        );
+        assert_eq!(token_only_protocol(&request("")), None);
     }
 
     #[test]

@@ -213,6 +213,20 @@ async fn tokens_from_query_and_subprotocol() {
         "the token entry is removed"
     );
 
+    // Offered alone, the token entry is what the client is told was selected (browsers
+    // insist on an answer); the upstream is offered nothing.
+    let alone = format!("bearer.{token}");
+    let (mut client, response) = connect(&gateway.url("/"), &[("Sec-WebSocket-Protocol", &alone)])
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol").unwrap(),
+        alone.as_str()
+    );
+    assert_eq!(round_trip(&mut client, "token only").await, "token only");
+    let seen = upstream.records.requests().last().cloned().unwrap();
+    assert_eq!(seen.header("sec-websocket-protocol"), None);
+
     // The header is not a configured source here.
     assert_eq!(
         refused_status(&gateway.url("/"), &[("Authorization", &bearer(&token))]).await,
