@@ -1,6 +1,7 @@
 //! The kube-runtime Controller: which watches trigger a reconcile of which WebSocketService.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -10,7 +11,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{TlsMode, WebSocketService};
@@ -18,6 +19,9 @@ use crate::names::FIELD_MANAGER;
 use crate::reconcile::{Context, error_policy, reconcile};
 
 type Guarded = DeserializeGuard<WebSocketService>;
+
+/// Triggers for one object closer together than this are merged into one reconcile.
+const DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Runs the controller until `shutdown` resolves; watches one namespace or all.
 pub async fn run(
@@ -45,7 +49,9 @@ pub async fn run(
     let controller = Controller::new(
         api(client.clone()),
         watcher::Config::default().any_semantic(),
-    );
+    )
+    // A rollout sends a burst of Deployment status updates; one reconcile covers them.
+    .with_config(controller::Config::default().debounce(DEBOUNCE));
     let store = controller.store();
     let secret_store = store.clone();
     controller
