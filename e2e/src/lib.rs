@@ -15,6 +15,7 @@ pub mod operator;
 pub mod pki;
 pub mod poll;
 pub mod process;
+pub mod wire;
 
 pub use conditions::{Expected, await_conditions, condition};
 pub use controlplane::ControlPlane;

@@ -27,3 +27,22 @@ pub fn http_get(port: u16, path: &str) -> Result<String> {
         .map(|(_, body)| body.to_owned())
         .unwrap_or(response))
 }
+
+/// The status code of a plain-HTTP GET on a loopback port.
+pub fn http_status(port: u16, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .with_context(|| format!("no status line in {response:?}"))?;
+    status
+        .parse()
+        .with_context(|| format!("status {status:?} is not a number"))
+}
