@@ -135,8 +135,83 @@ pub fn service_references(wss: &WebSocketService, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::runtime::reflector;
+
     use super::*;
-    use crate::build::fixtures::example;
+    use crate::build::fixtures::{example, owner};
+
+    fn store_of(objects: &[WebSocketService]) -> Store<Guarded> {
+        let (store, mut writer) = reflector::store();
+        for object in objects {
+            writer
+                .apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(object.clone()))));
+        }
+        store
+    }
+
+    fn names(found: Vec<ObjectRef<Guarded>>) -> Vec<String> {
+        let mut names: Vec<String> = found
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_secret_maps_to_its_owner_and_to_the_services_that_name_it() {
+        let production = example("production.yaml");
+        let store = store_of(&[
+            production.clone(),
+            example("user-tls.yaml"),
+            example("minimal.yaml"),
+        ]);
+        let secret = |name: &str, owners: Option<Vec<_>>| Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some("team-a".to_owned()),
+                owner_references: owners,
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        let found = |s: &Secret| names(referrers(&store, s, secret_references));
+        assert_eq!(
+            found(&secret("chat-user-tls", None)),
+            ["team-a/chat-user-tls"]
+        );
+        assert_eq!(found(&secret("chat-jwt", None)), ["team-a/chat-prod"]);
+        assert_eq!(
+            found(&secret("chat-prod-tls", Some(vec![owner(&production)]))),
+            ["team-a/chat-prod"]
+        );
+        assert!(found(&secret("unrelated", None)).is_empty());
+        let mut elsewhere = secret("chat-jwt", None);
+        elsewhere.metadata.namespace = Some("team-b".to_owned());
+        assert!(found(&elsewhere).is_empty(), "references are namespaced");
+    }
+
+    #[test]
+    fn the_upstream_service_maps_to_every_fleet_in_front_of_it() {
+        let store = store_of(&[
+            example("minimal.yaml"),
+            example("production.yaml"),
+            example("hpa-cpu.yaml"),
+        ]);
+        let backend = Service {
+            metadata: ObjectMeta {
+                name: Some("chat-backend".to_owned()),
+                namespace: Some("team-a".to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        };
+        assert_eq!(
+            names(referrers(&store, &backend, service_references)),
+            ["team-a/chat", "team-a/chat-prod"]
+        );
+    }
 
     #[test]
     fn user_tls_and_jwt_secrets_are_references() {
