@@ -98,13 +98,14 @@ impl UpgradeRequest {
         };
         let upgrade = parsed.has_token("upgrade", "websocket")
             && parsed.has_token("connection", "upgrade")
-            && parsed.header("sec-websocket-version") == Some("13")
             && parsed.header("sec-websocket-key").is_some();
-        if upgrade {
-            Ok(parsed)
-        } else {
-            Err(Refusal::BadRequest)
+        if !upgrade {
+            return Err(Refusal::BadRequest);
         }
+        if parsed.header("sec-websocket-version") != Some("13") {
+            return Err(Refusal::UnsupportedVersion);
+        }
+        Ok(parsed)
     }
 
     /// The first value of a header, by case-insensitive name.
@@ -235,6 +236,20 @@ mod tests {
         assert_eq!(
             UpgradeRequest::parse(post.as_bytes()),
             Err(Refusal::BadRequest)
+        );
+    }
+
+    #[test]
+    fn other_websocket_versions_are_426() {
+        let old = UPGRADE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+        assert_eq!(
+            UpgradeRequest::parse(old.as_bytes()),
+            Err(Refusal::UnsupportedVersion)
+        );
+        assert!(
+            Refusal::UnsupportedVersion
+                .response()
+                .contains("Sec-WebSocket-Version: 13\r\n")
         );
     }
 

@@ -9,6 +9,8 @@ pub enum Refusal {
     HeadersTooLarge,
     /// Not an HTTP/1.1 WebSocket upgrade.
     BadRequest,
+    /// A WebSocket version other than 13.
+    UnsupportedVersion,
     /// The path is outside `listen.path`.
     NotFound,
     /// The client address is denied or not allowed.
@@ -33,10 +35,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in metric order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::HandshakeTimeout,
         Self::HeadersTooLarge,
         Self::BadRequest,
+        Self::UnsupportedVersion,
         Self::NotFound,
         Self::IpDenied,
         Self::OriginDenied,
@@ -55,6 +58,7 @@ impl Refusal {
             Self::HandshakeTimeout => (408, "Request Timeout"),
             Self::HeadersTooLarge => (431, "Request Header Fields Too Large"),
             Self::BadRequest => (400, "Bad Request"),
+            Self::UnsupportedVersion => (426, "Upgrade Required"),
             Self::NotFound => (404, "Not Found"),
             Self::IpDenied | Self::OriginDenied => (403, "Forbidden"),
             Self::TokenMissing | Self::TokenInvalid => (401, "Unauthorized"),
@@ -71,6 +75,7 @@ impl Refusal {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest => "bad_request",
+            Self::UnsupportedVersion => "unsupported_version",
             Self::NotFound => "not_found",
             Self::IpDenied => "ip_denied",
             Self::OriginDenied => "origin_denied",
@@ -92,10 +97,12 @@ impl Refusal {
     /// The complete HTTP response.
     pub fn response(self) -> String {
         let (code, text) = self.status();
-        let mut extra = "";
-        if self == Self::TokenMissing || self == Self::TokenInvalid {
-            extra = "WWW-Authenticate: Bearer\r\n";
-        }
+        let extra = match self {
+            Self::TokenMissing | Self::TokenInvalid => "WWW-Authenticate: Bearer\r\n",
+            // RFC 6455 section 4.4: name the version the gateway speaks.
+            Self::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+            _ => "",
+        };
         let body = format!("{text}: {}\n", self.reason());
         format!(
             "HTTP/1.1 {code} {text}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -140,6 +140,8 @@ async fn oversized_and_slow_heads_are_refused() {
         raw_status(gateway.address, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
         400
     );
+    let version_8 = upgrade_head("/", "").replace("Version: 13", "Version: 8");
+    assert_eq!(raw_status(gateway.address, &version_8).await, 426);
 }
 
 #[tokio::test]
