@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,16 +68,25 @@ enum LogFormat {
     Json,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", crdgen::crd_yaml());
-            Ok(())
+            ExitCode::SUCCESS
         }
         Command::Run(args) => {
             init_logging(args.log_format);
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(run(args))
+            let result = tokio::runtime::Runtime::new()
+                .context("starting the async runtime")
+                .and_then(|runtime| runtime.block_on(run(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    // One line with the whole cause chain, in the chosen log format.
+                    tracing::error!(error = format!("{err:#}"), "wsfleet-operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
