@@ -1,6 +1,7 @@
 //! End-to-end harness for wsfleet: a local Kubernetes control plane built from Go modules,
 //! the real operator binary, and kubectl, used exactly as a platform engineer would.
 
+pub mod apiserver_metrics;
 pub mod binaries;
 pub mod certs;
 pub mod children;

@@ -198,3 +198,14 @@ pub fn wait_for_signal(set: &libc::sigset_t) {
         libc::sigwait(set, &mut signal);
     }
 }
+
+/// Peak resident memory of a live process in KiB (`VmHWM` in /proc/PID/status).
+pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
+}

@@ -1,0 +1,145 @@
+//! The scale run (not part of the test command): N WebSocketServices (default 1,000) in one
+//! namespace, one operator. Reports the time until every child exists and until every
+//! object is Ready, the apiserver writes per object (from apiserver_request_total), the
+//! writes during a quiet interval afterwards, and the operator's peak resident memory.
+//!
+//! `cargo run --release -p wsfleet-e2e --bin wsfleet-scale -- [COUNT]`
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use wsfleet_e2e::apiserver_metrics::{difference, write_counts};
+use wsfleet_e2e::fixtures::create_backend_service;
+use wsfleet_e2e::process::peak_rss_kib;
+use wsfleet_e2e::{ControlPlane, Kubectl, Operator, eventually};
+
+const NAMESPACE: &str = "scale";
+
+/// Long enough for 1,000 objects on a loaded 2-core machine.
+const CONVERGENCE_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// How long writes are counted once everything is Ready, to show that the fleet is idle.
+const QUIET_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Resources only the operator writes: its children and the status. Controllers write
+/// Deployment status, ReplicaSets, Pods and most Events; those are listed, not counted.
+const OPERATOR_RESOURCES: [&str; 7] = [
+    "configmaps",
+    "secrets",
+    "services",
+    "deployments",
+    "poddisruptionbudgets",
+    "horizontalpodautoscalers",
+    "websocketservices/status",
+];
+
+fn manifest(count: usize) -> String {
+    let mut text = String::new();
+    for index in 0..count {
+        // One replica each keeps the fake pods (and the scheduler's work) at one per object.
+        let _ = write!(
+            text,
+            "apiVersion: wsfleet.io/v1alpha1\nkind: WebSocketService\nmetadata:\n  name: ws-{index:04}\nspec:\n  upstream: {{service: chat-backend, port: 8080}}\n  replicas: 1\n---\n"
+        );
+    }
+    text
+}
+
+fn count(kubectl: &Kubectl, kind: &str) -> Result<usize> {
+    let names = kubectl.run(&[
+        "get",
+        kind,
+        "-l",
+        "app.kubernetes.io/managed-by=wsfleet-operator",
+        "-o",
+        "name",
+    ])?;
+    Ok(names.lines().count())
+}
+
+fn ready_count(kubectl: &Kubectl) -> Result<usize> {
+    let statuses = kubectl.run(&[
+        "get",
+        "wss",
+        "-o",
+        r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+    ])?;
+    Ok(statuses.lines().filter(|status| *status == "True").count())
+}
+
+fn operator_writes(writes: &BTreeMap<String, u64>) -> u64 {
+    writes
+        .iter()
+        .filter(|(key, _)| {
+            let resource = key.split(' ').next().unwrap_or_default();
+            OPERATOR_RESOURCES.contains(&resource)
+        })
+        .map(|(_, count)| count)
+        .sum()
+}
+
+fn main() -> Result<()> {
+    let count_wanted: usize = match std::env::args().nth(1) {
+        Some(text) => text.parse().context("COUNT must be a number")?,
+        None => 1000,
+    };
+    let control_plane = ControlPlane::start()?;
+    control_plane.install_crd()?;
+    let admin = control_plane.kubectl();
+    admin.run(&["create", "namespace", NAMESPACE])?;
+    let kubectl = admin.in_namespace(NAMESPACE);
+    create_backend_service(&kubectl, NAMESPACE)?;
+    let work = tempfile::tempdir()?;
+    let mut operator = Operator::start(&control_plane, NAMESPACE, "scale", work.path())?;
+    operator.await_leadership()?;
+
+    let before = write_counts(&admin)?;
+    let started = Instant::now();
+    kubectl.create(&manifest(count_wanted))?;
+    let created = started.elapsed();
+    println!("created {count_wanted} WebSocketServices in {created:.1?}");
+
+    let children = [
+        "configmaps",
+        "deployments",
+        "services",
+        "poddisruptionbudgets",
+    ];
+    let all_children = eventually("every child to exist", CONVERGENCE_DEADLINE, || {
+        operator.ensure_running()?;
+        for kind in children {
+            let found = count(&kubectl, kind)?;
+            ensure!(found >= count_wanted, "{found} {kind}");
+        }
+        Ok(started.elapsed())
+    })?;
+    println!("every child exists after {all_children:.1?}");
+    let all_ready = eventually("every WebSocketService Ready", CONVERGENCE_DEADLINE, || {
+        operator.ensure_running()?;
+        let ready = ready_count(&kubectl)?;
+        ensure!(ready >= count_wanted, "{ready} Ready");
+        Ok(started.elapsed())
+    })?;
+    println!("every WebSocketService Ready after {all_ready:.1?}");
+    let converged = write_counts(&admin)?;
+    std::thread::sleep(QUIET_INTERVAL);
+    let quiet = write_counts(&admin)?;
+    let peak_rss = peak_rss_kib(operator.pid())?;
+
+    let converging = difference(&before, &converged);
+    let idle = difference(&converged, &quiet);
+    println!("\napiserver writes while converging, by resource and verb:");
+    for (key, writes) in &converging {
+        println!("  {key:<50} {writes:>8}");
+    }
+    let operator_total = operator_writes(&converging);
+    println!(
+        "\nobjects: {count_wanted}\ntime to create them (kubectl create): {created:.1?}\nevery child exists: {all_children:.1?}\nevery object Ready: {all_ready:.1?}\noperator writes (children and status): {operator_total} = {:.2} per object\nall writes during {QUIET_INTERVAL:?} idle afterwards: {:?}\noperator peak RSS: {:.1} MiB",
+        operator_total as f64 / count_wanted as f64,
+        idle,
+        peak_rss as f64 / 1024.0
+    );
+    Ok(())
+}
