@@ -172,6 +172,11 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
         &sa,
         &["delete", "websocketservices.wsfleet.io", "-n", apps.name()]
     ));
+    assert!(!can_i(
+        &admin,
+        &sa,
+        &["delete", "deployments", "-n", apps.name()]
+    ));
     assert!(!can_i(&admin, &sa, &["list", "pods", "-n", apps.name()]));
     assert!(!can_i(&admin, &sa, &["get", "nodes"]));
     assert!(!can_i(
@@ -216,6 +221,26 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
     app.get("hpa", "chat-prod-gateway").unwrap();
     app.get("pdb", "chat-prod-gateway").unwrap();
     app.get("secret", "chat-prod-tls").unwrap();
+
+    // Dropping autoscaling deletes the HPA: the one delete the operator does.
+    app.run(&[
+        "patch",
+        "wss",
+        "chat-prod",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op": "remove", "path": "/spec/autoscaling"}]"#,
+    ])
+    .unwrap();
+    eventually("the HPA of chat-prod to be deleted", DEADLINE, || {
+        ensure!(
+            app.try_get("hpa", "chat-prod-gateway")?.is_none(),
+            "still there"
+        );
+        Ok(())
+    })
+    .unwrap();
 
     // Events: a fleet whose upstream is missing is reported as a Warning Event.
     app.apply(

@@ -110,16 +110,20 @@ fn grants(rules: &Value) -> BTreeSet<(String, String, String)> {
 }
 
 fn expected_operator_grants() -> BTreeSet<(String, String, String)> {
-    let crud = "create,delete,get,list,patch,watch";
+    let apply = "create,get,list,patch,watch";
     [
         ("wsfleet.io", "websocketservices", "get,list,watch"),
         ("wsfleet.io", "websocketservices/status", "patch"),
-        ("", "configmaps", crud),
-        ("", "secrets", crud),
-        ("", "services", crud),
-        ("apps", "deployments", crud),
-        ("autoscaling", "horizontalpodautoscalers", crud),
-        ("policy", "poddisruptionbudgets", crud),
+        ("", "configmaps", apply),
+        ("", "secrets", apply),
+        ("", "services", apply),
+        ("apps", "deployments", apply),
+        ("policy", "poddisruptionbudgets", apply),
+        (
+            "autoscaling",
+            "horizontalpodautoscalers",
+            "create,delete,get,list,patch,watch",
+        ),
         ("events.k8s.io", "events", "create,patch"),
     ]
     .into_iter()

@@ -58,8 +58,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/*
 The permissions the operator uses on WebSocketServices and their children; nothing more.
 Children are written only with server-side apply (patch; create because an apply may create),
-read back (get) and watched (list/watch); delete is for children a spec change removes (the
-HPA when autoscaling is dropped). Status is written with server-side apply too; the spec never.
+read back (get) and watched (list/watch). Only the HPA is ever deleted (when autoscaling is
+dropped from the spec); other children go with their owner through garbage collection. Status is written with server-side apply too; the spec never.
 */}}
 {{- define "wsfleet.operatorRules" -}}
 - apiGroups: [wsfleet.io]
@@ -70,15 +70,15 @@ HPA when autoscaling is dropped). Status is written with server-side apply too; 
   verbs: [patch]
 - apiGroups: [""]
   resources: [configmaps, secrets, services]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
-- apiGroups: [autoscaling]
-  resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
