@@ -247,7 +247,7 @@ fn start_apiserver(
             "--service-account-signing-key-file={}",
             file("sa.key")
         ))
-        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        .arg("--service-cluster-ip-range=10.96.0.0/16")
         .arg("--allow-privileged=true")
         // No token controller runs, so pods could never get their service-account token;
         // no node-lifecycle controller runs to lift the not-ready taint from new nodes.

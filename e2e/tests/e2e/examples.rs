@@ -182,7 +182,9 @@ fn production_example_issues_a_certificate_and_autoscales_on_connections() -> Re
     let chain = secret_value(kubectl, "chat-prod-tls", "tls.crt")?;
     let ca = secret_value(kubectl, "chat-prod-tls", "ca.crt")?;
     secret_value(kubectl, "chat-prod-tls", "tls.key")?;
-    verify_serving_certificate(&chain, &ca, &["chat.example.com"])?;
+    // The name asked for, and the Service's cluster name, which is always added.
+    let service_name = format!("chat-prod.{}.svc", namespace.name());
+    verify_serving_certificate(&chain, &ca, &["chat.example.com", &service_name])?;
     ensure!(
         wss["status"]["tls"]["secretName"] == "chat-prod-tls"
             && wss["status"]["tls"]["notAfter"].is_string(),
