@@ -236,8 +236,9 @@ pub enum Compression {
     /// Negotiated between client and upstream; compressed frames pass through untouched.
     #[default]
     Passthrough,
-    /// The offer is removed from the forwarded handshake.
-    Off,
+    /// The offer is removed from the forwarded handshake. (Not `Off`: YAML 1.1 readers such as
+    /// kubectl turn an unquoted `Off` into `false`, and the CRD uses the same words.)
+    Disabled,
 }
 
 /// Shutdown on SIGTERM.
@@ -702,6 +703,18 @@ mod tests {
         let err = error_of(&format!("{MINIMAL}auth: {{ipAllow: [10.0.0.0/33]}}\n"));
         assert!(
             err.message.contains("10.0.0.0/33") || err.message.contains("invalid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compression_speaks_the_crds_words() {
+        let config =
+            GatewayConfig::from_yaml(&format!("{MINIMAL}compression: Disabled\n")).unwrap();
+        assert_eq!(config.compression, Compression::Disabled);
+        let err = error_of(&format!("{MINIMAL}compression: Off\n"));
+        assert!(
+            err.message.contains("Off") && err.message.contains("Disabled"),
             "{err}"
         );
     }

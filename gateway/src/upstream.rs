@@ -375,12 +375,12 @@ mod tests {
     }
 
     #[test]
-    fn compression_off_drops_the_offer() {
+    fn compression_disabled_drops_the_offer() {
         let upstream = target("ws://backend:9000/");
         let client = request("Sec-WebSocket-Extensions: permessage-deflate\r\n", "/");
-        let mut off = plan("");
-        off.compression = Compression::Off;
-        let head = upstream.render_request(&client, &off);
+        let mut disabled = plan("");
+        disabled.compression = Compression::Disabled;
+        let head = upstream.render_request(&client, &disabled);
         assert!(
             !head.to_ascii_lowercase().contains("permessage-deflate"),
             "{head}"

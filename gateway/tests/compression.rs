@@ -95,11 +95,11 @@ async fn compressed_frames_pass_through() {
 }
 
 #[tokio::test]
-async fn compression_off_removes_the_offer() {
+async fn compression_disabled_removes_the_offer() {
     let mut upstream = PythonUpstream::start();
     let gateway = Gateway::start(
         &format!("ws://127.0.0.1:{}/", upstream.port),
-        "compression: Off\n",
+        "compression: Disabled\n",
     )
     .await;
     let report = tokio::task::spawn_blocking({

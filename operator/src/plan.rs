@@ -148,7 +148,7 @@ pub fn render_gateway_config(
     });
     config.compression = match spec.compression {
         crd::Compression::Passthrough => gw::Compression::Passthrough,
-        crd::Compression::Disabled => gw::Compression::Off,
+        crd::Compression::Disabled => gw::Compression::Disabled,
     };
     config.drain.grace_period = Duration::from_secs(drain_seconds(spec));
     Ok(config)

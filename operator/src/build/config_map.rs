@@ -120,7 +120,7 @@ mod tests {
         let config = GatewayConfig::from_yaml(&map.data.unwrap()["gateway.yaml"]).unwrap();
         assert_eq!(
             config.compression,
-            wsfleet_gateway::config::Compression::Off
+            wsfleet_gateway::config::Compression::Disabled
         );
         assert_eq!(config.drain.grace_period, Duration::from_secs(5));
     }
