@@ -261,7 +261,7 @@ backend echo
     }
 
     /// The gateway with JWT (HS256) checked on every upgrade and rate limits switched on,
-    /// set high enough never to refuse the benchmark's own traffic; one tokio worker thread.
+    /// set high enough never to refuse the benchmark's own traffic; one thread.
     pub fn gateway(
         &self,
         program: &Path,
@@ -314,11 +314,13 @@ limits:
         Ok(Launch {
             name: "gateway",
             program: program.to_owned(),
-            args: vec!["--config".into(), path.display().to_string()],
-            env: vec![
-                ("TOKIO_WORKER_THREADS".into(), "1".into()),
-                ("RUST_LOG".into(), "warn".into()),
+            args: vec![
+                "--config".into(),
+                path.display().to_string(),
+                "--worker-threads".into(),
+                "1".into(),
             ],
+            env: vec![("RUST_LOG".into(), "warn".into())],
             core: self.proxy_core,
             ready_addr: listen,
             log: self.dir.join("gateway.log"),

@@ -1,5 +1,6 @@
 //! `wsfleet-gateway`: runs the gateway, or checks a config with `--check`.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,7 +28,15 @@ struct Cli {
     /// Validate the config and exit: 0 when valid, 1 with the offending field otherwise.
     #[arg(long)]
     check: bool,
+    /// Threads that serve connections [default: the CPUs this process may use, after its CPU
+    /// affinity and cgroup CPU quota]. With 1, everything runs on the main thread, so no
+    /// connection is ever handed from one thread to another.
+    #[arg(long, value_name = "N", env = "WSFLEET_GATEWAY_WORKER_THREADS")]
+    worker_threads: Option<NonZeroUsize>,
 }
+
+/// Name of the runtime's worker threads, as `ps -L` and /proc/PID/task/*/comm show it.
+const WORKER_THREAD_NAME: &str = "gateway-worker";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -50,13 +59,11 @@ fn main() -> ExitCode {
         println!("{}: valid", cli.config.display());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = cli.worker_threads.unwrap_or_else(available_cpus);
+    let runtime = match build_runtime(threads) {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: starting the runtime: {err}");
+            eprintln!("error: starting the runtime with {threads} worker threads: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -68,6 +75,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The CPUs this process may run on; 1 when the platform cannot tell.
+fn available_cpus() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// A current-thread runtime for one thread (the accept loop and every connection share the
+/// main thread, with no cross-thread wake-ups), otherwise a pool of `threads` workers.
+fn build_runtime(threads: NonZeroUsize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == NonZeroUsize::MIN {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads.get());
+        builder
+    };
+    builder.thread_name(WORKER_THREAD_NAME).enable_all().build()
 }
 
 fn init_tracing(format: LogFormat) {

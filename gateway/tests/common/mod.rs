@@ -260,17 +260,28 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with a prepared directory (for key and certificate files).
     pub async fn start_in(dir: tempfile::TempDir, upstream_url: &str, extra: &str) -> Self {
+        Self::start_command(dir, upstream_url, extra, |_| {}).await
+    }
+
+    /// Like [`Gateway::start_in`], with further arguments or environment set by `adjust`.
+    pub async fn start_command(
+        dir: tempfile::TempDir,
+        upstream_url: &str,
+        extra: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = render_config(address, metrics_address, upstream_url, extra);
         std::fs::write(dir.path().join("gateway.yaml"), config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wsfleet-gateway"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsfleet-gateway"));
+        command
             .arg("--config")
             .arg(dir.path().join("gateway.yaml"))
             .env("RUST_LOG", "wsfleet_gateway=debug")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdin(Stdio::null());
+        adjust(&mut command);
+        let child = command.spawn().unwrap();
         let gateway = Self {
             child,
             address,
