@@ -80,6 +80,23 @@ fn operator_writes(writes: &BTreeMap<String, u64>) -> u64 {
         .sum()
 }
 
+/// Events in the namespace counted by "component reason" (repeats counted by `count`).
+fn events_by_source(kubectl: &Kubectl) -> Result<BTreeMap<String, u64>> {
+    let list: serde_json::Value =
+        serde_json::from_str(&kubectl.run(&["get", "events", "-o", "json"])?)?;
+    let mut counts = BTreeMap::new();
+    for event in list["items"].as_array().into_iter().flatten() {
+        let component = event["reportingComponent"]
+            .as_str()
+            .filter(|component| !component.is_empty())
+            .or_else(|| event["source"]["component"].as_str())
+            .unwrap_or("?");
+        let key = format!("{component} {}", event["reason"].as_str().unwrap_or("?"));
+        *counts.entry(key).or_insert(0) += event["count"].as_u64().unwrap_or(1);
+    }
+    Ok(counts)
+}
+
 fn main() -> Result<()> {
     let count_wanted: usize = match std::env::args().nth(1) {
         Some(text) => text.parse().context("COUNT must be a number")?,
@@ -127,12 +144,17 @@ fn main() -> Result<()> {
     std::thread::sleep(QUIET_INTERVAL);
     let quiet = write_counts(&admin)?;
     let peak_rss = peak_rss_kib(operator.pid())?;
+    let events = events_by_source(&kubectl)?;
 
     let converging = difference(&before, &converged);
     let idle = difference(&converged, &quiet);
     println!("\napiserver writes while converging, by resource and verb:");
     for (key, writes) in &converging {
         println!("  {key:<50} {writes:>8}");
+    }
+    println!("\nEvents in the namespace, by reporting component and reason:");
+    for (source, count) in &events {
+        println!("  {source:<50} {count:>8}");
     }
     let operator_total = operator_writes(&converging);
     println!(
