@@ -7,22 +7,26 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::kubectl::Kubectl;
 
-/// `kubectl get KIND NAME` as a map from column header to value (empty when kubectl
-/// prints nothing for it). Columns are cut at the headers' offsets, as kubectl aligns them.
+/// `kubectl get KIND NAME` as a map from column header to value.
 pub fn table_row(kubectl: &Kubectl, kind: &str, name: &str) -> Result<BTreeMap<String, String>> {
-    let table = kubectl.run(&["get", kind, name])?;
+    parse_table_row(&kubectl.run(&["get", kind, name])?)
+}
+
+/// The first row of a kubectl table by column header (empty when kubectl printed nothing for
+/// it). Columns are cut at the headers' offsets, as kubectl aligns them.
+pub fn parse_table_row(table: &str) -> Result<BTreeMap<String, String>> {
     let mut lines = table.lines();
     let header = lines.next().context("kubectl get printed nothing")?;
     let row = lines.next().context("kubectl get printed no row")?;
+    ensure!(
+        header.is_ascii() && row.is_ascii(),
+        "non-ASCII table:\n{table}"
+    );
     let starts: Vec<usize> = header
         .char_indices()
         .filter(|&(at, c)| c != ' ' && (at == 0 || header.as_bytes()[at - 1] == b' '))
         .map(|(at, _)| at)
         .collect();
-    ensure!(
-        header.is_ascii() && row.is_ascii(),
-        "non-ASCII table:\n{table}"
-    );
     let mut columns = BTreeMap::new();
     for (index, &start) in starts.iter().enumerate() {
         let end = starts.get(index + 1).copied().unwrap_or(usize::MAX);
@@ -81,4 +85,31 @@ pub fn described_condition_types(description: &str) -> Vec<&str> {
         .filter_map(|line| line.trim().strip_prefix("Type:"))
         .map(str::trim)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_column_reads_as_empty_and_the_rest_stay_aligned() {
+        let table = "NAME   READY   REPLICAS   ENDPOINT                CERT-EXPIRES   AGE\n\
+                     chat   True    2          ws://chat.demo.svc/                    4s\n";
+        let row = parse_table_row(table).unwrap();
+        assert_eq!(row["READY"], "True");
+        assert_eq!(row["ENDPOINT"], "ws://chat.demo.svc/");
+        assert_eq!(row["CERT-EXPIRES"], "");
+        assert_eq!(row["AGE"], "4s");
+    }
+
+    #[test]
+    fn describe_condition_types_are_read_from_type_lines() {
+        let description =
+            "Status:\n  Conditions:\n    Type:  Ready\n    Type:  Degraded\nEvents:  <none>\n";
+        assert_eq!(
+            described_condition_types(description),
+            ["Ready", "Degraded"]
+        );
+        assert!(described_events(description).is_err());
+    }
 }
