@@ -20,7 +20,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::handshake::Endpoint;
-use crate::matrix::{Plan, StreamShape, TargetKind};
+use crate::matrix::{Plan, ScenarioKind, StreamShape, TargetKind};
 
 /// Benchmark of the wsfleet gateway against a direct connection, nginx and HAProxy.
 ///
@@ -72,6 +72,9 @@ struct RunArgs {
     /// Concurrent upgrade-and-close loops in the handshake scenario.
     #[arg(long, default_value_t = 32)]
     handshake_concurrency: usize,
+    /// Scenarios run in every round (always in the order streams, idle, handshakes).
+    #[arg(long, value_delimiter = ',', default_value = "streams,idle,handshakes")]
+    scenarios: Vec<ScenarioKind>,
     /// Targets, run in this order within every round.
     #[arg(
         long,
@@ -230,6 +233,7 @@ async fn run_matrix(args: RunArgs) -> anyhow::Result<()> {
         idle_connections: args.idle_connections,
         idle_settle: secs(args.idle_settle_secs),
         handshake_concurrency: args.handshake_concurrency,
+        scenarios: args.scenarios,
         targets: args.targets,
         base_port: args.base_port,
         proxy_core: args.proxy_core,

@@ -45,11 +45,30 @@ pub struct Plan {
     pub idle_connections: usize,
     pub idle_settle: Duration,
     pub handshake_concurrency: usize,
+    pub scenarios: Vec<ScenarioKind>,
     pub targets: Vec<TargetKind>,
     pub base_port: u16,
     pub proxy_core: usize,
     pub load_core: usize,
     pub gateway: PathBuf,
+}
+
+/// The parts of a round, run in this order whichever order they are named in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScenarioKind {
+    /// Throughput and latency for every stream shape.
+    Streams,
+    /// Memory per idle connection (restarts each proxy first).
+    Idle,
+    /// Connection set-up rate and CPU per handshake.
+    Handshakes,
+}
+
+impl Plan {
+    fn runs(&self, scenario: ScenarioKind) -> bool {
+        self.scenarios.contains(&scenario)
+    }
 }
 
 /// The things compared.
@@ -171,7 +190,12 @@ impl ConnectionMetrics {
 /// Every scenario's metrics, in the order the report lists them.
 pub fn metrics(plan: &Plan) -> Vec<Metric> {
     let mut metrics = Vec::new();
-    for shape in &plan.shapes {
+    let shapes = if plan.runs(ScenarioKind::Streams) {
+        plan.shapes.as_slice()
+    } else {
+        &[]
+    };
+    for shape in shapes {
         let m = StreamMetrics::of(shape);
         metrics.extend([
             m.round_trips,
@@ -183,7 +207,12 @@ pub fn metrics(plan: &Plan) -> Vec<Metric> {
         ]);
     }
     let m = ConnectionMetrics::of(plan);
-    metrics.extend([m.idle_bytes, m.handshakes, m.cpu_per_handshake]);
+    if plan.runs(ScenarioKind::Idle) {
+        metrics.push(m.idle_bytes);
+    }
+    if plan.runs(ScenarioKind::Handshakes) {
+        metrics.extend([m.handshakes, m.cpu_per_handshake]);
+    }
     metrics
 }
 
@@ -245,8 +274,13 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
     };
     let connection_metrics = ConnectionMetrics::of(plan);
     let mut samples = Vec::new();
+    let shapes = if plan.runs(ScenarioKind::Streams) {
+        plan.shapes.as_slice()
+    } else {
+        &[]
+    };
     for round in 1..=plan.rounds {
-        for shape in &plan.shapes {
+        for shape in shapes {
             let m = StreamMetrics::of(shape);
             for subject in &subjects {
                 let target = subject.load_target(&bearer);
@@ -293,7 +327,10 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 }
             }
         }
-        for subject in subjects.iter_mut() {
+        for subject in subjects
+            .iter_mut()
+            .filter(|_| plan.runs(ScenarioKind::Idle))
+        {
             // Memory is charged against a fresh process, so no earlier run's allocations are reused.
             let Some(proxy) = subject.proxy.as_mut() else {
                 continue;
@@ -313,7 +350,10 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 ));
             }
         }
-        for subject in &subjects {
+        for subject in subjects
+            .iter()
+            .filter(|_| plan.runs(ScenarioKind::Handshakes))
+        {
             let target = subject.load_target(&bearer);
             let result = load::handshakes(&target, plan.handshake_concurrency, window).await?;
             progress(round, subject.kind, "handshakes", &format!("{result:?}"));
