@@ -23,10 +23,8 @@ use crate::upstream::ForwardPlan;
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one accepted TCP connection to its end.
+/// TCP_NODELAY is already set: accepted sockets inherit it from the listener.
 pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    // Frames are written whole; waiting to coalesce them only adds latency.
-    let _ = tcp.set_nodelay(true);
-
     // Accept, admit, upgrade. Boxed, so that none of the handshake's state stays in the task
     // of the connection for its whole life.
     let Some(upgraded) = Box::pin(upgrade(&shared, tcp, peer)).await else {

@@ -280,6 +280,15 @@ impl Relay {
         Poll::Pending
     }
 
+    /// Both close frames have been delivered and one peer has ended its stream: neither peer
+    /// may send anything more (RFC 6455 section 5.5.1), so there is nothing left to wait for,
+    /// such as the other peer's end of stream.
+    fn closing_handshake_done(&self) -> bool {
+        (self.inbound.mode == Mode::Ended || self.outbound.mode == Mode::Ended)
+            && self.inbound.close_delivered()
+            && self.outbound.close_delivered()
+    }
+
     fn flush_counters(&mut self) {
         for lane in [&mut self.inbound, &mut self.outbound] {
             let messages = lane.tracker.take_messages();
@@ -309,6 +318,10 @@ impl Future for Relay {
             {
                 this.on_outbound(event);
                 progressed = true;
+            }
+            if this.closing_handshake_done() {
+                this.inbound.end_after_close(&this.upstream);
+                this.outbound.end_after_close(&this.client);
             }
             if this.inbound.is_finished() && this.outbound.is_finished() {
                 this.flush_counters();
@@ -400,6 +413,23 @@ impl Lane {
     fn stop(&mut self) {
         if self.mode == Mode::Forward {
             self.tracker.stop_at_next_frame();
+        }
+    }
+
+    /// The source's close frame has been passed on, and nothing is left to write.
+    fn close_delivered(&self) -> bool {
+        self.tracker.close_seen()
+            && self.pending.is_empty()
+            && !self.needs_flush
+            && self.control.is_none()
+    }
+
+    /// Ends the lane after the closing handshake: nothing more is read. A plain TCP destination
+    /// needs no shutdown, as closing the socket sends the same FIN; TLS still sends close_notify.
+    fn end_after_close(&mut self, destination: &Transport) {
+        self.mode = Mode::Ended;
+        if matches!(destination, Transport::Plain(_)) {
+            self.destination_shut = true;
         }
     }
 

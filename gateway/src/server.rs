@@ -1,5 +1,6 @@
 //! The gateway process: listeners, shared state, reloads, and the drain on SIGTERM.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 
@@ -22,6 +23,9 @@ use crate::{admin, connection, reload};
 
 /// Back-off after a failed accept (out of file descriptors, usually), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Pending connections the kernel queues before accepting: the standard library's default.
+const LISTEN_BACKLOG: u32 = 128;
 
 /// State every connection and background task shares.
 pub struct Shared {
@@ -45,6 +49,21 @@ impl Shared {
             HandshakeOutcome::Refused
         });
     }
+}
+
+/// The client-facing listener. TCP_NODELAY is set here once: Linux copies it to every
+/// accepted socket, which saves a system call per connection (frames are written whole, so
+/// waiting to coalesce them would only add latency).
+fn client_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs the gateway until SIGTERM (or SIGINT) and the drain that follows.
@@ -77,8 +96,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         .with_context(|| format!("metrics.address: cannot listen on {metrics_address}"))?;
     tokio::spawn(admin::serve(admin_listener, shared.clone()));
     reload::watch(shared.clone(), config_path)?;
-    let listener = TcpListener::bind(listen_address)
-        .await
+    let listener = client_listener(listen_address)
         .with_context(|| format!("listen.address: cannot listen on {listen_address}"))?;
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(%listen_address, %metrics_address, tls = shared.tls.is_some(), "gateway listening");
@@ -119,4 +137,23 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         "drain finished"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = client_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(address), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        assert!(accepted.nodelay().unwrap());
+        assert!(
+            !client.unwrap().nodelay().unwrap(),
+            "a fresh socket has Nagle on"
+        );
+    }
 }

@@ -4,10 +4,11 @@
 mod common;
 
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
+use futures::StreamExt as _;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -15,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A test certificate authority.
 struct Authority {
@@ -118,20 +120,30 @@ fn der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-#[tokio::test]
-async fn certificates_reload_under_live_connections() {
-    let authority = Authority::new();
-    let upstream = EchoUpstream::start().await;
+/// A gateway serving `cert_pem` from a Secret-like directory, which it also returns.
+async fn start_tls_gateway(
+    upstream: &EchoUpstream,
+    cert_pem: &str,
+    key_pem: &str,
+) -> (Gateway, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let tls_dir = dir.path().join("tls");
-    let (first_cert, first_key) = authority.leaf();
-    publish_secret(&tls_dir, 1, &first_cert, &first_key);
+    publish_secret(&tls_dir, 1, cert_pem, key_pem);
     let extra = format!(
         "tls:\n  certFile: {}\n  keyFile: {}\n",
         tls_dir.join("tls.crt").display(),
         tls_dir.join("tls.key").display()
     );
     let gateway = Gateway::start_in(dir, &upstream.url("/"), &extra).await;
+    (gateway, tls_dir)
+}
+
+#[tokio::test]
+async fn certificates_reload_under_live_connections() {
+    let authority = Authority::new();
+    let upstream = EchoUpstream::start().await;
+    let (first_cert, first_key) = authority.leaf();
+    let (gateway, tls_dir) = start_tls_gateway(&upstream, &first_cert, &first_key).await;
     // A fresh client config per connection: a resumed session would report the old chain.
 
     let (mut live, presented) = connect_tls(&gateway, authority.client_config()).await;
@@ -171,6 +183,26 @@ async fn certificates_reload_under_live_connections() {
     let (_, presented) = connect_tls(&gateway, authority.client_config()).await;
     assert_eq!(presented, der(&second_cert));
     assert_eq!(round_trip(&mut live, "still").await, "still");
+}
+
+#[tokio::test]
+async fn a_closing_handshake_ends_the_tls_session_cleanly() {
+    let authority = Authority::new();
+    let upstream = EchoUpstream::start().await;
+    let (cert, key) = authority.leaf();
+    let (gateway, _tls_dir) = start_tls_gateway(&upstream, &cert, &key).await;
+    let (mut client, _) = connect_tls(&gateway, authority.client_config()).await;
+    assert_eq!(round_trip(&mut client, "bye soon").await, "bye soon");
+    client.close(None).await.unwrap();
+    // The upstream answers the close and ends its stream; the gateway then ends the client's
+    // TLS session with close_notify, which a bare TCP FIN would not be.
+    loop {
+        match within("the end of the connection", client.next()).await {
+            Some(Ok(Message::Close(_))) => {}
+            None => break,
+            other => panic!("expected the close answer, then a clean end: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
