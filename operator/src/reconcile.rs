@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::apply::{apply, delete_owned, hand_over_replicas};
 use crate::build::{autoscaler, config_map, deployment, disruption_budget, service};
-use crate::conditions::{self, DEGRADED};
+use crate::conditions::{self, DEGRADED, READY};
 use crate::crd::{WebSocketService, WebSocketServiceStatus};
 use crate::error::{Error, InvalidSpec};
 use crate::metrics::Metrics;
@@ -370,6 +370,28 @@ async fn announce_problems(
     }
 }
 
+/// A Normal Event when the fleet becomes Ready, a Warning when it stops being Ready, so that
+/// `kubectl describe` tells the fleet's story and not only its problems.
+async fn announce_readiness(
+    wss: &WebSocketService,
+    ctx: &Context,
+    previous: &WebSocketServiceStatus,
+    status: &WebSocketServiceStatus,
+) {
+    let was_ready =
+        conditions::find(&previous.conditions, READY).is_some_and(|c| c.status == "True");
+    let Some(ready) = conditions::find(&status.conditions, READY) else {
+        return;
+    };
+    let event_type = match (was_ready, ready.status == "True") {
+        (false, true) => EventType::Normal,
+        (true, false) => EventType::Warning,
+        _ => return,
+    };
+    ctx.publish(wss, event_type, &ready.reason, ready.message.clone())
+        .await;
+}
+
 /// Writes `status` unless it equals what is stored.
 async fn write_status(
     wss: &WebSocketService,
@@ -380,6 +402,7 @@ async fn write_status(
     if wss.status.is_some() && &status == previous {
         return Ok(());
     }
+    announce_readiness(wss, ctx, previous, &status).await;
     let namespace = wss.namespace().unwrap_or_default();
     let name = wss.name_any();
     let api: Api<WebSocketService> = ctx.api(&namespace);

@@ -37,9 +37,8 @@ fn rendered_config(configmap: &Value) -> Result<GatewayConfig> {
     GatewayConfig::from_yaml(text).context("the rendered gateway.yaml is not a valid config")
 }
 
-/// What `kubectl get wss` and `kubectl describe wss` show for a Ready object. The operator
-/// records Events for what a user should notice (certificates issued, problems), so a TLS
-/// example must list some; a plain one that went straight to Ready may have none.
+/// What `kubectl get wss` and `kubectl describe wss` show for a Ready object: the columns, the
+/// conditions, and the Event the operator records when the fleet became Ready.
 fn check_user_view(kubectl: &Kubectl, name: &str, wss: &Value, tls: bool) -> Result<()> {
     let row = table_row(kubectl, "wss", name)?;
     ensure!(row["READY"] == "True", "READY column: {row:?}");
@@ -72,16 +71,23 @@ fn check_user_view(kubectl: &Kubectl, name: &str, wss: &Value, tls: bool) -> Res
             "describe does not show condition {condition}:\n{description}"
         );
     }
-    if tls {
-        eventually(
-            &format!("Events in kubectl describe wss {name}"),
-            DEADLINE,
-            || {
-                let description = kubectl.run(&["describe", "wss", name])?;
-                described_events(&description).map(drop)
-            },
-        )?;
-    }
+    let ready_reason = wss["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|condition| condition["type"] == "Ready")
+        .and_then(|condition| condition["reason"].as_str())
+        .context("Ready condition without a reason")?;
+    eventually(
+        &format!("a {ready_reason} Event in kubectl describe wss {name}"),
+        DEADLINE,
+        || {
+            let description = kubectl.run(&["describe", "wss", name])?;
+            let events = described_events(&description)?;
+            ensure!(events.contains(ready_reason), "Events:{events}");
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 
