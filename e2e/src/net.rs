@@ -12,8 +12,8 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// The body of a plain-HTTP GET on a loopback port.
-pub fn http_get(port: u16, path: &str) -> Result<String> {
+/// The whole response (status line, headers, body) to a plain-HTTP GET on a loopback port.
+fn http_response(port: u16, path: &str) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
@@ -22,6 +22,12 @@ pub fn http_get(port: u16, path: &str) -> Result<String> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// The body of a plain-HTTP GET on a loopback port.
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    let response = http_response(port, path)?;
     Ok(response
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
@@ -30,14 +36,7 @@ pub fn http_get(port: u16, path: &str) -> Result<String> {
 
 /// The status code of a plain-HTTP GET on a loopback port.
 pub fn http_status(port: u16, path: &str) -> Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let response = http_response(port, path)?;
     let status = response
         .split_whitespace()
         .nth(1)
