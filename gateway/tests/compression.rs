@@ -61,20 +61,24 @@ fn python_client(url: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-#[tokio::test]
-async fn compressed_frames_pass_through() {
+/// Runs the Python client through a gateway (with `extra_config`) to a Python upstream; returns
+/// what the upstream reports about the extensions it saw, and the client's report.
+async fn exchange_through_gateway(extra_config: &str) -> (String, serde_json::Value) {
     let mut upstream = PythonUpstream::start();
-    let gateway = Gateway::start(&format!("ws://127.0.0.1:{}/", upstream.port), "").await;
+    let gateway = Gateway::start(&format!("ws://127.0.0.1:{}/", upstream.port), extra_config).await;
     let report = tokio::task::spawn_blocking({
         let url = gateway.url("/");
         move || python_client(&url)
     })
     .await
     .unwrap();
-    assert_eq!(
-        PythonUpstream::read_line(&mut upstream.lines),
-        "extensions permessage-deflate"
-    );
+    (PythonUpstream::read_line(&mut upstream.lines), report)
+}
+
+#[tokio::test]
+async fn compressed_frames_pass_through() {
+    let (upstream_saw, report) = exchange_through_gateway("").await;
+    assert_eq!(upstream_saw, "extensions permessage-deflate");
     assert!(
         report["extensions"]
             .as_str()
@@ -96,22 +100,8 @@ async fn compressed_frames_pass_through() {
 
 #[tokio::test]
 async fn compression_disabled_removes_the_offer() {
-    let mut upstream = PythonUpstream::start();
-    let gateway = Gateway::start(
-        &format!("ws://127.0.0.1:{}/", upstream.port),
-        "compression: Disabled\n",
-    )
-    .await;
-    let report = tokio::task::spawn_blocking({
-        let url = gateway.url("/");
-        move || python_client(&url)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        PythonUpstream::read_line(&mut upstream.lines),
-        "extensions none"
-    );
+    let (upstream_saw, report) = exchange_through_gateway("compression: Disabled\n").await;
+    assert_eq!(upstream_saw, "extensions none");
     assert!(report["extensions"].is_null(), "{report}");
     assert_eq!(report["echo_rsv1"], false, "{report}");
     assert_eq!(report["echo_matches"], true, "{report}");
