@@ -1,6 +1,7 @@
 //! `wsfleet-bench`: the gateway against a direct connection, nginx and HAProxy.
 
 mod echo;
+mod floor;
 mod frame;
 mod handshake;
 mod load;
@@ -28,7 +29,7 @@ use crate::matrix::{Plan, ScenarioKind, StreamShape, TargetKind};
 /// --proxy-core, the echo upstream to --load-core, where this process should run too: start
 /// it with `taskset -c 0`), runs each scenario against each target in turn for several
 /// rounds, and prints a Markdown table with the gateway's ratios to nginx and HAProxy.
-/// `echo` and `load` are the pieces, for profiling one target by hand.
+/// `echo`, `floor` and `load` are the pieces, for profiling one target by hand.
 #[derive(Parser)]
 #[command(name = "wsfleet-bench", version)]
 struct Cli {
@@ -44,6 +45,16 @@ enum Commands {
     Echo {
         #[arg(long, default_value = "127.0.0.1:18400")]
         listen: SocketAddr,
+    },
+    /// Relay bytes to an upstream and do nothing else: the least CPU any proxy can spend.
+    ///
+    /// An io_uring byte relay with no WebSocket parsing, joining the stream scenarios as the
+    /// `floor` target: its CPU per message is the kernel's share of every proxy's figure.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:18405")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:18400")]
+        upstream: SocketAddr,
     },
     /// Load one target with one scenario and print the result as JSON.
     Load(LoadArgs),
@@ -79,10 +90,11 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,nginx,haproxy,gateway"
+        default_value = "direct,floor,nginx,haproxy,gateway"
     )]
     targets: Vec<TargetKind>,
-    /// Echo on this port, nginx +1, HAProxy +2, gateway +3, gateway metrics +4 (all 127.0.0.1).
+    /// Echo on this port, nginx +1, HAProxy +2, gateway +3, gateway metrics +4, floor +5
+    /// (all 127.0.0.1).
     #[arg(long, default_value_t = 18_400)]
     base_port: u16,
     /// CPU the proxies are pinned to.
@@ -172,6 +184,11 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             echo::serve(listener).await
         }),
+        Commands::Floor { listen, upstream } => {
+            let listener =
+                std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+            floor::serve(listener, upstream)
+        }
         Commands::Load(args) => local.block_on(&runtime, load_once(args)),
         Commands::Run(args) => local.block_on(&runtime, run_matrix(args)),
     }

@@ -75,16 +75,26 @@ impl Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
+    /// The echo upstream itself, with no proxy.
     Direct,
+    /// A byte relay that does nothing else (stream scenarios only).
+    Floor,
     Nginx,
     Haproxy,
     Gateway,
 }
 
 impl TargetKind {
+    /// The floor relay's buffers and blocking upstream connect make its idle memory and
+    /// connection set-up meaningless; it only shows the least CPU per message.
+    fn takes_part(self, scenario: ScenarioKind) -> bool {
+        self != TargetKind::Floor || scenario == ScenarioKind::Streams
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TargetKind::Direct => "direct",
+            TargetKind::Floor => "floor",
             TargetKind::Nginx => "nginx",
             TargetKind::Haproxy => "haproxy",
             TargetKind::Gateway => "gateway",
@@ -239,6 +249,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
     for &kind in &plan.targets {
         let launch: Option<Launch> = match kind {
             TargetKind::Direct => None,
+            TargetKind::Floor => Some(layout.floor(&bench_exe, port(5))),
             TargetKind::Nginx => Some(layout.nginx(port(1))?),
             TargetKind::Haproxy => Some(layout.haproxy(port(2))?),
             TargetKind::Gateway => {
@@ -327,10 +338,9 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 }
             }
         }
-        for subject in subjects
-            .iter_mut()
-            .filter(|_| plan.runs(ScenarioKind::Idle))
-        {
+        for subject in subjects.iter_mut().filter(|subject| {
+            plan.runs(ScenarioKind::Idle) && subject.kind.takes_part(ScenarioKind::Idle)
+        }) {
             // Memory is charged against a fresh process, so no earlier run's allocations are reused.
             let Some(proxy) = subject.proxy.as_mut() else {
                 continue;
@@ -350,10 +360,9 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 ));
             }
         }
-        for subject in subjects
-            .iter()
-            .filter(|_| plan.runs(ScenarioKind::Handshakes))
-        {
+        for subject in subjects.iter().filter(|subject| {
+            plan.runs(ScenarioKind::Handshakes) && subject.kind.takes_part(ScenarioKind::Handshakes)
+        }) {
             let target = subject.load_target(&bearer);
             let result = load::handshakes(&target, plan.handshake_concurrency, window).await?;
             progress(round, subject.kind, "handshakes", &format!("{result:?}"));

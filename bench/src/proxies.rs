@@ -177,6 +177,25 @@ impl Layout {
         }
     }
 
+    /// The floor relay (this benchmark's own `floor` command) in front of the echo upstream.
+    pub fn floor(&self, bench_exe: &Path, listen: SocketAddr) -> Launch {
+        Launch {
+            name: "floor",
+            program: bench_exe.to_owned(),
+            args: vec![
+                "floor".into(),
+                "--listen".into(),
+                listen.to_string(),
+                "--upstream".into(),
+                self.echo.to_string(),
+            ],
+            env: Vec::new(),
+            core: self.proxy_core,
+            ready_addr: listen,
+            log: self.dir.join("floor.log"),
+        }
+    }
+
     /// nginx as a WebSocket reverse proxy with one worker process.
     pub fn nginx(&self, listen: SocketAddr) -> anyhow::Result<Launch> {
         let dir = self.dir.display();
