@@ -4,6 +4,7 @@
 //! applies lives in small modules ([`admission`], [`jwt`], [`rate`], [`refusal`]), and
 //! [`relay`] moves frames once the handshake is done.
 
+pub mod addresses;
 pub mod admin;
 pub mod admission;
 pub mod config;

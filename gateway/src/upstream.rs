@@ -11,6 +11,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
+use crate::addresses::UpstreamAddresses;
 use crate::config::{Compression, UpstreamConfig};
 use crate::handshake::{self, UpgradeAnswer, UpgradeRequest};
 use crate::jwt::SUBPROTOCOL_PREFIX;
@@ -24,8 +25,7 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024;
 /// A parsed `upstream.url` with what is needed to reach it.
 #[derive(Debug)]
 pub struct UpstreamTarget {
-    host: String,
-    port: u16,
+    addresses: UpstreamAddresses,
     /// The `Host` header value.
     authority: String,
     path: String,
@@ -111,8 +111,7 @@ impl UpstreamTarget {
             None
         };
         Ok(Self {
-            host,
-            port,
+            addresses: UpstreamAddresses::new(&host, port),
             authority: authority.to_owned(),
             path,
             tls,
@@ -170,14 +169,30 @@ impl UpstreamTarget {
     }
 
     async fn connect(&self) -> Result<Transport, UpstreamFailure> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let connect_failed = |detail: String| UpstreamFailure::new(UpstreamError::Connect, detail);
+        let candidates = self
+            .addresses
+            .for_connection()
             .await
-            .map_err(|err| {
-                UpstreamFailure::new(
-                    UpstreamError::Connect,
-                    format!("connect to {}: {err}", self.authority),
-                )
-            })?;
+            .map_err(|err| connect_failed(err.to_string()))?;
+        let mut refused = Vec::new();
+        let mut connected = None;
+        for address in candidates.iter() {
+            match TcpStream::connect(address).await {
+                Ok(tcp) => {
+                    connected = Some(tcp);
+                    break;
+                }
+                Err(err) => refused.push(format!("{address}: {err}")),
+            }
+        }
+        let tcp = connected.ok_or_else(|| {
+            connect_failed(format!(
+                "connect to {}: {}",
+                self.authority,
+                refused.join("; ")
+            ))
+        })?;
         // Frames are written whole; waiting to coalesce them only adds latency.
         let _ = tcp.set_nodelay(true);
         match &self.tls {
@@ -337,11 +352,17 @@ mod tests {
     fn urls_split_into_host_port_and_path() {
         let plain = target("ws://backend:9000/ws?v=2");
         assert_eq!(
-            (plain.host.as_str(), plain.port, plain.path.as_str()),
-            ("backend", 9000, "/ws?v=2")
+            (plain.authority.as_str(), plain.path.as_str()),
+            ("backend:9000", "/ws?v=2")
         );
-        let ipv6 = target("ws://[::1]/");
-        assert_eq!((ipv6.host.as_str(), ipv6.port), ("::1", 80));
+        assert_eq!(
+            split_host_port("backend:9000", 80).unwrap(),
+            ("backend".to_owned(), 9000)
+        );
+        assert_eq!(
+            split_host_port("[::1]", 80).unwrap(),
+            ("::1".to_owned(), 80)
+        );
         assert_eq!(target("ws://h").path, "/");
     }
 
@@ -386,5 +407,55 @@ mod tests {
             "{head}"
         );
         assert!(head.starts_with("GET / HTTP/1.1\r\n"));
+    }
+
+    static SPREAD_OVER: std::sync::OnceLock<Vec<std::net::SocketAddr>> = std::sync::OnceLock::new();
+
+    fn spread_over(
+        _host: String,
+        _port: u16,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send>>
+    {
+        Box::pin(async { Ok(SPREAD_OVER.get().cloned().unwrap_or_default()) })
+    }
+
+    /// Connections take the resolved addresses in turn, and one that refuses is skipped.
+    #[tokio::test]
+    async fn connections_rotate_over_addresses_and_skip_a_refusing_one() {
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        SPREAD_OVER
+            .set(vec![
+                first.local_addr().unwrap(),
+                refusing,
+                second.local_addr().unwrap(),
+            ])
+            .unwrap();
+        let mut upstream = target("ws://backend/");
+        upstream.addresses = UpstreamAddresses::with_lookup("backend", 80, spread_over);
+
+        let mut reached = Vec::new();
+        for _ in 0..6 {
+            let Transport::Plain(tcp) = upstream.connect().await.unwrap() else {
+                panic!("a plain connection");
+            };
+            let (name, listener) = if tcp.peer_addr().unwrap() == first.local_addr().unwrap() {
+                ("first", &first)
+            } else {
+                ("second", &second)
+            };
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert_eq!(accepted.peer_addr().unwrap(), tcp.local_addr().unwrap());
+            reached.push(name);
+        }
+        // Turns start at first, refusing (so second), second, and again.
+        assert_eq!(
+            reached,
+            ["first", "second", "second", "first", "second", "second"]
+        );
     }
 }
