@@ -8,25 +8,43 @@ use crate::config::AuthConfig;
 use crate::handshake::UpgradeRequest;
 use crate::refusal::Refusal;
 
-/// The address a request comes from: the peer, or the nearest untrusted hop of
-/// `X-Forwarded-For` when the peer is a trusted proxy.
-pub fn client_ip(peer: IpAddr, request: &UpgradeRequest, trusted_proxies: &[IpNet]) -> IpAddr {
-    let peer = canonical(peer);
-    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
-    if !trusted(&peer) {
-        return peer;
+/// Where a request comes from, as far as the gateway can vouch: the client, then every
+/// trusted proxy it passed through, ending with the gateway's peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientChain {
+    hops: Vec<IpAddr>,
+}
+
+impl ClientChain {
+    /// The peer, or the nearest untrusted hop of `X-Forwarded-For` when the peer is a
+    /// trusted proxy. Hops before that one are the client's own claims and are dropped.
+    pub fn of(peer: IpAddr, request: &UpgradeRequest, trusted_proxies: &[IpNet]) -> Self {
+        let peer = canonical(peer);
+        let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return Self { hops: vec![peer] };
+        }
+        let mut hops: Vec<IpAddr> = request
+            .list("x-forwarded-for")
+            .filter_map(|hop| hop.parse().ok().map(canonical))
+            .collect();
+        hops.push(peer);
+        // Walk from the nearest hop: each trusted proxy vouches for the one before it.
+        let client = hops.iter().rposition(|hop| !trusted(hop)).unwrap_or(0);
+        Self {
+            hops: hops.split_off(client),
+        }
     }
-    let hops: Vec<IpAddr> = request
-        .list("x-forwarded-for")
-        .filter_map(|hop| hop.parse().ok().map(canonical))
-        .collect();
-    // Walk from the nearest hop: each trusted proxy vouches for the one before it.
-    hops.iter()
-        .rev()
-        .find(|hop| !trusted(hop))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+
+    pub fn client(&self) -> IpAddr {
+        self.hops[0]
+    }
+
+    /// The `X-Forwarded-For` value sent upstream.
+    pub fn forwarded_for(&self) -> String {
+        let hops: Vec<String> = self.hops.iter().map(IpAddr::to_string).collect();
+        hops.join(", ")
+    }
 }
 
 /// Applies `ipDeny`, then `ipAllow` (empty: all allowed).
@@ -88,44 +106,55 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn chain(peer: &str, request: &UpgradeRequest, trusted: &[IpNet]) -> (IpAddr, String) {
+        let chain = ClientChain::of(ip(peer), request, trusted);
+        (chain.client(), chain.forwarded_for())
+    }
+
     #[test]
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let spoofed = request("X-Forwarded-For: 1.2.3.4\r\n");
         assert_eq!(
-            client_ip(ip("203.0.113.9"), &spoofed, &nets(&["10.0.0.0/8"])),
-            ip("203.0.113.9")
+            chain("203.0.113.9", &spoofed, &nets(&["10.0.0.0/8"])),
+            (ip("203.0.113.9"), "203.0.113.9".to_owned())
         );
-        assert_eq!(client_ip(ip("10.0.0.5"), &spoofed, &[]), ip("10.0.0.5"));
+        assert_eq!(
+            chain("10.0.0.5", &spoofed, &[]),
+            (ip("10.0.0.5"), "10.0.0.5".to_owned())
+        );
     }
 
     #[test]
     fn forwarded_for_is_walked_through_trusted_hops() {
         let trusted = nets(&["10.0.0.0/8"]);
-        let chain = request("X-Forwarded-For: 6.6.6.6, 198.51.100.7, 10.1.1.1\r\n");
+        let spoofed_first = request("X-Forwarded-For: 6.6.6.6, 198.51.100.7, 10.1.1.1\r\n");
         assert_eq!(
-            client_ip(ip("10.0.0.5"), &chain, &trusted),
-            ip("198.51.100.7")
+            chain("10.0.0.5", &spoofed_first, &trusted),
+            (
+                ip("198.51.100.7"),
+                "198.51.100.7, 10.1.1.1, 10.0.0.5".to_owned()
+            )
         );
         let split = request("X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.8\r\n");
         assert_eq!(
-            client_ip(ip("10.0.0.5"), &split, &trusted),
-            ip("198.51.100.8")
+            chain("10.0.0.5", &split, &trusted),
+            (ip("198.51.100.8"), "198.51.100.8, 10.0.0.5".to_owned())
         );
         let all_trusted = request("X-Forwarded-For: 10.9.9.9, 10.1.1.1\r\n");
         assert_eq!(
-            client_ip(ip("10.0.0.5"), &all_trusted, &trusted),
-            ip("10.9.9.9")
+            chain("10.0.0.5", &all_trusted, &trusted),
+            (ip("10.9.9.9"), "10.9.9.9, 10.1.1.1, 10.0.0.5".to_owned())
         );
         let mapped = request("X-Forwarded-For: 198.51.100.9\r\n");
         assert_eq!(
-            client_ip(ip("::ffff:10.0.0.5"), &mapped, &trusted),
-            ip("198.51.100.9"),
+            chain("::ffff:10.0.0.5", &mapped, &trusted),
+            (ip("198.51.100.9"), "198.51.100.9, 10.0.0.5".to_owned()),
             "a dual-stack listener sees IPv4 peers as mapped IPv6"
         );
         let missing = request("");
         assert_eq!(
-            client_ip(ip("10.0.0.5"), &missing, &trusted),
-            ip("10.0.0.5")
+            chain("10.0.0.5", &missing, &trusted),
+            (ip("10.0.0.5"), "10.0.0.5".to_owned())
         );
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::admission;
+use crate::admission::{self, ClientChain};
 use crate::drain::ConnectionSlot;
 use crate::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::jwt::{self, TokenError};
@@ -107,7 +107,7 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
 
     // Upgrade: the upstream first, then its answer relayed to the client.
     let plan = ForwardPlan {
-        client_ip: admitted.client_ip,
+        client: &admitted.client,
         client_tls,
         path_suffix: &admitted.path_suffix,
         compression: policy.config.compression,
@@ -195,7 +195,7 @@ async fn accept(
 struct Admitted {
     request: UpgradeRequest,
     slot: ConnectionSlot,
-    client_ip: std::net::IpAddr,
+    client: ClientChain,
     path_suffix: String,
     claim_headers: Vec<(String, String)>,
 }
@@ -216,7 +216,8 @@ fn admit(
     if shared.drain.is_draining() {
         return Err(Refusal::Draining);
     }
-    let client_ip = admission::client_ip(peer.ip(), &request, &config.auth.trusted_proxies);
+    let client = ClientChain::of(peer.ip(), &request, &config.auth.trusted_proxies);
+    let client_ip = client.client();
     admission::check_ip(client_ip, &config.auth)?;
     if let Some(rate) = config.limits.connections_per_ip
         && !shared.per_ip.try_admit(client_ip, rate, Instant::now())
@@ -242,7 +243,7 @@ fn admit(
     Ok(Admitted {
         request,
         slot,
-        client_ip,
+        client,
         path_suffix,
         claim_headers,
     })

@@ -1,7 +1,6 @@
 //! The upstream side of the handshake: connect (TCP, then TLS for `wss://`), forward the
 //! client's upgrade request, and read the upstream's answer.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::addresses::UpstreamAddresses;
+use crate::admission::ClientChain;
 use crate::config::{Compression, UpstreamConfig};
 use crate::handshake::{self, UpgradeAnswer, UpgradeRequest};
 use crate::jwt::SUBPROTOCOL_PREFIX;
@@ -60,7 +60,7 @@ impl UpstreamFailure {
 /// What the gateway adds to and removes from the client's request.
 #[derive(Debug)]
 pub struct ForwardPlan<'a> {
-    pub client_ip: IpAddr,
+    pub client: &'a ClientChain,
     pub client_tls: bool,
     /// The client's path beyond `listen.path`, appended to the upstream's path.
     pub path_suffix: &'a str,
@@ -271,7 +271,7 @@ impl UpstreamTarget {
         }
         out.push_str(&format!(
             "X-Forwarded-For: {}\r\nX-Forwarded-Proto: {}\r\n",
-            plan.client_ip,
+            plan.client.forwarded_for(),
             if plan.client_tls { "https" } else { "http" }
         ));
         for (name, value) in &plan.set_headers {
@@ -338,9 +338,14 @@ mod tests {
         .unwrap()
     }
 
-    fn plan(suffix: &str) -> ForwardPlan<'_> {
+    /// A client at 192.0.2.7 that reached the gateway directly.
+    fn direct_client() -> ClientChain {
+        ClientChain::of("192.0.2.7".parse().unwrap(), &request("", "/"), &[])
+    }
+
+    fn plan<'a>(suffix: &'a str, client: &'a ClientChain) -> ForwardPlan<'a> {
         ForwardPlan {
-            client_ip: "192.0.2.7".parse().unwrap(),
+            client,
             client_tls: true,
             path_suffix: suffix,
             compression: Compression::Passthrough,
@@ -373,7 +378,7 @@ mod tests {
             "Sec-WebSocket-Protocol: chat, bearer.secret\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nX-User: mallory\r\nx-forwarded-for: 6.6.6.6\r\nCookie: a=b\r\n",
             "/gw/room/7?x=1",
         );
-        let head = upstream.render_request(&client, &plan("/room/7"));
+        let head = upstream.render_request(&client, &plan("/room/7", &direct_client()));
         assert!(
             head.starts_with("GET /ws/room/7?v=2&x=1 HTTP/1.1\r\nHost: backend:9000\r\n"),
             "{head}"
@@ -399,7 +404,8 @@ mod tests {
     fn compression_disabled_drops_the_offer() {
         let upstream = target("ws://backend:9000/");
         let client = request("Sec-WebSocket-Extensions: permessage-deflate\r\n", "/");
-        let mut disabled = plan("");
+        let direct = direct_client();
+        let mut disabled = plan("", &direct);
         disabled.compression = Compression::Disabled;
         let head = upstream.render_request(&client, &disabled);
         assert!(

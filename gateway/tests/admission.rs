@@ -30,15 +30,20 @@ async fn ip_lists_and_forwarded_for_from_trusted_proxies() {
         refused_status(&behind_proxy.url("/"), &forwarded_denied).await,
         403
     );
+    // The upstream hears the chain from the client on: what the client claimed before that
+    // is dropped, and the trusted proxy (the gateway's peer) is appended.
     let (mut client, _) = connect(
         &behind_proxy.url("/"),
-        &[("X-Forwarded-For", "198.51.100.1")],
+        &[("X-Forwarded-For", "6.6.6.6, 198.51.100.1")],
     )
     .await
     .unwrap();
     assert_eq!(round_trip(&mut client, "via proxy").await, "via proxy");
     let seen = upstream.records.requests().last().cloned().unwrap();
-    assert_eq!(seen.header("x-forwarded-for"), Some("198.51.100.1"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("198.51.100.1, 127.0.0.1")
+    );
 
     // From an untrusted peer the header is ignored.
     let untrusted = Gateway::start(&upstream.url("/"), "auth:\n  ipDeny: [203.0.113.0/24]\n").await;
