@@ -76,12 +76,10 @@ pub fn serve(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> 
         free: Vec::new(),
         upstream,
     };
-    push(
-        &mut ring,
-        &opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
-            .build()
-            .user_data(ACCEPT),
-    )?;
+    let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+        .build()
+        .user_data(ACCEPT);
+    push(&mut ring, &accept)?;
     let mut completions = Vec::new();
     loop {
         ring.submit_and_wait(1)
@@ -99,12 +97,7 @@ pub fn serve(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> 
                 }
                 if !cqueue::more(flags) {
                     // The kernel ended the multishot accept (for example on an error): rearm.
-                    push(
-                        &mut ring,
-                        &opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
-                            .build()
-                            .user_data(ACCEPT),
-                    )?;
+                    push(&mut ring, &accept)?;
                 }
             } else {
                 floor.complete(&mut ring, data, result)?;
