@@ -114,6 +114,7 @@ fn expected_operator_grants() -> BTreeSet<(String, String, String)> {
     [
         ("wsfleet.io", "websocketservices", "get,list,watch"),
         ("wsfleet.io", "websocketservices/status", "patch"),
+        ("wsfleet.io", "websocketservices/finalizers", "update"),
         ("", "configmaps", apply),
         ("", "secrets", apply),
         ("", "services", apply),

@@ -17,7 +17,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::apply::{apply, delete_owned, hand_over_replicas};
-use crate::build::{autoscaler, config_map, deployment, disruption_budget, service};
+use crate::build::{
+    autoscaler, config_map, deployment, disruption_budget, owner_reference, service,
+};
 use crate::conditions::{self, DEGRADED, READY};
 use crate::crd::{WebSocketService, WebSocketServiceStatus};
 use crate::error::{Error, InvalidSpec};
@@ -167,9 +169,7 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
         Ok(plan) => plan,
         Err(invalid) => return reject(wss, ctx, &previous, &invalid, now).await,
     };
-    let owner = wss
-        .controller_owner_ref(&())
-        .expect("a stored object has a name and uid");
+    let owner = owner_reference(wss);
 
     let mut problems = Vec::new();
     let mut requeue = RESYNC;

@@ -9,8 +9,21 @@ pub mod service;
 pub mod tls_secret;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::Resource;
 
+use crate::crd::WebSocketService;
 use crate::names::ChildNames;
+
+/// The controller reference every child carries. `blockOwnerDeletion` makes a foreground
+/// deletion of `wss` wait until the garbage collector has removed the child.
+pub fn owner_reference(wss: &WebSocketService) -> OwnerReference {
+    OwnerReference {
+        block_owner_deletion: Some(true),
+        ..wss
+            .controller_owner_ref(&())
+            .expect("a stored object has a name and uid")
+    }
+}
 
 /// Metadata of a child: its name, the operator's labels and the controller reference to `owner`.
 pub fn child_metadata(names: &ChildNames, name: String, owner: &OwnerReference) -> ObjectMeta {
@@ -35,9 +48,7 @@ pub fn pod_selector(names: &ChildNames) -> LabelSelector {
 pub(crate) mod fixtures {
     //! A WebSocketService as the apiserver stores it (schema defaults applied), for builder tests.
 
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-    use kube::Resource;
-
+    pub use super::owner_reference as owner;
     use crate::crd::WebSocketService;
     use crate::plan::{Plan, plan};
 
@@ -58,8 +69,28 @@ pub(crate) mod fixtures {
     pub fn plan_of(wss: &WebSocketService) -> Plan {
         plan(wss).expect("valid spec")
     }
+}
 
-    pub fn owner(wss: &WebSocketService) -> OwnerReference {
-        wss.controller_owner_ref(&()).expect("has name and uid")
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{example, owner, plan_of};
+    use super::*;
+
+    #[test]
+    fn children_are_controlled_by_their_websocketservice_and_block_its_deletion() {
+        let wss = example("minimal.yaml");
+        let names = plan_of(&wss).names;
+        let meta = child_metadata(&names, names.gateway(), &owner(&wss));
+        assert_eq!(
+            meta.owner_references,
+            Some(vec![OwnerReference {
+                api_version: "wsfleet.io/v1alpha1".to_owned(),
+                kind: "WebSocketService".to_owned(),
+                name: "chat".to_owned(),
+                uid: "uid-1".to_owned(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }])
+        );
     }
 }
