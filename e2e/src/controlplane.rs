@@ -252,6 +252,9 @@ fn start_apiserver(
         // No token controller runs, so pods could never get their service-account token;
         // no node-lifecycle controller runs to lift the not-ready taint from new nodes.
         .arg("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition")
+        // As on clusters that enforce it: blockOwnerDeletion on a child's owner reference
+        // needs update on the owner's finalizers, so the chart's RBAC is held to that.
+        .arg("--enable-admission-plugins=OwnerReferencesPermissionEnforcement")
         // The kubernetes Service would point at 127.0.0.1, which Endpoints refuse.
         .arg("--endpoint-reconciler-type=none")
         .arg("--profiling=false")
