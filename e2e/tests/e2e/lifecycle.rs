@@ -1,11 +1,14 @@
 //! The life of a WebSocketService after it is applied: a missing upstream Service degrades
-//! it until the Service appears; spec updates reach the children; deletion collects them.
+//! it until the Service appears; spec updates reach the children; deletion collects them, and a
+//! foreground deletion keeps the WebSocketService until they are gone.
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use wsfleet_e2e::children::{FIELD_MANAGER, expected_children, fields_owned_by};
+use wsfleet_e2e::children::{Child, FIELD_MANAGER, expected_children, fields_owned_by};
 use wsfleet_e2e::fixtures::{create_backend_service, create_user_tls_secret, example_path};
-use wsfleet_e2e::{DEADLINE, Expected, Kubectl, TestNamespace, await_conditions, eventually};
+use wsfleet_e2e::{
+    DEADLINE, Expected, Kubectl, Operator, TestNamespace, await_conditions, eventually,
+};
 use wsfleet_gateway::config::GatewayConfig;
 
 fn patch(kubectl: &Kubectl, name: &str, patch: &str) -> Result<()> {
@@ -205,11 +208,11 @@ fn spec_updates_reach_the_children() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn deleting_collects_every_child() -> Result<()> {
-    let namespace = TestNamespace::create("deletion")?;
+/// The production example Ready in `namespace`, under an operator that runs as long as the
+/// returned handle; also returns the children the operator created for it.
+fn ready_production_fleet(namespace: &TestNamespace) -> Result<(Operator, Vec<Child>)> {
     namespace.control_plane().install_crd()?;
-    let _operator = namespace.start_operator("operator-0")?;
+    let operator = namespace.start_operator("operator-0")?;
     let kubectl = namespace.kubectl();
     create_backend_service(kubectl, namespace.name())?;
     wsfleet_e2e::fixtures::create_jwt_secret(kubectl, namespace.dir())?;
@@ -219,27 +222,108 @@ fn deleting_collects_every_child() -> Result<()> {
     for child in &children {
         kubectl.get(child.kind, &child.name)?;
     }
+    Ok((operator, children))
+}
+
+/// Which of `children`, and of the gateway pods of chat-prod, still exist (as kind/name).
+fn still_present(kubectl: &Kubectl, children: &[Child]) -> Result<Vec<String>> {
+    let mut left: Vec<String> = children
+        .iter()
+        .filter_map(|child| match kubectl.try_get(child.kind, &child.name) {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(format!("{}/{}", child.kind, child.name)),
+            Err(err) => Some(format!("{}/{}: {err:#}", child.kind, child.name)),
+        })
+        .collect();
+    let pods = kubectl.list("pods", "app.kubernetes.io/instance=chat-prod")?;
+    left.extend(
+        pods.iter()
+            .map(|pod| format!("pod/{}", pod["metadata"]["name"].as_str().unwrap_or("?"))),
+    );
+    Ok(left)
+}
+
+#[test]
+fn deleting_collects_every_child() -> Result<()> {
+    let namespace = TestNamespace::create("deletion")?;
+    let (_operator, children) = ready_production_fleet(&namespace)?;
+    let kubectl = namespace.kubectl();
 
     kubectl.run(&["delete", "wss", "chat-prod", "--wait=false"])?;
     eventually("every child of chat-prod collected", DEADLINE, || {
-        let left: Vec<String> = children
-            .iter()
-            .filter_map(|child| match kubectl.try_get(child.kind, &child.name) {
-                Ok(None) => None,
-                Ok(Some(_)) => Some(format!("{}/{}", child.kind, child.name)),
-                Err(err) => Some(format!("{}/{}: {err:#}", child.kind, child.name)),
-            })
-            .collect();
-        let pods = kubectl.list("pods", "app.kubernetes.io/instance=chat-prod")?;
-        ensure!(
-            left.is_empty() && pods.is_empty(),
-            "left: {left:?} and {} pods",
-            pods.len()
-        );
+        let left = still_present(kubectl, &children)?;
+        ensure!(left.is_empty(), "left: {left:?}");
         Ok(())
     })?;
     // The user's objects are not the operator's to delete.
     kubectl.get("secret", "chat-jwt")?;
     kubectl.get("service", "chat-backend")?;
+    Ok(())
+}
+
+#[test]
+fn foreground_deletion_removes_the_websocketservice_after_its_children() -> Result<()> {
+    let namespace = TestNamespace::create("foreground-deletion")?;
+    let (_operator, children) = ready_production_fleet(&namespace)?;
+    let kubectl = namespace.kubectl();
+    // A finalizer holds the ConfigMap back, so which goes first is observed, not raced.
+    let held = "chat-prod-gateway";
+    kubectl.run(&[
+        "patch",
+        "configmap",
+        held,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["e2e.wsfleet.io/hold"]}}"#,
+    ])?;
+    let others: Vec<Child> = children
+        .into_iter()
+        .filter(|child| child.kind != "configmap")
+        .collect();
+
+    kubectl.run(&[
+        "delete",
+        "wss",
+        "chat-prod",
+        "--cascade=foreground",
+        "--wait=false",
+    ])?;
+    eventually(
+        "the other children and the pods collected, the ConfigMap being deleted",
+        DEADLINE,
+        || {
+            let left = still_present(kubectl, &others)?;
+            ensure!(left.is_empty(), "left: {left:?}");
+            let configmap = kubectl.get("configmap", held)?;
+            ensure!(
+                configmap["metadata"]["deletionTimestamp"].is_string(),
+                "ConfigMap {held} not being deleted"
+            );
+            Ok(())
+        },
+    )?;
+    let wss = kubectl.try_get("wss", "chat-prod")?;
+    ensure!(
+        wss.is_some_and(|wss| wss["metadata"]["deletionTimestamp"].is_string()),
+        "chat-prod was removed while its ConfigMap {held} was still there"
+    );
+
+    kubectl.run(&[
+        "patch",
+        "configmap",
+        held,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])?;
+    eventually("chat-prod removed after its last child", DEADLINE, || {
+        ensure!(
+            kubectl.try_get("wss", "chat-prod")?.is_none(),
+            "still there"
+        );
+        Ok(())
+    })?;
     Ok(())
 }
