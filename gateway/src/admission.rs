@@ -1,5 +1,6 @@
 //! Who may connect: the client's address (through trusted proxies), IP lists and Origin.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -40,10 +41,15 @@ impl ClientChain {
         self.hops[0]
     }
 
-    /// The `X-Forwarded-For` value sent upstream.
-    pub fn forwarded_for(&self) -> String {
-        let hops: Vec<String> = self.hops.iter().map(IpAddr::to_string).collect();
-        hops.join(", ")
+    /// Appends the `X-Forwarded-For` value sent upstream.
+    pub fn write_forwarded_for(&self, out: &mut String) {
+        for (index, hop) in self.hops.iter().enumerate() {
+            if index > 0 {
+                out.push_str(", ");
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{hop}");
+        }
     }
 }
 
@@ -108,7 +114,9 @@ mod tests {
 
     fn chain(peer: &str, request: &UpgradeRequest, trusted: &[IpNet]) -> (IpAddr, String) {
         let chain = ClientChain::of(ip(peer), request, trusted);
-        (chain.client(), chain.forwarded_for())
+        let mut forwarded_for = String::new();
+        chain.write_forwarded_for(&mut forwarded_for);
+        (chain.client(), forwarded_for)
     }
 
     #[test]

@@ -232,7 +232,7 @@ fn admit(
     let claim_headers = match &policy.jwt {
         None => Vec::new(),
         Some(verifier) => match verifier.verify_request(&request) {
-            Ok(claims) => verifier.claim_headers(&claims),
+            Ok(claim_headers) => claim_headers,
             Err(TokenError::Missing) => return Err(Refusal::TokenMissing),
             Err(err @ TokenError::Invalid(_)) => {
                 tracing::debug!(%peer, error = %err, "token refused");

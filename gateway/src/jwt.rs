@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use crate::config::{ForwardedClaim, JwtAlgorithm, JwtConfig, KeyFamily, TokenSource};
@@ -86,19 +87,25 @@ impl JwtVerifier {
         })
     }
 
-    /// Finds the token in the request and verifies it; returns the claims.
+    /// Finds the token in the request and verifies it; returns the claim headers to forward.
     pub fn verify_request(
         &self,
         request: &UpgradeRequest,
-    ) -> Result<Map<String, Value>, TokenError> {
+    ) -> Result<Vec<(String, String)>, TokenError> {
         let token = self.find_token(request).ok_or(TokenError::Missing)?;
         self.verify(token)
     }
 
-    /// Verifies one token: signature, algorithm, `exp`, `nbf`, `iss`, `aud`.
-    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, TokenError> {
+    /// Verifies one token (signature, algorithm, `exp`, `nbf`, `iss`, `aud`) and returns the
+    /// headers for the configured claims it carries.
+    pub fn verify(&self, token: &str) -> Result<Vec<(String, String)>, TokenError> {
+        if self.forward_claims.is_empty() {
+            // Nothing to forward: the claims are checked but not collected.
+            jsonwebtoken::decode::<IgnoredAny>(token, &self.key, &self.validation)?;
+            return Ok(Vec::new());
+        }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)?;
-        Ok(data.claims)
+        Ok(self.claim_headers(&data.claims))
     }
 
     fn find_token<'a>(&self, request: &'a UpgradeRequest) -> Option<&'a str> {
@@ -115,7 +122,7 @@ impl JwtVerifier {
     }
 
     /// Headers forwarded upstream for the configured claims present in `claims`.
-    pub fn claim_headers(&self, claims: &Map<String, Value>) -> Vec<(String, String)> {
+    fn claim_headers(&self, claims: &Map<String, Value>) -> Vec<(String, String)> {
         self.forward_claims
             .iter()
             .filter_map(|forwarded| {
@@ -256,16 +263,23 @@ mod tests {
     #[test]
     fn valid_token_yields_claim_headers() {
         let (verifier, _key) = hmac_verifier(|_| {});
-        let claims = verifier.verify(&sign(good_claims())).unwrap();
         assert_eq!(
-            verifier.claim_headers(&claims),
+            verifier.verify(&sign(good_claims())).unwrap(),
             [("X-User".to_owned(), "alice".to_owned())]
         );
     }
 
     #[test]
+    fn without_forwarded_claims_a_valid_token_yields_no_headers() {
+        let (verifier, _key) = hmac_verifier(|config| config.forward_claims.clear());
+        assert_eq!(verifier.verify(&sign(good_claims())).unwrap(), []);
+    }
+
+    /// Checked the same whether the claims are collected for forwarding or not.
+    #[test]
     fn expiry_issuer_audience_and_nbf_are_checked() {
-        let (verifier, _key) = hmac_verifier(|_| {});
+        let (collecting, _key) = hmac_verifier(|_| {});
+        let (checking_only, _key) = hmac_verifier(|config| config.forward_claims.clear());
         let mut expired = good_claims();
         expired["exp"] = json!(now() - 10);
         let mut wrong_issuer = good_claims();
@@ -277,7 +291,9 @@ mod tests {
         let mut no_exp = good_claims();
         no_exp.as_object_mut().unwrap().remove("exp");
         for claims in [expired, wrong_issuer, wrong_audience, not_yet, no_exp] {
-            assert!(verifier.verify(&sign(claims.clone())).is_err(), "{claims}");
+            for verifier in [&collecting, &checking_only] {
+                assert!(verifier.verify(&sign(claims.clone())).is_err(), "{claims}");
+            }
         }
     }
 

@@ -212,34 +212,38 @@ impl UpstreamTarget {
         }
     }
 
-    /// The request head sent upstream.
+    /// The request head sent upstream, written into one buffer with no temporary strings.
     fn render_request(&self, request: &UpgradeRequest, plan: &ForwardPlan<'_>) -> String {
-        let mut path = self.path.clone();
-        let (base, upstream_query) = match path.split_once('?') {
-            Some((base, query)) => (base.to_owned(), Some(query.to_owned())),
-            None => (std::mem::take(&mut path), None),
+        let client_bytes: usize = request
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum();
+        let mut out = String::with_capacity(client_bytes + self.path.len() + 256);
+        let (base, upstream_query) = match self.path.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (self.path.as_str(), None),
         };
-        let mut target = base;
+        out.push_str("GET ");
+        out.push_str(base);
         let suffix = plan.path_suffix.trim_start_matches('/');
         if !suffix.is_empty() {
-            if !target.ends_with('/') {
-                target.push('/');
+            if !base.ends_with('/') {
+                out.push('/');
             }
-            target.push_str(suffix);
+            out.push_str(suffix);
         }
-        let query: Vec<&str> = upstream_query
-            .iter()
-            .map(String::as_str)
+        for (index, query) in upstream_query
+            .into_iter()
             .chain(request.query.as_deref())
-            .collect();
-        if !query.is_empty() {
-            target.push('?');
-            target.push_str(&query.join("&"));
+            .enumerate()
+        {
+            out.push(if index == 0 { '?' } else { '&' });
+            out.push_str(query);
         }
-        let mut out = format!(
-            "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-            self.authority
-        );
+        out.push_str(" HTTP/1.1\r\n");
+        push_header(&mut out, "Host", &self.authority);
+        out.push_str("Upgrade: websocket\r\nConnection: Upgrade\r\n");
         let set_by_gateway = |name: &str| {
             plan.set_headers
                 .iter()
@@ -247,38 +251,58 @@ impl UpstreamTarget {
         };
         for (name, value) in &request.headers {
             if !is_rewritten(name) && !set_by_gateway(name) {
-                out.push_str(&format!("{name}: {value}\r\n"));
+                push_header(&mut out, name, value);
             }
         }
-        let protocols: Vec<&str> = request
-            .list("sec-websocket-protocol")
-            .filter(|entry| !entry.starts_with(SUBPROTOCOL_PREFIX))
-            .collect();
-        if !protocols.is_empty() {
-            out.push_str(&format!(
-                "Sec-WebSocket-Protocol: {}\r\n",
-                protocols.join(", ")
-            ));
-        }
+        push_list(
+            &mut out,
+            "Sec-WebSocket-Protocol",
+            request
+                .list("sec-websocket-protocol")
+                .filter(|entry| !entry.starts_with(SUBPROTOCOL_PREFIX)),
+        );
         if plan.compression == Compression::Passthrough {
-            let extensions: Vec<&str> = request.list("sec-websocket-extensions").collect();
-            if !extensions.is_empty() {
-                out.push_str(&format!(
-                    "Sec-WebSocket-Extensions: {}\r\n",
-                    extensions.join(", ")
-                ));
-            }
+            push_list(
+                &mut out,
+                "Sec-WebSocket-Extensions",
+                request.list("sec-websocket-extensions"),
+            );
         }
-        out.push_str(&format!(
-            "X-Forwarded-For: {}\r\nX-Forwarded-Proto: {}\r\n",
-            plan.client.forwarded_for(),
-            if plan.client_tls { "https" } else { "http" }
-        ));
+        out.push_str("X-Forwarded-For: ");
+        plan.client.write_forwarded_for(&mut out);
+        out.push_str("\r\nX-Forwarded-Proto: ");
+        out.push_str(if plan.client_tls { "https" } else { "http" });
+        out.push_str("\r\n");
         for (name, value) in &plan.set_headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
+            push_header(&mut out, name, value);
         }
         out.push_str("\r\n");
         out
+    }
+}
+
+fn push_header(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str(": ");
+    out.push_str(value);
+    out.push_str("\r\n");
+}
+
+/// One header listing `entries` comma-separated; nothing when there are none.
+fn push_list<'a>(out: &mut String, name: &str, entries: impl Iterator<Item = &'a str>) {
+    let mut listed = false;
+    for entry in entries {
+        if listed {
+            out.push_str(", ");
+        } else {
+            out.push_str(name);
+            out.push_str(": ");
+            listed = true;
+        }
+        out.push_str(entry);
+    }
+    if listed {
+        out.push_str("\r\n");
     }
 }
 
