@@ -125,20 +125,35 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     let header: Vec<&str> = targets.iter().map(|target| target.name()).collect();
+    // The floor's own ratio shows how low any proxy could go on this machine.
+    let with_floor = targets.contains(&TargetKind::Floor);
+    let floor_header = if with_floor { " floor / nginx |" } else { "" };
     let _ = writeln!(
         out,
-        "| metric (median of {rounds} rounds) | {} | gateway / nginx | gateway / HAProxy | target | met |",
+        "| metric (median of {rounds} rounds) | {} | gateway / nginx | gateway / HAProxy |{floor_header} target | met |",
         header.join(" | ")
     );
-    let _ = writeln!(out, "|---|{}---|---|", "---:|".repeat(targets.len() + 2));
+    let ratio_columns = 2 + usize::from(with_floor);
+    let _ = writeln!(
+        out,
+        "|---|{}---|---|",
+        "---:|".repeat(targets.len() + ratio_columns)
+    );
     for metric in metrics {
         let medians: Vec<Option<f64>> = targets
             .iter()
             .map(|&target| median(samples, &metric.name, target))
             .collect();
-        let gateway = median(samples, &metric.name, TargetKind::Gateway);
-        let ratio = |other: TargetKind| Some(gateway? / median(samples, &metric.name, other)?);
-        let (vs_nginx, vs_haproxy) = (ratio(TargetKind::Nginx), ratio(TargetKind::Haproxy));
+        let ratio = |of: TargetKind, to: TargetKind| {
+            Some(median(samples, &metric.name, of)? / median(samples, &metric.name, to)?)
+        };
+        let vs_nginx = ratio(TargetKind::Gateway, TargetKind::Nginx);
+        let vs_haproxy = ratio(TargetKind::Gateway, TargetKind::Haproxy);
+        let floor_cell = if with_floor {
+            format!(" {} |", number(ratio(TargetKind::Floor, TargetKind::Nginx)))
+        } else {
+            String::new()
+        };
         let met = match metric.goal.met(vs_nginx, vs_haproxy) {
             Some(true) => "yes",
             Some(false) => "**no**",
@@ -147,7 +162,7 @@ pub fn render(
         let cells: Vec<String> = medians.into_iter().map(number).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {met} |",
+            "| {} | {} | {} | {} |{floor_cell} {} | {met} |",
             metric.name,
             cells.join(" | "),
             number(vs_nginx),
@@ -247,6 +262,34 @@ mod tests {
         let table = render(&metrics, &targets, 1, &samples);
         assert!(
             table.contains("| m | 100 | 50.0 | 80.0 | 0.80 | 1.60 | >= 1 x both | **no** |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn with_the_floor_the_table_shows_its_ratio_to_nginx() {
+        let metrics = vec![Metric::new("m".into(), Goal::AtMostNginx(0.8))];
+        let samples = vec![
+            sample(1, TargetKind::Floor, 9.0),
+            sample(1, TargetKind::Nginx, 10.0),
+            sample(1, TargetKind::Haproxy, 12.0),
+            sample(1, TargetKind::Gateway, 10.0),
+        ];
+        let targets = [
+            TargetKind::Floor,
+            TargetKind::Nginx,
+            TargetKind::Haproxy,
+            TargetKind::Gateway,
+        ];
+        let table = render(&metrics, &targets, 1, &samples);
+        assert!(
+            table.contains("| gateway / HAProxy | floor / nginx | target | met |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| m | 9.00 | 10.0 | 12.0 | 10.0 | 1.00 | 0.83 | 0.90 | <= 0.8 x nginx | **no** |"
+            ),
             "{table}"
         );
     }
