@@ -14,5 +14,6 @@ pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod quantity;
 pub mod reconcile;
 pub mod status;

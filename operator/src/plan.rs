@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use wsfleet_gateway::config::{
     self as gw, GatewayConfig, HeartbeatConfig, JwtConfig, TlsConfig, duration_text,
 };
@@ -13,6 +14,7 @@ use wsfleet_gateway::config::{
 use crate::crd::{self, SecretKeyRef, TlsMode, WebSocketService, WebSocketServiceSpec};
 use crate::error::InvalidSpec;
 use crate::names::{self, ChildNames};
+use crate::quantity::stored_resources;
 
 /// Everything the build step needs, already checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +26,9 @@ pub struct Plan {
     /// The upstream Service in the same namespace, when the upstream is given as one.
     pub upstream_service: Option<String>,
     pub jwt_key: Option<SecretKeyRef>,
+    /// `spec.resources` as the apiserver stores it (`0.5` as `500m`), so that the built
+    /// Deployment matches the stored one and an unchanged spec applies nothing.
+    pub resources: Option<ResourceRequirements>,
 }
 
 /// The serving certificate to provide.
@@ -48,6 +53,7 @@ pub fn plan(wss: &WebSocketService) -> Result<Plan, InvalidSpec> {
         .transpose()?;
     let gateway_config = render_gateway_config(spec, &names)?;
     gateway_config.validate()?;
+    let resources = spec.resources.as_ref().map(stored_resources).transpose()?;
     Ok(Plan {
         upstream_service: spec.upstream.service.clone(),
         jwt_key: spec
@@ -58,6 +64,7 @@ pub fn plan(wss: &WebSocketService) -> Result<Plan, InvalidSpec> {
         names,
         gateway_config,
         tls,
+        resources,
     })
 }
 
@@ -439,6 +446,32 @@ mod tests {
         });
         assert_eq!(err.field, "spec.auth.ipDeny[1]");
         assert!(err.message.contains("10.0.0.0/33"));
+    }
+
+    #[test]
+    fn resources_are_planned_in_stored_form_and_bad_quantities_name_the_field() {
+        let with = |resources: serde_json::Value| {
+            move |o: &mut WebSocketService| {
+                o.spec.resources = Some(serde_json::from_value(resources).unwrap());
+            }
+        };
+        let mut object = example("production.yaml");
+        with(serde_json::json!({"requests": {"cpu": "0.5"}, "limits": {"memory": "1.5Gi"}}))(
+            &mut object,
+        );
+        let resources = plan(&object).unwrap().resources.unwrap();
+        assert_eq!(resources.requests.unwrap()["cpu"].0, "500m");
+        assert_eq!(resources.limits.unwrap()["memory"].0, "1536Mi");
+
+        let err = refused(with(serde_json::json!({"limits": {"cpu": "1 core"}})));
+        assert_eq!(err.field, "spec.resources.limits.cpu");
+        assert!(err.message.contains(r#""1 core""#), "{err}");
+        let err = refused(with(serde_json::json!({"requests": {"memory": "-64Mi"}})));
+        assert_eq!(err.field, "spec.resources.requests.memory");
+        assert!(
+            err.message.contains("negative") && err.message.contains("-64Mi"),
+            "{err}"
+        );
     }
 
     #[test]

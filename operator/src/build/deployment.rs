@@ -155,7 +155,7 @@ fn gateway_container(
         ]),
         readiness_probe: Some(probe("/readyz", 1)),
         liveness_probe: Some(probe("/healthz", 3)),
-        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(plan.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -476,6 +476,25 @@ mod tests {
             pod.containers[0].image.as_deref(),
             Some("registry.example/gateway:1.2")
         );
+    }
+
+    #[test]
+    fn resources_are_built_as_the_apiserver_stores_them() {
+        let mut wss = example("minimal.yaml");
+        wss.spec.resources = Some(
+            serde_json::from_value(serde_json::json!({
+                "requests": {"cpu": "0.5", "memory": "1.5Gi"},
+                "limits": {"cpu": "1000m", "memory": "2048Mi"}
+            }))
+            .unwrap(),
+        );
+        let deployment = build(&wss);
+        let resources = pod(&deployment).containers[0].resources.as_ref().unwrap();
+        let stored = serde_json::json!({
+            "requests": {"cpu": "500m", "memory": "1536Mi"},
+            "limits": {"cpu": "1", "memory": "2Gi"}
+        });
+        assert_eq!(serde_json::to_value(resources).unwrap(), stored);
     }
 
     #[test]
