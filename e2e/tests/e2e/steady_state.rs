@@ -1,5 +1,6 @@
 //! Unchanged input means no writes: the object and its children keep their resourceVersions
-//! while the operator idles, and across an operator restart.
+//! while the operator idles, and across an operator restart, also when the spec spells its
+//! resources differently from how the apiserver stores them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -71,6 +72,36 @@ fn assert_quiet(kubectl: &Kubectl, when: &str) -> Result<()> {
     Ok(())
 }
 
+/// Resources spelled unlike the apiserver's stored form, and that stored form.
+const SPELLED_RESOURCES: &str = r#"{"requests": {"cpu": "0.5", "memory": "1.5Gi"}, "limits": {"cpu": "1000m", "memory": "2Gi"}}"#;
+const STORED_RESOURCES: &str =
+    r#"{"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}"#;
+
+/// Applies of unchanged content leave no trace in the stored objects (the apiserver drops
+/// no-op writes), so they are counted where they are made: the operator's log.
+fn assert_nothing_applied(operator: &Operator, when: &str) -> Result<()> {
+    let applied: Vec<String> = operator
+        .log_tail()
+        .lines()
+        .filter(|line| line.contains(" applied "))
+        .map(without_colours)
+        .collect();
+    ensure!(
+        applied.is_empty(),
+        "{when}: the operator applied {applied:#?}"
+    );
+    Ok(())
+}
+
+/// `line` without its terminal colour sequences (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut parts = line.split('\x1b');
+    let first = parts.next().unwrap_or_default().to_owned();
+    parts.fold(first, |text, part| {
+        text + part.split_once('m').map_or(part, |(_, rest)| rest)
+    })
+}
+
 fn reconciles(operator: &mut Operator) -> Result<f64> {
     operator.metric("wsfleet_operator_reconciles_total")
 }
@@ -94,6 +125,26 @@ fn no_writes_at_steady_state_nor_after_a_restart() -> Result<()> {
     )?;
     assert_quiet(kubectl, "steady state")?;
 
+    let patch = format!(r#"{{"spec": {{"resources": {SPELLED_RESOURCES}}}}}"#);
+    kubectl.run(&["patch", "wss", "chat-prod", "--type", "merge", "-p", &patch])?;
+    let stored: serde_json::Value = serde_json::from_str(STORED_RESOURCES)?;
+    eventually("the Deployment to hold the new resources", DEADLINE, || {
+        let deployment = kubectl.get("deployment", "chat-prod-gateway")?;
+        let resources = &deployment["spec"]["template"]["spec"]["containers"][0]["resources"];
+        ensure!(*resources == stored, "resources are {resources}");
+        Ok(())
+    })?;
+    // Until the new pods have rolled out, the operator rightly keeps updating the status.
+    await_conditions(
+        kubectl,
+        "chat-prod",
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("Progressing", "False"),
+        ],
+    )?;
+    assert_quiet(kubectl, "resources spelled unlike the stored form")?;
+
     // A graceful stop releases the Lease, so the next replica takes over without waiting.
     operator.terminate(Duration::from_secs(30));
     let mut restarted = namespace.start_operator("operator-1")?;
@@ -108,5 +159,6 @@ fn no_writes_at_steady_state_nor_after_a_restart() -> Result<()> {
         },
     )?;
     assert_quiet(kubectl, "after restart")?;
+    assert_nothing_applied(&restarted, "after restart")?;
     restarted.ensure_running()
 }
