@@ -1,7 +1,8 @@
 //! `helm install` of charts/wsfleet into the local control plane, then the real operator
 //! binary running with nothing but the chart's ServiceAccount (a TokenRequest token): the
-//! examples reconcile to Ready under exactly the chart's RBAC. `helm uninstall` then leaves
-//! only the CRD behind.
+//! examples reconcile to Ready under exactly the chart's RBAC, including children whose owner
+//! references an older operator wrote without blockOwnerDeletion (the apiserver runs
+//! OwnerReferencesPermissionEnforcement). `helm uninstall` then leaves only the CRD behind.
 //!
 //! kwok fakes the chart's operator pods (they turn Ready but run nothing), so the operator
 //! that reconciles is this test's process, authenticated as the chart's ServiceAccount.
@@ -10,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use serde_json::Value;
+use serde_json::{Value, json};
 use wsfleet_e2e::binaries::{workspace_root, wsfleet_binary};
+use wsfleet_e2e::children::{Child, expected_children};
 use wsfleet_e2e::fixtures::{create_backend_service, create_jwt_secret};
 use wsfleet_e2e::net::{free_port, http_get};
 use wsfleet_e2e::poll::give_up;
@@ -172,10 +174,28 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
         &sa,
         &["delete", "websocketservices.wsfleet.io", "-n", apps.name()]
     ));
-    assert!(!can_i(
+    // Delete on its child kinds is there for OwnerReferencesPermissionEnforcement (see
+    // _helpers.tpl): one object at a time, and nothing it does not own.
+    assert!(can_i(
         &admin,
         &sa,
         &["delete", "deployments", "-n", apps.name()]
+    ));
+    assert!(!can_i(
+        &admin,
+        &sa,
+        &["deletecollection", "deployments", "-n", apps.name()]
+    ));
+    assert!(!can_i(
+        &admin,
+        &sa,
+        &["update", "deployments", "-n", apps.name()]
+    ));
+    assert!(!can_i(&admin, &sa, &["delete", "pods", "-n", apps.name()]));
+    assert!(!can_i(
+        &admin,
+        &sa,
+        &["delete", "replicasets.apps", "-n", apps.name()]
     ));
     assert!(!can_i(&admin, &sa, &["list", "pods", "-n", apps.name()]));
     assert!(!can_i(&admin, &sa, &["get", "nodes"]));
@@ -191,7 +211,7 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
         .unwrap();
     let kubeconfig =
         kubeconfig_with_token(control_plane.kubeconfig(), token.trim(), release_ns.dir()).unwrap();
-    let (mut operator, _metrics_port) =
+    let (mut operator, metrics_port) =
         start_operator_as_service_account(&kubeconfig, release_ns.name(), release_ns.dir())
             .unwrap();
     let lease = ns.get("lease", "wsfleet-operator").unwrap();
@@ -221,6 +241,66 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
     app.get("hpa", "chat-prod-gateway").unwrap();
     app.get("pdb", "chat-prod-gateway").unwrap();
     app.get("secret", "chat-prod-tls").unwrap();
+
+    // Upgrading from an operator that wrote owner references without blockOwnerDeletion: the
+    // first apply to each such child changes its owner references, which
+    // OwnerReferencesPermissionEnforcement allows only to a client that may delete the child.
+    let owner = app.get("wss", "chat-prod").unwrap();
+    let children = expected_children("chat-prod", Some("chat-prod-tls"), true);
+    for child in &children {
+        let written = write_owner_reference_without_blocking(app, &owner, child).unwrap();
+        assert!(
+            !blocks_owner_deletion(&written),
+            "{} {}: {}",
+            child.kind,
+            child.name,
+            written["metadata"]["ownerReferences"]
+        );
+    }
+    // The TLS Secret is applied only when a certificate is issued; a new DNS name issues one.
+    app.run(&[
+        "patch",
+        "wss",
+        "chat-prod",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op": "add", "path": "/spec/tls/dnsNames/-", "value": "ws.example.com"}]"#,
+    ])
+    .unwrap();
+    eventually(
+        "every child of chat-prod to block its owner's deletion again",
+        DEADLINE,
+        || {
+            for child in &children {
+                let object = app.get(child.kind, &child.name)?;
+                ensure!(
+                    blocks_owner_deletion(&object),
+                    "{} {}: {}",
+                    child.kind,
+                    child.name,
+                    object["metadata"]["ownerReferences"]
+                );
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    await_conditions(
+        app,
+        "chat-prod",
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("CertificateReady", "True").because("CertificateRenewed"),
+        ],
+    )
+    .unwrap();
+    let metrics = http_get(metrics_port, "/metrics").unwrap();
+    assert!(
+        !metrics.lines().any(|line| line
+            .starts_with(r#"wsfleet_operator_reconcile_errors_total{reason="ApplyFailed"}"#)),
+        "an apply failed on the way:\n{metrics}"
+    );
 
     // Dropping autoscaling deletes the HPA: the one delete the operator does.
     app.run(&[
@@ -294,6 +374,55 @@ spec:
     })
     .unwrap();
     admin.get("crd", "websocketservices.wsfleet.io").unwrap();
+}
+
+/// As the admin, replaces `child`'s owner references with the controller reference an older
+/// operator wrote: pointing at `owner`, without blockOwnerDeletion. Returns the child as written.
+fn write_owner_reference_without_blocking(
+    kubectl: &wsfleet_e2e::Kubectl,
+    owner: &Value,
+    child: &Child,
+) -> Result<Value> {
+    let patch = json!([{
+        "op": "replace",
+        "path": "/metadata/ownerReferences",
+        "value": [{
+            "apiVersion": "wsfleet.io/v1alpha1",
+            "kind": "WebSocketService",
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "controller": true,
+        }],
+    }]);
+    let written = kubectl
+        .run(&[
+            "patch",
+            child.kind,
+            &child.name,
+            "--type",
+            "json",
+            "-p",
+            &patch.to_string(),
+            "-o",
+            "json",
+        ])
+        .with_context(|| {
+            format!(
+                "rewriting the owner reference of {} {}",
+                child.kind, child.name
+            )
+        })?;
+    serde_json::from_str(&written)
+        .with_context(|| format!("parsing {} {} as patched", child.kind, child.name))
+}
+
+/// Whether `object`'s controller reference has blockOwnerDeletion set.
+fn blocks_owner_deletion(object: &Value) -> bool {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|reference| reference["controller"] == true && reference["blockOwnerDeletion"] == true)
 }
 
 /// Every object labelled as part of the release, cluster-wide and in its namespace.

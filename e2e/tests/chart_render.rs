@@ -110,21 +110,19 @@ fn grants(rules: &Value) -> BTreeSet<(String, String, String)> {
 }
 
 fn expected_operator_grants() -> BTreeSet<(String, String, String)> {
-    let apply = "create,get,list,patch,watch";
+    // Server-side apply of a child, plus delete: OwnerReferencesPermissionEnforcement asks for
+    // it before an apply may change the child's owner references.
+    let child = "create,delete,get,list,patch,watch";
     [
         ("wsfleet.io", "websocketservices", "get,list,watch"),
         ("wsfleet.io", "websocketservices/status", "patch"),
         ("wsfleet.io", "websocketservices/finalizers", "update"),
-        ("", "configmaps", apply),
-        ("", "secrets", apply),
-        ("", "services", apply),
-        ("apps", "deployments", apply),
-        ("policy", "poddisruptionbudgets", apply),
-        (
-            "autoscaling",
-            "horizontalpodautoscalers",
-            "create,delete,get,list,patch,watch",
-        ),
+        ("", "configmaps", child),
+        ("", "secrets", child),
+        ("", "services", child),
+        ("apps", "deployments", child),
+        ("policy", "poddisruptionbudgets", child),
+        ("autoscaling", "horizontalpodautoscalers", child),
         ("events.k8s.io", "events", "create,patch"),
     ]
     .into_iter()

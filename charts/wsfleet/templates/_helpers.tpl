@@ -58,8 +58,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/*
 The permissions the operator uses on WebSocketServices and their children; nothing more.
 Children are written only with server-side apply (patch; create because an apply may create),
-read back (get) and watched (list/watch). Only the HPA is ever deleted (when autoscaling is
-dropped from the spec); other children go with their owner through garbage collection. Status is written with server-side apply too; the spec never.
+read back (get) and watched (list/watch). Status is written with server-side apply too; the
+spec never.
+The operator deletes only an HPA (when autoscaling is dropped from the spec); other children
+go with their owner through garbage collection. Delete on the other child kinds, and update on
+websocketservices/finalizers, are for the OwnerReferencesPermissionEnforcement admission
+plugin: an update that changes a child's ownerReferences needs delete on that child, and one
+that sets blockOwnerDeletion needs update on the owner's finalizers. Applying to children an
+older operator created without blockOwnerDeletion is such an update.
 */}}
 {{- define "wsfleet.operatorRules" -}}
 - apiGroups: [wsfleet.io]
@@ -68,15 +74,18 @@ dropped from the spec); other children go with their owner through garbage colle
 - apiGroups: [wsfleet.io]
   resources: [websocketservices/status]
   verbs: [patch]
+- apiGroups: [wsfleet.io]
+  resources: [websocketservices/finalizers]
+  verbs: [update]
 - apiGroups: [""]
   resources: [configmaps, secrets, services]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
