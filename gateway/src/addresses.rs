@@ -61,6 +61,11 @@ pub struct Candidates {
 }
 
 impl Candidates {
+    /// True when there is nothing to choose between, as for a URL that names an address.
+    pub fn only_one(&self) -> bool {
+        self.addresses.len() == 1
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         let count = self.addresses.len();
         (0..count).map(move |offset| self.addresses[(self.first + offset) % count])

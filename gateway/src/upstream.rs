@@ -183,6 +183,8 @@ impl UpstreamTarget {
                     connected = Some(tcp);
                     break;
                 }
+                // A name's addresses are listed; an address URL needs no repeating.
+                Err(err) if candidates.only_one() => refused.push(err.to_string()),
                 Err(err) => refused.push(format!("{address}: {err}")),
             }
         }
