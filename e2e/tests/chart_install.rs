@@ -154,56 +154,56 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
 
     // Least privilege, as the API server's authorizer sees it.
     let sa = format!("system:serviceaccount:{}:{RELEASE}", release_ns.name());
-    assert!(can_i(
-        &admin,
-        &sa,
-        &["watch", "websocketservices.wsfleet.io", "-A"]
-    ));
-    assert!(can_i(
-        &admin,
-        &sa,
-        &["patch", "deployments", "-n", apps.name()]
-    ));
-    assert!(!can_i(
-        &admin,
-        &sa,
-        &["update", "websocketservices.wsfleet.io", "-n", apps.name()]
-    ));
-    assert!(!can_i(
-        &admin,
-        &sa,
-        &["delete", "websocketservices.wsfleet.io", "-n", apps.name()]
-    ));
+    let apps_ns = apps.name();
+    let release = release_ns.name();
     // Delete on its child kinds is there for OwnerReferencesPermissionEnforcement (see
     // _helpers.tpl): one object at a time, and nothing it does not own.
-    assert!(can_i(
-        &admin,
-        &sa,
-        &["delete", "deployments", "-n", apps.name()]
-    ));
-    assert!(!can_i(
-        &admin,
-        &sa,
-        &["deletecollection", "deployments", "-n", apps.name()]
-    ));
-    assert!(!can_i(
-        &admin,
-        &sa,
-        &["update", "deployments", "-n", apps.name()]
-    ));
-    assert!(!can_i(&admin, &sa, &["delete", "pods", "-n", apps.name()]));
-    assert!(!can_i(
-        &admin,
-        &sa,
-        &["delete", "replicasets.apps", "-n", apps.name()]
-    ));
-    assert!(!can_i(&admin, &sa, &["list", "pods", "-n", apps.name()]));
-    assert!(!can_i(&admin, &sa, &["get", "nodes"]));
-    assert!(!can_i(
-        &admin,
-        &sa,
-        &["update", "leases/someone-else", "-n", release_ns.name()]
-    ));
+    let expected: [(bool, &[&str]); 14] = [
+        (true, &["watch", "websocketservices.wsfleet.io", "-A"]),
+        (true, &["patch", "deployments", "-n", apps_ns]),
+        (
+            false,
+            &["update", "websocketservices.wsfleet.io", "-n", apps_ns],
+        ),
+        (
+            false,
+            &["delete", "websocketservices.wsfleet.io", "-n", apps_ns],
+        ),
+        (true, &["delete", "deployments", "-n", apps_ns]),
+        (false, &["deletecollection", "deployments", "-n", apps_ns]),
+        (false, &["update", "deployments", "-n", apps_ns]),
+        (false, &["delete", "pods", "-n", apps_ns]),
+        (false, &["delete", "replicasets.apps", "-n", apps_ns]),
+        (false, &["list", "pods", "-n", apps_ns]),
+        (false, &["get", "nodes"]),
+        (false, &["update", "leases/someone-else", "-n", release]),
+        (
+            true,
+            &[
+                "update",
+                "websocketservices.wsfleet.io",
+                "--subresource",
+                "finalizers",
+                "-n",
+                apps_ns,
+            ],
+        ),
+        // Status is written with apply (patch) only.
+        (
+            false,
+            &[
+                "update",
+                "websocketservices.wsfleet.io",
+                "--subresource",
+                "status",
+                "-n",
+                apps_ns,
+            ],
+        ),
+    ];
+    for (allowed, request) in expected {
+        assert_eq!(can_i(&admin, &sa, request), allowed, "can-i {request:?}");
+    }
 
     // The real operator, with only the ServiceAccount's token.
     let token = ns
