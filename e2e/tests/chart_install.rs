@@ -258,15 +258,12 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
         );
     }
     // The TLS Secret is applied only when a certificate is issued; a new DNS name issues one.
-    app.run(&[
-        "patch",
+    json_patch(
+        app,
         "wss",
         "chat-prod",
-        "--type",
-        "json",
-        "-p",
         r#"[{"op": "add", "path": "/spec/tls/dnsNames/-", "value": "ws.example.com"}]"#,
-    ])
+    )
     .unwrap();
     eventually(
         "every child of chat-prod to block its owner's deletion again",
@@ -303,15 +300,12 @@ fn chart_installs_reconciles_with_its_own_rbac_and_uninstalls_to_just_the_crd() 
     );
 
     // Dropping autoscaling deletes the HPA: the one delete the operator does.
-    app.run(&[
-        "patch",
+    json_patch(
+        app,
         "wss",
         "chat-prod",
-        "--type",
-        "json",
-        "-p",
         r#"[{"op": "remove", "path": "/spec/autoscaling"}]"#,
-    ])
+    )
     .unwrap();
     eventually("the HPA of chat-prod to be deleted", DEADLINE, || {
         ensure!(
@@ -394,26 +388,25 @@ fn write_owner_reference_without_blocking(
             "controller": true,
         }],
     }]);
-    let written = kubectl
-        .run(&[
-            "patch",
-            child.kind,
-            &child.name,
-            "--type",
-            "json",
-            "-p",
-            &patch.to_string(),
-            "-o",
-            "json",
-        ])
-        .with_context(|| {
-            format!(
-                "rewriting the owner reference of {} {}",
-                child.kind, child.name
-            )
-        })?;
-    serde_json::from_str(&written)
-        .with_context(|| format!("parsing {} {} as patched", child.kind, child.name))
+    json_patch(kubectl, child.kind, &child.name, &patch.to_string()).with_context(|| {
+        format!(
+            "rewriting the owner reference of {} {}",
+            child.kind, child.name
+        )
+    })
+}
+
+/// Applies a JSON patch to one object; returns the object as patched.
+fn json_patch(
+    kubectl: &wsfleet_e2e::Kubectl,
+    kind: &str,
+    name: &str,
+    patch: &str,
+) -> Result<Value> {
+    let written = kubectl.run(&[
+        "patch", kind, name, "--type", "json", "-p", patch, "-o", "json",
+    ])?;
+    serde_json::from_str(&written).with_context(|| format!("parsing {kind} {name} as patched"))
 }
 
 /// Whether `object`'s controller reference has blockOwnerDeletion set.
