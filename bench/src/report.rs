@@ -225,6 +225,18 @@ mod tests {
         Sample::new(round, target, "m", value)
     }
 
+    /// The table of one metric `m` over one round: the targets in the order given, each with
+    /// its value.
+    fn one_round_table(goal: Goal, values: &[(TargetKind, f64)]) -> String {
+        let metrics = vec![Metric::new("m".into(), goal)];
+        let samples: Vec<Sample> = values
+            .iter()
+            .map(|&(target, value)| sample(1, target, value))
+            .collect();
+        let targets: Vec<TargetKind> = values.iter().map(|&(target, _)| target).collect();
+        render(&metrics, &targets, 1, &samples)
+    }
+
     #[test]
     fn median_of_odd_and_even_counts() {
         let samples = vec![
@@ -252,14 +264,14 @@ mod tests {
 
     #[test]
     fn table_shows_ratios_and_whether_the_goal_was_met() {
-        let metrics = vec![Metric::new("m".into(), Goal::AtLeastBoth(1.0))];
-        let samples = vec![
-            sample(1, TargetKind::Nginx, 100.0),
-            sample(1, TargetKind::Haproxy, 50.0),
-            sample(1, TargetKind::Gateway, 80.0),
-        ];
-        let targets = [TargetKind::Nginx, TargetKind::Haproxy, TargetKind::Gateway];
-        let table = render(&metrics, &targets, 1, &samples);
+        let table = one_round_table(
+            Goal::AtLeastBoth(1.0),
+            &[
+                (TargetKind::Nginx, 100.0),
+                (TargetKind::Haproxy, 50.0),
+                (TargetKind::Gateway, 80.0),
+            ],
+        );
         assert!(
             table.contains("| m | 100 | 50.0 | 80.0 | 0.80 | 1.60 | >= 1 x both | **no** |"),
             "{table}"
@@ -268,20 +280,15 @@ mod tests {
 
     #[test]
     fn with_the_floor_the_table_shows_its_ratio_to_nginx() {
-        let metrics = vec![Metric::new("m".into(), Goal::AtMostNginx(0.8))];
-        let samples = vec![
-            sample(1, TargetKind::Floor, 9.0),
-            sample(1, TargetKind::Nginx, 10.0),
-            sample(1, TargetKind::Haproxy, 12.0),
-            sample(1, TargetKind::Gateway, 10.0),
-        ];
-        let targets = [
-            TargetKind::Floor,
-            TargetKind::Nginx,
-            TargetKind::Haproxy,
-            TargetKind::Gateway,
-        ];
-        let table = render(&metrics, &targets, 1, &samples);
+        let table = one_round_table(
+            Goal::AtMostNginx(0.8),
+            &[
+                (TargetKind::Floor, 9.0),
+                (TargetKind::Nginx, 10.0),
+                (TargetKind::Haproxy, 12.0),
+                (TargetKind::Gateway, 10.0),
+            ],
+        );
         assert!(
             table.contains("| gateway / HAProxy | floor / nginx | target | met |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|"),
             "{table}"
