@@ -69,6 +69,15 @@ impl Plan {
     fn runs(&self, scenario: ScenarioKind) -> bool {
         self.scenarios.contains(&scenario)
     }
+
+    /// The stream shapes measured: none unless the streams scenario runs.
+    fn stream_shapes(&self) -> &[StreamShape] {
+        if self.runs(ScenarioKind::Streams) {
+            &self.shapes
+        } else {
+            &[]
+        }
+    }
 }
 
 /// The things compared.
@@ -200,12 +209,7 @@ impl ConnectionMetrics {
 /// Every scenario's metrics, in the order the report lists them.
 pub fn metrics(plan: &Plan) -> Vec<Metric> {
     let mut metrics = Vec::new();
-    let shapes = if plan.runs(ScenarioKind::Streams) {
-        plan.shapes.as_slice()
-    } else {
-        &[]
-    };
-    for shape in shapes {
+    for shape in plan.stream_shapes() {
         let m = StreamMetrics::of(shape);
         metrics.extend([
             m.round_trips,
@@ -285,13 +289,8 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
     };
     let connection_metrics = ConnectionMetrics::of(plan);
     let mut samples = Vec::new();
-    let shapes = if plan.runs(ScenarioKind::Streams) {
-        plan.shapes.as_slice()
-    } else {
-        &[]
-    };
     for round in 1..=plan.rounds {
-        for shape in shapes {
+        for shape in plan.stream_shapes() {
             let m = StreamMetrics::of(shape);
             for subject in &subjects {
                 let target = subject.load_target(&bearer);
