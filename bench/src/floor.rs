@@ -39,13 +39,12 @@ struct Lane {
 }
 
 impl Pair {
-    /// The lane's source and destination descriptors.
-    fn ends(&self, lane: usize) -> (i32, i32) {
-        let (client, upstream) = (self.client.as_raw_fd(), self.upstream.as_raw_fd());
+    /// The lane's source and destination.
+    fn ends(&self, lane: usize) -> (&TcpStream, &TcpStream) {
         if lane == 0 {
-            (client, upstream)
+            (&self.client, &self.upstream)
         } else {
-            (upstream, client)
+            (&self.upstream, &self.client)
         }
     }
 }
@@ -160,18 +159,14 @@ impl Floor {
         let Ok(moved @ 1..) = usize::try_from(result) else {
             // End of stream or an error: pass the end on, and free the pair once both ended.
             pair.lanes[lane].done = true;
-            let destination = if lane == 0 {
-                &pair.upstream
-            } else {
-                &pair.client
-            };
-            let _ = destination.shutdown(Shutdown::Write);
+            let _ = pair.ends(lane).1.shutdown(Shutdown::Write);
             if pair.lanes.iter().all(|lane| lane.done) {
                 self.pairs[slot] = None;
                 self.free.push(slot);
             }
             return Ok(());
         };
+        let destination = pair.ends(lane).1.as_raw_fd();
         let state = &mut pair.lanes[lane];
         if was_send {
             state.sent += moved;
@@ -180,8 +175,6 @@ impl Floor {
             state.sent = 0;
         }
         if state.sent < state.received {
-            let (_, destination) = pair.ends(lane);
-            let state = &pair.lanes[lane];
             let unsent = &state.buffer[state.sent..state.received];
             // SAFETY: the buffer lives in the pair, which stays in its slot until this lane is
             // done, and the lane has no other operation in flight.
@@ -199,7 +192,7 @@ impl Floor {
         let Some(pair) = self.pairs[slot].as_mut() else {
             return Ok(());
         };
-        let (source, _) = pair.ends(lane);
+        let source = pair.ends(lane).0.as_raw_fd();
         let buffer = &mut pair.lanes[lane].buffer;
         // SAFETY: as for sends; the receive is this lane's only operation in flight.
         let receive =
