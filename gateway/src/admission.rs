@@ -13,7 +13,10 @@ use crate::refusal::Refusal;
 /// trusted proxy it passed through, ending with the gateway's peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientChain {
-    hops: Vec<IpAddr>,
+    client: IpAddr,
+    /// The trusted proxies after the client, nearest last; empty (and unallocated) for a
+    /// client that reached the gateway directly.
+    proxies: Vec<IpAddr>,
 }
 
 impl ClientChain {
@@ -23,7 +26,10 @@ impl ClientChain {
         let peer = canonical(peer);
         let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
         if !trusted(&peer) {
-            return Self { hops: vec![peer] };
+            return Self {
+                client: peer,
+                proxies: Vec::new(),
+            };
         }
         let mut hops: Vec<IpAddr> = request
             .list("x-forwarded-for")
@@ -31,24 +37,25 @@ impl ClientChain {
             .collect();
         hops.push(peer);
         // Walk from the nearest hop: each trusted proxy vouches for the one before it.
-        let client = hops.iter().rposition(|hop| !trusted(hop)).unwrap_or(0);
+        let at = hops.iter().rposition(|hop| !trusted(hop)).unwrap_or(0);
+        let client = hops[at];
+        hops.drain(..=at);
         Self {
-            hops: hops.split_off(client),
+            client,
+            proxies: hops,
         }
     }
 
     pub fn client(&self) -> IpAddr {
-        self.hops[0]
+        self.client
     }
 
     /// Appends the `X-Forwarded-For` value sent upstream.
     pub fn write_forwarded_for(&self, out: &mut String) {
-        for (index, hop) in self.hops.iter().enumerate() {
-            if index > 0 {
-                out.push_str(", ");
-            }
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{hop}");
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}", self.client);
+        for proxy in &self.proxies {
+            let _ = write!(out, ", {proxy}");
         }
     }
 }
