@@ -35,7 +35,8 @@ struct Cli {
     worker_threads: Option<NonZeroUsize>,
 }
 
-/// Name of the runtime's worker threads, as `ps -L` and /proc/PID/task/*/comm show it.
+/// Name of the runtime's worker threads, as `ps -L` and /proc/PID/task/*/comm show it. Tokio
+/// gives it to its blocking threads too, such as the one that resolves an upstream name.
 const WORKER_THREAD_NAME: &str = "gateway-worker";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use common::*;
 
-/// Threads of the gateway process named like the runtime's workers.
+/// Threads of the gateway process named like the runtime's workers. The upstream is an IP
+/// address, so no blocking thread (named alike) is started to resolve it.
 fn worker_threads(gateway: &Gateway) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", gateway.child.id()))
         .unwrap()
