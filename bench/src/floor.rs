@@ -62,14 +62,20 @@ fn untag(data: u64) -> (usize, usize, bool) {
     )
 }
 
-/// Relays every connection `listener` accepts to `upstream` until the process is killed.
-pub fn serve(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
-    let mut ring: IoUring = IoUring::builder()
+/// The ring [`serve`] runs on. Set it up before the listener is bound, so that a kernel without
+/// io_uring fails the start instead of accepting connections it cannot serve. The thread that
+/// creates it is the only one that may submit to it.
+pub fn ring() -> anyhow::Result<IoUring> {
+    IoUring::builder()
         // One thread submits, and completions are reaped only when it asks: the cheapest mode.
         .setup_single_issuer()
         .setup_defer_taskrun()
         .build(RING_ENTRIES)
-        .context("setting up io_uring (needs Linux 6.1 or later with io_uring enabled)")?;
+        .context("setting up io_uring (needs Linux 6.1 or later with io_uring enabled)")
+}
+
+/// Relays every connection `listener` accepts to `upstream` until the process is killed.
+pub fn serve(mut ring: IoUring, listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<()> {
     let mut floor = Floor {
         pairs: Vec::new(),
         free: Vec::new(),
@@ -234,7 +240,9 @@ mod tests {
         let upstream_addr = upstream.local_addr().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let floor_addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || serve(listener, upstream_addr));
+        // Fails here, not as a hang below, where io_uring is not available.
+        drop(ring().unwrap());
+        std::thread::spawn(move || serve(ring().unwrap(), listener, upstream_addr));
 
         let mut client = TcpStream::connect(floor_addr).unwrap();
         let (mut server, _) = upstream.accept().unwrap();

@@ -185,9 +185,10 @@ fn main() -> anyhow::Result<()> {
             echo::serve(listener).await
         }),
         Commands::Floor { listen, upstream } => {
+            let ring = floor::ring()?;
             let listener =
                 std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-            floor::serve(listener, upstream)
+            floor::serve(ring, listener, upstream)
         }
         Commands::Load(args) => local.block_on(&runtime, load_once(args)),
         Commands::Run(args) => local.block_on(&runtime, run_matrix(args)),
