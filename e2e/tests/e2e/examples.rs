@@ -12,16 +12,10 @@ use wsfleet_e2e::fixtures::{
 use wsfleet_e2e::inspect::{
     assert_no_diff, described_condition_types, described_events, secret_value, table_row,
 };
-use wsfleet_e2e::{DEADLINE, Expected, Kubectl, TestNamespace, await_conditions, eventually};
+use wsfleet_e2e::{DEADLINE, Expected, Kubectl, await_conditions, eventually};
 use wsfleet_gateway::config::GatewayConfig;
 
-/// A namespace with the CRD installed and an operator watching it.
-fn prepared(name: &str) -> Result<(TestNamespace, wsfleet_e2e::Operator)> {
-    let namespace = TestNamespace::create(name)?;
-    namespace.control_plane().install_crd()?;
-    let operator = namespace.start_operator("operator-0")?;
-    Ok((namespace, operator))
-}
+use crate::setup::prepared;
 
 fn apply_example(kubectl: &Kubectl, file: &str) -> Result<()> {
     kubectl.run(&["apply", "-f", &example_path(file)])?;

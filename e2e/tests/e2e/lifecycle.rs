@@ -4,12 +4,12 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use wsfleet_e2e::children::{Child, FIELD_MANAGER, expected_children, fields_owned_by};
+use wsfleet_e2e::children::{Child, FIELD_MANAGER, fields_owned_by};
 use wsfleet_e2e::fixtures::{create_backend_service, create_user_tls_secret, example_path};
-use wsfleet_e2e::{
-    DEADLINE, Expected, Kubectl, Operator, TestNamespace, await_conditions, eventually,
-};
+use wsfleet_e2e::{DEADLINE, Expected, Kubectl, await_conditions, eventually};
 use wsfleet_gateway::config::GatewayConfig;
+
+use crate::setup::{prepared, ready_production_fleet};
 
 fn patch(kubectl: &Kubectl, name: &str, patch: &str) -> Result<()> {
     kubectl.run(&["patch", "wss", name, "--type", "merge", "-p", patch])?;
@@ -37,9 +37,7 @@ fn ready(kubectl: &Kubectl, name: &str) -> Result<Value> {
 
 #[test]
 fn a_missing_upstream_service_degrades_until_it_exists() -> Result<()> {
-    let namespace = TestNamespace::create("missing-upstream")?;
-    namespace.control_plane().install_crd()?;
-    let _operator = namespace.start_operator("operator-0")?;
+    let (namespace, _operator) = prepared("missing-upstream")?;
     let kubectl = namespace.kubectl();
     kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
 
@@ -78,9 +76,7 @@ fn a_missing_upstream_service_degrades_until_it_exists() -> Result<()> {
 
 #[test]
 fn spec_updates_reach_the_children() -> Result<()> {
-    let namespace = TestNamespace::create("updates")?;
-    namespace.control_plane().install_crd()?;
-    let _operator = namespace.start_operator("operator-0")?;
+    let (namespace, _operator) = prepared("updates")?;
     let kubectl = namespace.kubectl();
     create_backend_service(kubectl, namespace.name())?;
     kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
@@ -208,23 +204,6 @@ fn spec_updates_reach_the_children() -> Result<()> {
     Ok(())
 }
 
-/// The production example Ready in `namespace`, under an operator that runs as long as the
-/// returned handle; also returns the children the operator created for it.
-fn ready_production_fleet(namespace: &TestNamespace) -> Result<(Operator, Vec<Child>)> {
-    namespace.control_plane().install_crd()?;
-    let operator = namespace.start_operator("operator-0")?;
-    let kubectl = namespace.kubectl();
-    create_backend_service(kubectl, namespace.name())?;
-    wsfleet_e2e::fixtures::create_jwt_secret(kubectl, namespace.dir())?;
-    kubectl.run(&["apply", "-f", &example_path("production.yaml")])?;
-    ready(kubectl, "chat-prod")?;
-    let children = expected_children("chat-prod", Some("chat-prod-tls"), true);
-    for child in &children {
-        kubectl.get(child.kind, &child.name)?;
-    }
-    Ok((operator, children))
-}
-
 /// Which of `children`, and of the gateway pods of chat-prod, still exist (as kind/name).
 fn still_present(kubectl: &Kubectl, children: &[Child]) -> Result<Vec<String>> {
     let mut left: Vec<String> = children
@@ -245,8 +224,7 @@ fn still_present(kubectl: &Kubectl, children: &[Child]) -> Result<Vec<String>> {
 
 #[test]
 fn deleting_collects_every_child() -> Result<()> {
-    let namespace = TestNamespace::create("deletion")?;
-    let (_operator, children) = ready_production_fleet(&namespace)?;
+    let (namespace, _operator, children) = ready_production_fleet("deletion")?;
     let kubectl = namespace.kubectl();
 
     kubectl.run(&["delete", "wss", "chat-prod", "--wait=false"])?;
@@ -263,8 +241,7 @@ fn deleting_collects_every_child() -> Result<()> {
 
 #[test]
 fn foreground_deletion_removes_the_websocketservice_after_its_children() -> Result<()> {
-    let namespace = TestNamespace::create("foreground-deletion")?;
-    let (_operator, children) = ready_production_fleet(&namespace)?;
+    let (namespace, _operator, children) = ready_production_fleet("foreground-deletion")?;
     let kubectl = namespace.kubectl();
     // A finalizer holds the ConfigMap back, so which goes first is observed, not raced.
     let held = "chat-prod-gateway";

@@ -4,6 +4,7 @@
 mod examples;
 mod leader;
 mod lifecycle;
+mod setup;
 mod smoke;
 mod steady_state;
 mod validation;

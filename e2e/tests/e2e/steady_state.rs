@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use wsfleet_e2e::children::{FIELD_MANAGER, expected_children};
-use wsfleet_e2e::fixtures::{create_backend_service, create_jwt_secret, example_path};
-use wsfleet_e2e::{
-    DEADLINE, Expected, Kubectl, Operator, TestNamespace, await_conditions, eventually,
-};
+use wsfleet_e2e::{DEADLINE, Expected, Kubectl, Operator, await_conditions, eventually};
+
+use crate::setup::ready_production_fleet;
 
 /// How long "nothing happens" is watched for. This is the one wait in the suite that is
 /// not a condition: absence of writes can only be observed over an interval. Short, to
@@ -108,21 +107,8 @@ fn reconciles(operator: &mut Operator) -> Result<f64> {
 
 #[test]
 fn no_writes_at_steady_state_nor_after_a_restart() -> Result<()> {
-    let namespace = TestNamespace::create("steady-state")?;
-    namespace.control_plane().install_crd()?;
+    let (namespace, operator, _children) = ready_production_fleet("steady-state")?;
     let kubectl = namespace.kubectl();
-    create_backend_service(kubectl, namespace.name())?;
-    create_jwt_secret(kubectl, namespace.dir())?;
-    let operator = namespace.start_operator("operator-0")?;
-    kubectl.run(&["apply", "-f", &example_path("production.yaml")])?;
-    await_conditions(
-        kubectl,
-        "chat-prod",
-        &[
-            Expected::new("Ready", "True"),
-            Expected::new("CertificateReady", "True"),
-        ],
-    )?;
     assert_quiet(kubectl, "steady state")?;
 
     let patch = format!(r#"{{"spec": {{"resources": {SPELLED_RESOURCES}}}}}"#);
