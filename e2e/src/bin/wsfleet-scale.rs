@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use wsfleet_e2e::apiserver_metrics::{difference, write_counts};
 use wsfleet_e2e::fixtures::create_backend_service;
+use wsfleet_e2e::poll::give_up;
 use wsfleet_e2e::process::peak_rss_kib;
 use wsfleet_e2e::{ControlPlane, Kubectl, Operator, eventually};
 
@@ -125,7 +126,7 @@ fn main() -> Result<()> {
         "poddisruptionbudgets",
     ];
     let all_children = eventually("every child to exist", CONVERGENCE_DEADLINE, || {
-        operator.ensure_running()?;
+        operator.ensure_running().map_err(give_up)?;
         for kind in children {
             let found = count(&kubectl, kind)?;
             ensure!(found >= count_wanted, "{found} {kind}");
@@ -134,7 +135,7 @@ fn main() -> Result<()> {
     })?;
     println!("every child exists after {all_children:.1?}");
     let all_ready = eventually("every WebSocketService Ready", CONVERGENCE_DEADLINE, || {
-        operator.ensure_running()?;
+        operator.ensure_running().map_err(give_up)?;
         let ready = ready_count(&kubectl)?;
         ensure!(ready >= count_wanted, "{ready} Ready");
         Ok(started.elapsed())
