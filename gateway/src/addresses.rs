@@ -2,19 +2,24 @@
 //! is shared by every connection, instead of one DNS lookup (and, in a pod, one query per
 //! search domain) for each handshake. New connections take the addresses in turn, so a
 //! headless Service spreads them over its pods and each pod address gets its own range of
-//! local ports; a connection that an address refuses tries the next one.
+//! local ports; a connection that an address refuses tries the next one. Once there is an
+//! answer, a stale one keeps serving while a background task looks the name up again, so a
+//! slow or hanging DNS server delays no handshake.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long an answer is used before the name is looked up again: the TTL cluster DNS gives
 /// Service names by default.
 pub const FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// How long one lookup may take before it counts as failed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Resolves a host and port to addresses; replaceable so that tests can script answers.
 pub type Lookup =
@@ -37,13 +42,20 @@ enum Source {
 
 #[derive(Debug)]
 struct Named {
+    name: Arc<Name>,
+    /// Held by the connection that makes the first lookup, so that a burst of handshakes at
+    /// start causes one lookup, not one each.
+    first_lookup: tokio::sync::Mutex<()>,
+}
+
+/// What a background refresh shares with the connections.
+#[derive(Debug)]
+struct Name {
     host: String,
     port: u16,
     lookup: Lookup,
     answer: Mutex<Option<Answer>>,
-    /// Held by the one connection that looks the name up, so that a burst of handshakes
-    /// causes one lookup, not one each.
-    looking_up: tokio::sync::Mutex<()>,
+    refreshing: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -81,11 +93,14 @@ impl UpstreamAddresses {
         let source = match host.parse::<IpAddr>() {
             Ok(ip) => Source::Fixed(Arc::new([SocketAddr::new(ip, port)])),
             Err(_) => Source::Named(Named {
-                host: host.to_owned(),
-                port,
-                lookup,
-                answer: Mutex::new(None),
-                looking_up: tokio::sync::Mutex::new(()),
+                name: Arc::new(Name {
+                    host: host.to_owned(),
+                    port,
+                    lookup,
+                    answer: Mutex::new(None),
+                    refreshing: AtomicBool::new(false),
+                }),
+                first_lookup: tokio::sync::Mutex::new(()),
             }),
         };
         Self {
@@ -109,31 +124,44 @@ impl UpstreamAddresses {
 
 impl Named {
     async fn current(&self) -> io::Result<Arc<[SocketAddr]>> {
-        let known = self.known();
-        if let Some(answer) = &known
-            && answer.checked.elapsed() < FRESH_FOR
-        {
-            return Ok(answer.addresses.clone());
-        }
-        let _turn = match (&known, self.looking_up.try_lock()) {
-            (_, Ok(turn)) => turn,
-            // Another connection is looking the name up; the old answer serves meanwhile.
-            (Some(answer), Err(_)) => return Ok(answer.addresses.clone()),
-            // Nothing known yet: wait for that lookup rather than start another.
-            (None, Err(_)) => {
-                let turn = self.looking_up.lock().await;
-                if let Some(answer) = self.known()
-                    && answer.checked.elapsed() < FRESH_FOR
-                {
-                    return Ok(answer.addresses.clone());
-                }
-                turn
+        if let Some(answer) = self.name.known() {
+            if answer.checked.elapsed() >= FRESH_FOR
+                && !self.name.refreshing.swap(true, Ordering::AcqRel)
+            {
+                let name = self.name.clone();
+                tokio::spawn(async move {
+                    // A failure is logged and keeps the old answer: nothing more to do here.
+                    let _ = name.look_up().await;
+                    name.refreshing.store(false, Ordering::Release);
+                });
             }
-        };
-        let looked_up = match (self.lookup)(self.host.clone(), self.port).await {
-            Ok(found) if found.is_empty() => Err(io::Error::other("the name has no addresses")),
-            other => other,
-        };
+            return Ok(answer.addresses);
+        }
+        // Nothing known yet: one connection looks the name up, the others wait for it.
+        let _turn = self.first_lookup.lock().await;
+        match self.name.known() {
+            Some(answer) => Ok(answer.addresses),
+            None => self.name.look_up().await,
+        }
+    }
+}
+
+impl Name {
+    /// Looks the name up and records the answer; a failure keeps the last answer, if any.
+    async fn look_up(&self) -> io::Result<Arc<[SocketAddr]>> {
+        let looked_up =
+            match tokio::time::timeout(LOOKUP_TIMEOUT, (self.lookup)(self.host.clone(), self.port))
+                .await
+            {
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the lookup timed out",
+                )),
+                Ok(Ok(found)) if found.is_empty() => {
+                    Err(io::Error::other("the name has no addresses"))
+                }
+                Ok(other) => other,
+            };
         let mut answer = self.answer.lock().unwrap_or_else(|p| p.into_inner());
         match (looked_up, answer.as_mut()) {
             (Ok(found), _) => {
@@ -242,14 +270,79 @@ mod tests {
         );
         assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1, "one lookup while fresh");
 
-        // Past its freshness the answer is looked up again; the failure keeps the old one.
+        // Past its freshness the old answer serves at once while the name is looked up again
+        // in the background; the failure keeps the old answer, and counts as a fresh check.
+        let name = make_stale(&addresses);
+        let candidates = addresses.for_connection().await.unwrap();
+        assert_eq!(candidates.iter().count(), 3);
+        refreshed(name).await;
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 2);
+        let candidates = addresses.for_connection().await.unwrap();
+        assert_eq!(candidates.iter().count(), 3);
+        assert!(
+            !name.refreshing.load(Ordering::Acquire),
+            "no second refresh"
+        );
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 2);
+    }
+
+    /// Ages the answer past [`FRESH_FOR`]; returns the name for inspection.
+    fn make_stale(addresses: &UpstreamAddresses) -> &Name {
         let Source::Named(named) = &addresses.source else {
             unreachable!("a name")
         };
-        named.answer.lock().unwrap().as_mut().unwrap().checked -= FRESH_FOR;
-        let candidates = addresses.for_connection().await.unwrap();
-        assert_eq!(candidates.iter().count(), 3);
-        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 2);
+        named.name.answer.lock().unwrap().as_mut().unwrap().checked -= FRESH_FOR;
+        &named.name
+    }
+
+    /// Lets the background refresh run to its end (its scripted lookups never wait).
+    async fn refreshed(name: &Name) {
+        for _ in 0..100 {
+            if !name.refreshing.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the refresh did not finish");
+    }
+
+    static HANGING_LOOKUPS: AtomicU32 = AtomicU32::new(0);
+
+    /// Answers once, then never again: a DNS server that stopped answering.
+    fn one_then_hanging(
+        _host: String,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>> {
+        let call = HANGING_LOOKUPS.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if call > 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![SocketAddr::from(([10, 0, 0, 9], port))])
+        })
+    }
+
+    #[tokio::test]
+    async fn a_hanging_lookup_delays_no_connection() {
+        let addresses = UpstreamAddresses::with_lookup("backend", 80, one_then_hanging);
+        addresses.for_connection().await.unwrap();
+        let name = make_stale(&addresses);
+        for _ in 0..3 {
+            let candidates =
+                tokio::time::timeout(Duration::from_secs(1), addresses.for_connection())
+                    .await
+                    .expect("the stale answer without waiting for DNS")
+                    .unwrap();
+            assert_eq!(order(&candidates), [addr("10.0.0.9:80")]);
+            // The background refresh gets to run, and hangs.
+            tokio::task::yield_now().await;
+        }
+        assert!(name.refreshing.load(Ordering::Acquire));
+        assert_eq!(
+            HANGING_LOOKUPS.load(Ordering::SeqCst),
+            2,
+            "one refresh at a time"
+        );
     }
 
     fn no_addresses(
