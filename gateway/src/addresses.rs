@@ -73,9 +73,9 @@ pub struct Candidates {
 }
 
 impl Candidates {
-    /// True when there is nothing to choose between, as for a URL that names an address.
-    pub fn only_one(&self) -> bool {
-        self.addresses.len() == 1
+    /// How many addresses there are to try; never zero.
+    pub fn count(&self) -> usize {
+        self.addresses.len()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {

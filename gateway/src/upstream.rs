@@ -19,6 +19,8 @@ use crate::metrics::UpstreamError;
 use crate::refusal::Refusal;
 use crate::transport::Transport;
 
+/// The least time one upstream address gets to accept a connection when a name has many.
+const MIN_CONNECT_PER_ADDRESS: Duration = Duration::from_secs(1);
 /// Upstream answers larger than this are treated as broken.
 const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
@@ -175,18 +177,28 @@ impl UpstreamTarget {
             .for_connection()
             .await
             .map_err(|err| connect_failed(err.to_string()))?;
+        // Each address gets a share of the budget, so one that never answers (a pod gone
+        // without a trace) leaves time for the next.
+        let count = candidates.count();
+        let per_address = (self.connect_timeout / count as u32).max(MIN_CONNECT_PER_ADDRESS);
         let mut refused = Vec::new();
         let mut connected = None;
         for address in candidates.iter() {
-            match TcpStream::connect(address).await {
-                Ok(tcp) => {
+            let failure = match tokio::time::timeout(per_address, TcpStream::connect(address)).await
+            {
+                Ok(Ok(tcp)) => {
                     connected = Some(tcp);
                     break;
                 }
-                // A name's addresses are listed; an address URL needs no repeating.
-                Err(err) if candidates.only_one() => refused.push(err.to_string()),
-                Err(err) => refused.push(format!("{address}: {err}")),
-            }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("no answer within {per_address:?}"),
+            };
+            // A name's addresses are listed; an address URL needs no repeating.
+            refused.push(if count == 1 {
+                failure
+            } else {
+                format!("{address}: {failure}")
+            });
         }
         let tcp = connected.ok_or_else(|| {
             connect_failed(format!(
@@ -489,5 +501,50 @@ mod tests {
             reached,
             ["first", "second", "second", "first", "second", "second"]
         );
+    }
+
+    static SILENT_THEN_LIVE: std::sync::OnceLock<Vec<std::net::SocketAddr>> =
+        std::sync::OnceLock::new();
+
+    fn silent_then_live(
+        _host: String,
+        _port: u16,
+    ) -> std::pin::Pin<Box<dyn Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send>>
+    {
+        Box::pin(async { Ok(SILENT_THEN_LIVE.get().cloned().unwrap_or_default()) })
+    }
+
+    /// An address that never answers gets its share of the connect budget, then the next one
+    /// is tried.
+    #[tokio::test]
+    async fn an_address_that_never_answers_leaves_time_for_the_next() {
+        // A listener whose accept queue is full drops further SYNs: connecting to it hangs.
+        let silent = tokio::net::TcpSocket::new_v4().unwrap();
+        silent.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let silent = silent.listen(1).unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let _queued = [
+            std::net::TcpStream::connect(silent_addr).unwrap(),
+            std::net::TcpStream::connect(silent_addr).unwrap(),
+        ];
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        SILENT_THEN_LIVE
+            .set(vec![silent_addr, live.local_addr().unwrap()])
+            .unwrap();
+        let mut config = GatewayConfig::for_upstream("ws://backend/").upstream;
+        config.connect_timeout = Duration::from_secs(2);
+        let mut upstream = UpstreamTarget::from_config(&config).unwrap();
+        upstream.addresses = UpstreamAddresses::with_lookup("backend", 80, silent_then_live);
+
+        // Bounded so that the old behaviour, waiting out the silent address's SYN retries for
+        // about two minutes, fails here instead of hanging.
+        let connected = tokio::time::timeout(Duration::from_secs(10), upstream.connect())
+            .await
+            .expect("connected to the live address")
+            .unwrap();
+        let Transport::Plain(tcp) = connected else {
+            panic!("a plain connection");
+        };
+        assert_eq!(tcp.peer_addr().unwrap(), live.local_addr().unwrap());
     }
 }
