@@ -191,19 +191,28 @@ impl UpgradeAnswer {
 
     /// The 101 response relayed to the client.
     pub fn render(&self) -> String {
-        let mut out = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
-            self.accept
+        let mut out = String::with_capacity(256);
+        out.push_str(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
         );
+        push_header(&mut out, "Sec-WebSocket-Accept", &self.accept);
         if let Some(protocol) = &self.protocol {
-            out.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+            push_header(&mut out, "Sec-WebSocket-Protocol", protocol);
         }
         if let Some(extensions) = &self.extensions {
-            out.push_str(&format!("Sec-WebSocket-Extensions: {extensions}\r\n"));
+            push_header(&mut out, "Sec-WebSocket-Extensions", extensions);
         }
         out.push_str("\r\n");
         out
     }
+}
+
+/// Appends one `name: value` header line to a head being written.
+pub fn push_header(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str(": ");
+    out.push_str(value);
+    out.push_str("\r\n");
 }
 
 #[cfg(test)]

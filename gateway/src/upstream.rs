@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use crate::addresses::UpstreamAddresses;
 use crate::admission::ClientChain;
 use crate::config::{Compression, UpstreamConfig};
-use crate::handshake::{self, UpgradeAnswer, UpgradeRequest};
+use crate::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
 use crate::jwt::SUBPROTOCOL_PREFIX;
 use crate::metrics::UpstreamError;
 use crate::refusal::Refusal;
@@ -293,13 +293,6 @@ impl UpstreamTarget {
         out.push_str("\r\n");
         out
     }
-}
-
-fn push_header(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push_str(": ");
-    out.push_str(value);
-    out.push_str("\r\n");
 }
 
 /// One header listing `entries` comma-separated; nothing when there are none.
