@@ -1,5 +1,6 @@
 //! Turns samples into the table: medians over rounds, gateway ratios against nginx and
-//! HAProxy, whether each target ratio was met, and every round's value to show drift.
+//! HAProxy, whether each target ratio was met (by the medians and round by round), the
+//! paired ratios of every round, and every round's value to show drift.
 
 use std::fmt::Write as _;
 
@@ -107,6 +108,84 @@ pub fn median(samples: &[Sample], metric: &str, target: TargetKind) -> Option<f6
     })
 }
 
+/// The value measured in one round.
+fn in_round(samples: &[Sample], metric: &str, target: TargetKind, round: usize) -> Option<f64> {
+    values(samples, metric, target)
+        .find(|sample| sample.round == round)
+        .map(|sample| sample.value)
+}
+
+/// A ratio the report shows: one target's value over another's.
+#[derive(Debug, Clone, Copy)]
+struct Ratio {
+    of: TargetKind,
+    to: TargetKind,
+    label: &'static str,
+}
+
+const GATEWAY_VS_NGINX: Ratio = Ratio {
+    of: TargetKind::Gateway,
+    to: TargetKind::Nginx,
+    label: "gateway / nginx",
+};
+const GATEWAY_VS_HAPROXY: Ratio = Ratio {
+    of: TargetKind::Gateway,
+    to: TargetKind::Haproxy,
+    label: "gateway / HAProxy",
+};
+/// The floor's own ratio shows how low any proxy could go on this machine.
+const FLOOR_VS_NGINX: Ratio = Ratio {
+    of: TargetKind::Floor,
+    to: TargetKind::Nginx,
+    label: "floor / nginx",
+};
+
+impl Ratio {
+    /// The ratio of the medians over rounds.
+    fn of_medians(self, samples: &[Sample], metric: &str) -> Option<f64> {
+        Some(median(samples, metric, self.of)? / median(samples, metric, self.to)?)
+    }
+
+    /// The ratio within each round (rounds `1..=rounds`), of values measured minutes apart;
+    /// `None` for a round that lacks either value.
+    fn paired(self, samples: &[Sample], metric: &str, rounds: usize) -> Vec<Option<f64>> {
+        (1..=rounds)
+            .map(|round| {
+                Some(
+                    in_round(samples, metric, self.of, round)?
+                        / in_round(samples, metric, self.to, round)?,
+                )
+            })
+            .collect()
+    }
+}
+
+/// In how many rounds the goal was met on that round's own ratios, and in how many it could
+/// be judged (rounds lacking a value the goal needs are not counted).
+fn rounds_met(goal: Goal, samples: &[Sample], metric: &str, rounds: usize) -> (usize, usize) {
+    let vs_nginx = GATEWAY_VS_NGINX.paired(samples, metric, rounds);
+    let vs_haproxy = GATEWAY_VS_HAPROXY.paired(samples, metric, rounds);
+    let judged: Vec<bool> = vs_nginx
+        .into_iter()
+        .zip(vs_haproxy)
+        .filter_map(|(vs_nginx, vs_haproxy)| goal.met(vs_nginx, vs_haproxy))
+        .collect();
+    (judged.iter().filter(|&&met| met).count(), judged.len())
+}
+
+/// `yes` or `**no**` from the medians, then how many rounds met the goal on their own.
+fn met_cell(metric: &Metric, samples: &[Sample], rounds: usize) -> String {
+    let vs_nginx = GATEWAY_VS_NGINX.of_medians(samples, &metric.name);
+    let vs_haproxy = GATEWAY_VS_HAPROXY.of_medians(samples, &metric.name);
+    let Some(met) = metric.goal.met(vs_nginx, vs_haproxy) else {
+        return String::new();
+    };
+    let verdict = if met { "yes" } else { "**no**" };
+    let (met_rounds, judged) = rounds_met(metric.goal, samples, &metric.name, rounds);
+    let noun = if judged == 1 { "round" } else { "rounds" };
+    format!("{verdict}, {met_rounds} of {judged} {noun}")
+}
+
 fn number(value: Option<f64>) -> String {
     match value {
         None => "–".to_owned(),
@@ -116,7 +195,7 @@ fn number(value: Option<f64>) -> String {
     }
 }
 
-/// The summary table and the per-round table, as Markdown.
+/// The summary table, the paired ratios of every round and the per-round table, as Markdown.
 pub fn render(
     metrics: &[Metric],
     targets: &[TargetKind],
@@ -125,49 +204,39 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     let header: Vec<&str> = targets.iter().map(|target| target.name()).collect();
-    // The floor's own ratio shows how low any proxy could go on this machine.
-    let with_floor = targets.contains(&TargetKind::Floor);
-    let floor_header = if with_floor { " floor / nginx |" } else { "" };
+    let mut ratios = vec![GATEWAY_VS_NGINX, GATEWAY_VS_HAPROXY];
+    if targets.contains(&TargetKind::Floor) {
+        ratios.push(FLOOR_VS_NGINX);
+    }
+    let ratio_header: Vec<&str> = ratios.iter().map(|ratio| ratio.label).collect();
     let _ = writeln!(
         out,
-        "| metric (median of {rounds} rounds) | {} | gateway / nginx | gateway / HAProxy |{floor_header} target | met |",
-        header.join(" | ")
+        "| metric (median of {rounds} rounds) | {} | {} | target | met |",
+        header.join(" | "),
+        ratio_header.join(" | ")
     );
-    let ratio_columns = 2 + usize::from(with_floor);
     let _ = writeln!(
         out,
         "|---|{}---|---|",
-        "---:|".repeat(targets.len() + ratio_columns)
+        "---:|".repeat(targets.len() + ratios.len())
     );
     for metric in metrics {
-        let medians: Vec<Option<f64>> = targets
+        let cells: Vec<String> = targets
             .iter()
-            .map(|&target| median(samples, &metric.name, target))
+            .map(|&target| number(median(samples, &metric.name, target)))
             .collect();
-        let ratio = |of: TargetKind, to: TargetKind| {
-            Some(median(samples, &metric.name, of)? / median(samples, &metric.name, to)?)
-        };
-        let vs_nginx = ratio(TargetKind::Gateway, TargetKind::Nginx);
-        let vs_haproxy = ratio(TargetKind::Gateway, TargetKind::Haproxy);
-        let floor_cell = if with_floor {
-            format!(" {} |", number(ratio(TargetKind::Floor, TargetKind::Nginx)))
-        } else {
-            String::new()
-        };
-        let met = match metric.goal.met(vs_nginx, vs_haproxy) {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "",
-        };
-        let cells: Vec<String> = medians.into_iter().map(number).collect();
+        let ratio_cells: Vec<String> = ratios
+            .iter()
+            .map(|ratio| number(ratio.of_medians(samples, &metric.name)))
+            .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |{floor_cell} {} | {met} |",
+            "| {} | {} | {} | {} | {} |",
             metric.name,
             cells.join(" | "),
-            number(vs_nginx),
-            number(vs_haproxy),
-            metric.goal.describe()
+            ratio_cells.join(" | "),
+            metric.goal.describe(),
+            met_cell(metric, samples, rounds)
         );
     }
     let errors: Vec<String> = targets
@@ -185,23 +254,49 @@ pub fn render(
         errors.join(", ")
     );
 
+    let round_header: Vec<String> = (1..=rounds).map(|round| format!("round {round}")).collect();
+    let _ = writeln!(
+        out,
+        "\nPaired ratios, round by round (each round's own values; spread is lowest–highest):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| metric | ratio | {} | spread |",
+        round_header.join(" | ")
+    );
+    let _ = writeln!(out, "|---|---|{}---:|", "---:|".repeat(rounds));
+    for metric in metrics {
+        for ratio in &ratios {
+            let paired = ratio.paired(samples, &metric.name, rounds);
+            let found = paired.iter().flatten().copied();
+            let (Some(lowest), Some(highest)) =
+                (found.clone().reduce(f64::min), found.reduce(f64::max))
+            else {
+                continue;
+            };
+            let cells: Vec<String> = paired.into_iter().map(number).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {}–{} |",
+                metric.name,
+                ratio.label,
+                cells.join(" | "),
+                number(Some(lowest)),
+                number(Some(highest))
+            );
+        }
+    }
+
     let _ = writeln!(
         out,
         "\nEvery round, to show drift (rounds ran targets interleaved):\n"
     );
-    let round_header: Vec<String> = (1..=rounds).map(|round| format!("round {round}")).collect();
     let _ = writeln!(out, "| metric | target | {} |", round_header.join(" | "));
     let _ = writeln!(out, "|---|---|{}", "---:|".repeat(rounds));
     for metric in metrics {
         for &target in targets {
             let by_round: Vec<String> = (1..=rounds)
-                .map(|round| {
-                    number(
-                        values(samples, &metric.name, target)
-                            .find(|sample| sample.round == round)
-                            .map(|sample| sample.value),
-                    )
-                })
+                .map(|round| number(in_round(samples, &metric.name, target, round)))
                 .collect();
             if by_round.iter().any(|cell| cell != "–") {
                 let _ = writeln!(
@@ -225,16 +320,39 @@ mod tests {
         Sample::new(round, target, "m", value)
     }
 
-    /// The table of one metric `m` over one round: the targets in the order given, each with
-    /// its value.
-    fn one_round_table(goal: Goal, values: &[(TargetKind, f64)]) -> String {
+    /// The table of one metric `m`: the targets in the order given, each with its value in
+    /// round 1, 2, … (`None` where that round lacks it).
+    fn table(goal: Goal, by_target: &[(TargetKind, Vec<Option<f64>>)]) -> String {
         let metrics = vec![Metric::new("m".into(), goal)];
-        let samples: Vec<Sample> = values
+        let samples: Vec<Sample> = by_target
             .iter()
-            .map(|&(target, value)| sample(1, target, value))
+            .flat_map(|(target, values)| {
+                (1..)
+                    .zip(values)
+                    .filter_map(|(round, value)| Some(sample(round, *target, (*value)?)))
+            })
             .collect();
-        let targets: Vec<TargetKind> = values.iter().map(|&(target, _)| target).collect();
-        render(&metrics, &targets, 1, &samples)
+        let targets: Vec<TargetKind> = by_target.iter().map(|(target, _)| *target).collect();
+        let rounds = by_target
+            .iter()
+            .map(|(_, values)| values.len())
+            .max()
+            .unwrap_or(0);
+        render(&metrics, &targets, rounds, &samples)
+    }
+
+    #[track_caller]
+    fn assert_shows(table: &str, text: &str) {
+        assert!(table.contains(text), "{text:?} is not in:\n{table}");
+    }
+
+    /// The table of one metric `m` over one round.
+    fn one_round_table(goal: Goal, values: &[(TargetKind, f64)]) -> String {
+        let by_target: Vec<(TargetKind, Vec<Option<f64>>)> = values
+            .iter()
+            .map(|&(target, value)| (target, vec![Some(value)]))
+            .collect();
+        table(goal, &by_target)
     }
 
     #[test]
@@ -272,9 +390,9 @@ mod tests {
                 (TargetKind::Gateway, 80.0),
             ],
         );
-        assert!(
-            table.contains("| m | 100 | 50.0 | 80.0 | 0.80 | 1.60 | >= 1 x both | **no** |"),
-            "{table}"
+        assert_shows(
+            &table,
+            "| m | 100 | 50.0 | 80.0 | 0.80 | 1.60 | >= 1 x both | **no**, 0 of 1 round |",
         );
     }
 
@@ -289,15 +407,93 @@ mod tests {
                 (TargetKind::Gateway, 10.0),
             ],
         );
-        assert!(
-            table.contains("| gateway / HAProxy | floor / nginx | target | met |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|"),
-            "{table}"
+        assert_shows(
+            &table,
+            "| gateway / HAProxy | floor / nginx | target | met |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
         );
-        assert!(
-            table.contains(
-                "| m | 9.00 | 10.0 | 12.0 | 10.0 | 1.00 | 0.83 | 0.90 | <= 0.8 x nginx | **no** |"
-            ),
-            "{table}"
+        assert_shows(
+            &table,
+            "| m | 9.00 | 10.0 | 12.0 | 10.0 | 1.00 | 0.83 | 0.90 | <= 0.8 x nginx | **no**, 0 of 1 round |",
+        );
+    }
+
+    #[test]
+    fn met_counts_the_rounds_whose_own_ratios_meet_the_goal() {
+        // The medians give 85 / 80 and 85 / 70, both at least 1, yet only round 2 has the
+        // gateway ahead of both proxies measured in the same round.
+        let table = table(
+            Goal::AtLeastBoth(1.0),
+            &[
+                (TargetKind::Nginx, vec![Some(100.0), Some(42.0), Some(80.0)]),
+                (
+                    TargetKind::Haproxy,
+                    vec![Some(95.0), Some(45.0), Some(70.0)],
+                ),
+                (
+                    TargetKind::Gateway,
+                    vec![Some(90.0), Some(85.0), Some(75.0)],
+                ),
+            ],
+        );
+        assert_shows(
+            &table,
+            "| m | 80.0 | 70.0 | 85.0 | 1.06 | 1.21 | >= 1 x both | yes, 1 of 3 rounds |",
+        );
+        assert_shows(
+            &table,
+            "| m | gateway / nginx | 0.90 | 2.02 | 0.94 | 0.90–2.02 |\n",
+        );
+        assert_shows(
+            &table,
+            "| m | gateway / HAProxy | 0.95 | 1.89 | 1.07 | 0.95–1.89 |\n",
+        );
+    }
+
+    #[test]
+    fn a_round_without_a_gateway_value_is_not_counted() {
+        let table = table(
+            Goal::AtMostBoth(1.0),
+            &[
+                (
+                    TargetKind::Nginx,
+                    vec![Some(100.0), Some(100.0), Some(100.0)],
+                ),
+                (
+                    TargetKind::Haproxy,
+                    vec![Some(100.0), Some(100.0), Some(100.0)],
+                ),
+                (TargetKind::Gateway, vec![Some(90.0), None, Some(110.0)]),
+            ],
+        );
+        assert_shows(&table, "| <= 1 x both | yes, 1 of 2 rounds |");
+        assert_shows(
+            &table,
+            "| m | gateway / nginx | 0.90 | – | 1.10 | 0.90–1.10 |\n",
+        );
+    }
+
+    #[test]
+    fn paired_table_has_a_row_per_measured_ratio_and_the_rounds_header() {
+        // No HAProxy: its row is left out, while the floor's is shown and a goal on nginx
+        // alone still judges every round.
+        let table = table(
+            Goal::AtMostNginx(0.8),
+            &[
+                (TargetKind::Floor, vec![Some(9.0), Some(12.0)]),
+                (TargetKind::Nginx, vec![Some(10.0), Some(10.0)]),
+                (TargetKind::Haproxy, vec![None, None]),
+                (TargetKind::Gateway, vec![Some(7.0), Some(11.0)]),
+            ],
+        );
+        assert_shows(&table, "| <= 0.8 x nginx | **no**, 1 of 2 rounds |");
+        assert_shows(
+            &table,
+            "\nPaired ratios, round by round (each round's own values; spread is lowest–highest):\n\n\
+                 | metric | ratio | round 1 | round 2 | spread |\n\
+                 |---|---|---:|---:|---:|\n\
+                 | m | gateway / nginx | 0.70 | 1.10 | 0.70–1.10 |\n\
+                 | m | floor / nginx | 0.90 | 1.20 | 0.90–1.20 |\n\
+                 \nEvery round, to show drift",
         );
     }
 }
