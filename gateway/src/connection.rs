@@ -40,21 +40,16 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         settings,
         slot,
     } = upgraded;
-    let mut relay = Relay::new(
+    let ending = Relay::new(
         client,
         upstream,
         client_early,
         upstream_early,
         settings,
+        slot.drain_turn(),
         shared.metrics.clone(),
-    );
-    let ending = tokio::select! {
-        ending = &mut relay => ending,
-        () = slot.drain_turn() => {
-            relay.close_going_away();
-            relay.await
-        }
-    };
+    )
+    .await;
 
     // Close: the slot goes with the connection.
     tracing::debug!(%peer, ?ending, "connection closed");

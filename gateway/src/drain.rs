@@ -106,17 +106,20 @@ impl Drain {
 
 impl ConnectionSlot {
     /// Resolves when draining has started and this connection's turn to close has come.
-    pub async fn drain_turn(&self) {
+    pub fn drain_turn(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut plans = self.drain.plan.subscribe();
-        let plan = match plans.wait_for(Option::is_some).await {
-            Ok(plan) => *plan,
-            Err(_) => None,
-        };
-        let Some(plan) = plan else {
-            // The gateway is going away without a drain; nothing to wait for.
-            return std::future::pending().await;
-        };
-        tokio::time::sleep_until(plan.started + plan.turn_delay(self.ticket)).await;
+        let ticket = self.ticket;
+        async move {
+            let plan = match plans.wait_for(Option::is_some).await {
+                Ok(plan) => *plan,
+                Err(_) => None,
+            };
+            let Some(plan) = plan else {
+                // The gateway is going away without a drain; nothing to wait for.
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(plan.started + plan.turn_delay(ticket)).await;
+        }
     }
 }
 

@@ -24,3 +24,4 @@ pub mod tls;
 pub mod tracker;
 pub mod transport;
 pub mod upstream;
+pub mod wakes;

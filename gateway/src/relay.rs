@@ -8,6 +8,9 @@
 //!
 //! Close frames the gateway sends itself (limits, heartbeat timeout, drain, upstream failure)
 //! wait for a frame boundary, then the connection lingers briefly for the peers' replies.
+//!
+//! Each lane, the timer and the drain turn are polled with a waker of their own, so a message
+//! polls only the lane it arrived on (see [`crate::wakes`]).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -25,11 +28,21 @@ use crate::frame::ControlFrame;
 use crate::metrics::{Direction, Metrics, UpstreamError};
 use crate::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
 use crate::transport::Transport;
+use crate::wakes::{PartWakers, Parts};
 
 /// Largest single read; a TLS record carries at most 16 KiB too.
 const READ_SIZE: usize = 16 * 1024;
 /// How long peers get to answer the gateway's close frame before the sockets are dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
+
+/// The relay's parts, each polled with its own waker.
+mod part {
+    pub const INBOUND: usize = 0;
+    pub const OUTBOUND: usize = 1;
+    /// The timer and the drain turn: both fire rarely, so they share a waker.
+    pub const TIMERS: usize = 2;
+    pub const COUNT: usize = 3;
+}
 
 /// Close codes the gateway sends (RFC 6455 section 7.4.1).
 pub mod close_code {
@@ -70,7 +83,6 @@ pub enum Ending {
 }
 
 /// The relay future; resolves when both sides are closed or the close linger ends.
-#[derive(Debug)]
 pub struct Relay {
     client: Transport,
     upstream: Transport,
@@ -81,6 +93,9 @@ pub struct Relay {
     heartbeat: Option<Heartbeat>,
     /// Heartbeat deadlines, then the close linger.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Resolves when the gateway drains and this connection's turn to close comes; gone then.
+    drain_turn: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    wakers: PartWakers<{ part::COUNT }>,
     ending: Option<Ending>,
     metrics: Arc<Metrics>,
 }
@@ -92,13 +107,15 @@ struct Heartbeat {
 }
 
 impl Relay {
-    /// `client_early` and `upstream_early` are bytes each side sent right after its handshake.
+    /// `client_early` and `upstream_early` are bytes each side sent right after its handshake;
+    /// when `drain_turn` resolves, both sides are closed with 1001.
     pub fn new(
         client: Transport,
         upstream: Transport,
         client_early: Vec<u8>,
         upstream_early: Vec<u8>,
         settings: RelaySettings,
+        drain_turn: impl Future<Output = ()> + Send + 'static,
         metrics: Arc<Metrics>,
     ) -> Self {
         let lane = |source, direction, early| Lane {
@@ -118,6 +135,20 @@ impl Relay {
             config,
             pinged: false,
         });
+        // Over TCP each lane reads one socket and writes the other, so the lanes never wait on
+        // the same socket in the same direction. TLS may write while reading (alerts), so
+        // there the lanes share their wake-ups.
+        let plain = matches!(
+            (&client, &upstream),
+            (Transport::Plain(_), Transport::Plain(_))
+        );
+        let lanes = Parts::one(part::INBOUND).with(Parts::one(part::OUTBOUND));
+        let lane_marks = |lane| if plain { Parts::one(lane) } else { lanes };
+        let wakers = PartWakers::new([
+            lane_marks(part::INBOUND),
+            lane_marks(part::OUTBOUND),
+            Parts::one(part::TIMERS),
+        ]);
         Self {
             client,
             upstream,
@@ -131,19 +162,32 @@ impl Relay {
                 .as_ref()
                 .map(|beat| Box::pin(tokio::time::sleep(beat.config.interval))),
             heartbeat,
+            drain_turn: Some(Box::pin(drain_turn)),
+            wakers,
             ending: None,
             metrics,
         }
     }
 
-    /// Closes both sides with 1001, as when the gateway drains.
-    pub fn close_going_away(&mut self) {
-        self.begin_close(
-            Ending::Drained,
-            Some(close_code::GOING_AWAY),
-            Some(close_code::GOING_AWAY),
-            "gateway shutting down",
-        );
+    /// Closes both sides with 1001 once this connection's drain turn has come.
+    fn poll_drain_turn(&mut self) {
+        let Some(turn) = self.drain_turn.as_mut() else {
+            return;
+        };
+        let waker = self.wakers.waker(part::TIMERS);
+        if turn
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_ready()
+        {
+            self.drain_turn = None;
+            self.begin_close(
+                Ending::Drained,
+                Some(close_code::GOING_AWAY),
+                Some(close_code::GOING_AWAY),
+                "gateway shutting down",
+            );
+        }
     }
 
     /// Sends close frames (at the next frame boundary) and stops forwarding.
@@ -245,7 +289,9 @@ impl Relay {
     }
 
     /// Drives the heartbeat; `Ready` when the close linger has run out.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_timer(&mut self) -> Poll<()> {
+        let waker = self.wakers.waker(part::TIMERS).clone();
+        let cx = &mut Context::from_waker(&waker);
         let Some(timer) = self.timer.as_mut() else {
             return Poll::Pending;
         };
@@ -270,7 +316,7 @@ impl Relay {
                 Some(close_code::GOING_AWAY),
                 "heartbeat timeout",
             );
-            return self.poll_timer(cx);
+            return self.poll_timer();
         };
         if let Some(timer) = self.timer.as_mut() {
             timer.as_mut().reset(Instant::now() + next);
@@ -303,18 +349,34 @@ impl Future for Relay {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
         let this = self.get_mut();
-        if this.poll_timer(cx).is_ready() {
-            this.flush_counters();
-            return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+        let mut woken = this.wakers.take_woken(cx.waker());
+        // The drain turn and the timer fire rarely, and may give either lane work to do.
+        if woken.contains(part::TIMERS) {
+            woken = Parts::ALL;
+            this.poll_drain_turn();
+            if this.poll_timer().is_ready() {
+                this.flush_counters();
+                return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+            }
         }
         loop {
             let mut progressed = false;
-            if let Poll::Ready(event) = this.inbound.pump(cx, &mut this.client, &mut this.upstream)
+            if woken.contains(part::INBOUND)
+                && let Poll::Ready(event) = this.inbound.pump(
+                    &mut Context::from_waker(this.wakers.waker(part::INBOUND)),
+                    &mut this.client,
+                    &mut this.upstream,
+                )
             {
                 this.on_inbound(event);
                 progressed = true;
             }
-            if let Poll::Ready(event) = this.outbound.pump(cx, &mut this.upstream, &mut this.client)
+            if woken.contains(part::OUTBOUND)
+                && let Poll::Ready(event) = this.outbound.pump(
+                    &mut Context::from_waker(this.wakers.waker(part::OUTBOUND)),
+                    &mut this.upstream,
+                    &mut this.client,
+                )
             {
                 this.on_outbound(event);
                 progressed = true;
@@ -330,8 +392,10 @@ impl Future for Relay {
             if !progressed {
                 break;
             }
-            // A close may have started: its linger timer needs a first poll.
-            if this.poll_timer(cx).is_ready() {
+            // The event may have given the other lane work, or started a close whose linger
+            // timer needs a first poll.
+            woken = Parts::ALL;
+            if this.poll_timer().is_ready() {
                 this.flush_counters();
                 return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
             }
