@@ -259,3 +259,104 @@ async fn slow_client_stalls_the_upstream_instead_of_growing_memory() {
     }
     assert_eq!(received, FLOOD);
 }
+
+/// An upstream that reads nothing until `ticks` closes: until then it sends each number it
+/// gets from `ticks` as a text message. Then it reads binary messages and reports how many
+/// bytes arrived once `expected` have.
+async fn stalling_upstream(
+    mut ticks: tokio::sync::mpsc::Receiver<u64>,
+    expected: u64,
+) -> (String, tokio::task::JoinHandle<u64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let upstream = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let (mut sink, mut stream) = ws.split();
+        while let Some(tick) = ticks.recv().await {
+            sink.send(Message::text(tick.to_string())).await.unwrap();
+        }
+        let mut received = 0u64;
+        while received < expected {
+            match stream.next().await {
+                Some(Ok(Message::Binary(bytes))) => received += bytes.len() as u64,
+                other => panic!("the upstream expected flood data, got {other:?}"),
+            }
+        }
+        received
+    });
+    (url, upstream)
+}
+
+/// Over plain TCP each direction is woken on its own: one direction stalled on a slow
+/// upstream must not stop the other, and must resume when the upstream reads again, whatever
+/// the other direction does.
+#[tokio::test]
+async fn a_stalled_direction_resumes_while_the_other_keeps_flowing() {
+    // Far more than the socket buffers on the way hold, so the client's writes must stall.
+    const FLOOD: u64 = 64 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    /// Round trips upstream to client without progress of the flood, taken as its stall.
+    const STALLED_ROUND_TRIPS: u32 = 20;
+    for threads in ["1", "2"] {
+        let (ticks, tick_source) = tokio::sync::mpsc::channel(1);
+        let (upstream_url, upstream) = stalling_upstream(tick_source, FLOOD).await;
+        // No heartbeat: its timer would poll both directions now and then, and so hide a
+        // direction that is never woken by its own socket.
+        let gateway = Gateway::start_command(
+            tempfile::tempdir().unwrap(),
+            &upstream_url,
+            "heartbeat: null\n",
+            |command| {
+                command.env("WSFLEET_GATEWAY_WORKER_THREADS", threads);
+            },
+        )
+        .await;
+        let (client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+        let (mut client_sink, mut client_stream) = client.split();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let flood = tokio::spawn({
+            let sent = sent.clone();
+            async move {
+                while sent.load(Ordering::Relaxed) < FLOOD {
+                    client_sink
+                        .send(Message::binary(vec![3u8; CHUNK]))
+                        .await
+                        .unwrap();
+                    sent.fetch_add(CHUNK as u64, Ordering::Relaxed);
+                }
+            }
+        });
+
+        // Upstream to client keeps flowing while client to upstream fills up and stalls.
+        let (mut tick, mut stalled_for, mut last_sent) = (0u64, 0, 0);
+        while stalled_for < STALLED_ROUND_TRIPS {
+            ticks.send(tick).await.unwrap();
+            match within("a message towards the client", client_stream.next()).await {
+                Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), tick.to_string()),
+                other => panic!("{threads} thread(s): expected tick {tick}, got {other:?}"),
+            }
+            let now = sent.load(Ordering::Relaxed);
+            stalled_for = if now == last_sent { stalled_for + 1 } else { 0 };
+            last_sent = now;
+            tick += 1;
+        }
+        assert!(
+            last_sent < FLOOD,
+            "{threads} thread(s): the upstream read nothing, yet the whole flood went out"
+        );
+
+        // The upstream reads again: the stalled direction must be woken by that alone.
+        drop(ticks);
+        within("the flood to reach the upstream", flood)
+            .await
+            .unwrap();
+        assert_eq!(
+            within("the upstream to count the flood", upstream)
+                .await
+                .unwrap(),
+            FLOOD,
+            "{threads} thread(s)"
+        );
+    }
+}
