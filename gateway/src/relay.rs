@@ -290,8 +290,8 @@ impl Relay {
 
     /// Drives the heartbeat; `Ready` when the close linger has run out.
     fn poll_timer(&mut self) -> Poll<()> {
-        let waker = self.wakers.waker(part::TIMERS).clone();
-        let cx = &mut Context::from_waker(&waker);
+        let waker = self.wakers.waker(part::TIMERS);
+        let cx = &mut Context::from_waker(waker);
         let Some(timer) = self.timer.as_mut() else {
             return Poll::Pending;
         };
