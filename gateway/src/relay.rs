@@ -382,8 +382,11 @@ impl Future for Relay {
                 progressed = true;
             }
             if this.closing_handshake_done() {
-                this.inbound.end_after_close(&this.upstream);
-                this.outbound.end_after_close(&this.client);
+                // A lane this ends may still owe its TLS destination a close_notify, and no
+                // socket will wake it for that: go round once more.
+                let inbound_owes = this.inbound.end_after_close(&this.upstream);
+                let outbound_owes = this.outbound.end_after_close(&this.client);
+                progressed |= inbound_owes || outbound_owes;
             }
             if this.inbound.is_finished() && this.outbound.is_finished() {
                 this.flush_counters();
@@ -490,11 +493,13 @@ impl Lane {
 
     /// Ends the lane after the closing handshake: nothing more is read. A plain TCP destination
     /// needs no shutdown, as closing the socket sends the same FIN; TLS still sends close_notify.
-    fn end_after_close(&mut self, destination: &Transport) {
-        self.mode = Mode::Ended;
+    /// True when this ended the lane and its destination is still to be shut.
+    fn end_after_close(&mut self, destination: &Transport) -> bool {
+        let was_ended = std::mem::replace(&mut self.mode, Mode::Ended) == Mode::Ended;
         if matches!(destination, Transport::Plain(_)) {
             self.destination_shut = true;
         }
+        !was_ended && !self.destination_shut
     }
 
     fn is_finished(&self) -> bool {

@@ -12,6 +12,7 @@ use futures::StreamExt as _;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -122,7 +123,7 @@ fn der(pem: &str) -> Vec<u8> {
 
 /// A gateway serving `cert_pem` from a Secret-like directory, which it also returns.
 async fn start_tls_gateway(
-    upstream: &EchoUpstream,
+    upstream_url: &str,
     cert_pem: &str,
     key_pem: &str,
 ) -> (Gateway, PathBuf) {
@@ -134,7 +135,7 @@ async fn start_tls_gateway(
         tls_dir.join("tls.crt").display(),
         tls_dir.join("tls.key").display()
     );
-    let gateway = Gateway::start_in(dir, &upstream.url("/"), &extra).await;
+    let gateway = Gateway::start_in(dir, upstream_url, &extra).await;
     (gateway, tls_dir)
 }
 
@@ -143,7 +144,7 @@ async fn certificates_reload_under_live_connections() {
     let authority = Authority::new();
     let upstream = EchoUpstream::start().await;
     let (first_cert, first_key) = authority.leaf();
-    let (gateway, tls_dir) = start_tls_gateway(&upstream, &first_cert, &first_key).await;
+    let (gateway, tls_dir) = start_tls_gateway(&upstream.url("/"), &first_cert, &first_key).await;
     // A fresh client config per connection: a resumed session would report the old chain.
 
     let (mut live, presented) = connect_tls(&gateway, authority.client_config()).await;
@@ -190,7 +191,7 @@ async fn a_closing_handshake_ends_the_tls_session_cleanly() {
     let authority = Authority::new();
     let upstream = EchoUpstream::start().await;
     let (cert, key) = authority.leaf();
-    let (gateway, _tls_dir) = start_tls_gateway(&upstream, &cert, &key).await;
+    let (gateway, _tls_dir) = start_tls_gateway(&upstream.url("/"), &cert, &key).await;
     let (mut client, _) = connect_tls(&gateway, authority.client_config()).await;
     assert_eq!(round_trip(&mut client, "bye soon").await, "bye soon");
     client.close(None).await.unwrap();
@@ -203,6 +204,46 @@ async fn a_closing_handshake_ends_the_tls_session_cleanly() {
             other => panic!("expected the close answer, then a clean end: {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_client_that_ends_its_stream_after_its_close_gets_close_notify() {
+    // An upstream that answers the close only once the client's end has reached it, and
+    // then keeps its connection open until the test ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let upstream = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let tcp = ws.get_mut();
+        let mut received = Vec::new();
+        tcp.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received[0], 0x88, "the client's close frame comes first");
+        // An empty close frame, unmasked as from a server.
+        tcp.write_all(&[0x88, 0x00]).await.unwrap();
+        let _ = held.await;
+    });
+    let authority = Authority::new();
+    let (cert, key) = authority.leaf();
+    let (gateway, _tls_dir) = start_tls_gateway(&upstream_url, &cert, &key).await;
+    let (mut client, _) = connect_tls(&gateway, authority.client_config()).await;
+    client.close(None).await.unwrap();
+    // The client ends its stream (close_notify, then FIN) before the close answer arrives.
+    client.get_mut().shutdown().await.unwrap();
+    // Both close frames have passed and the client has ended: the closing handshake is done,
+    // so the gateway ends the client's TLS session with close_notify at once. Had it waited
+    // for the upstream instead, its close linger would end with a bare TCP close.
+    loop {
+        match within("the end of the connection", client.next()).await {
+            // The upstream's empty close, not one of the gateway's own.
+            Some(Ok(Message::Close(None))) => {}
+            None => break,
+            other => panic!("expected the upstream's close answer, then a clean end: {other:?}"),
+        }
+    }
+    drop(release);
+    upstream.await.expect("the upstream saw the client's close");
 }
 
 #[tokio::test]
