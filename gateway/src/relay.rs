@@ -9,8 +9,8 @@
 //! Close frames the gateway sends itself (limits, heartbeat timeout, drain, upstream failure)
 //! wait for a frame boundary, then the connection lingers briefly for the peers' replies.
 //!
-//! Each lane, the timer and the drain turn are polled with a waker of their own, so a message
-//! polls only the lane it arrived on (see [`crate::wakes`]).
+//! Each lane is polled with a waker of its own, and the timer and the drain turn share a third,
+//! so a message polls only the lane it arrived on (see [`crate::wakes`]).
 
 use std::cell::RefCell;
 use std::future::Future;
