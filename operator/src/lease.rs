@@ -1,8 +1,11 @@
 //! Leader election on a coordination.k8s.io/v1 Lease: only the holder runs the controller.
 //!
-//! The holder renews every `renew_every`; a replica may take the lease once its holder has not
-//! renewed for `duration`. Writes use the Lease's resourceVersion, so two replicas racing for an
-//! expired lease cannot both win.
+//! As in client-go: the holder renews every `retry_period`, each lease call gives up after
+//! `retry_period`, and leadership lasts `renew_deadline` from when the last successful renewal
+//! was sent. Another replica may take the lease once its `renewTime` is `duration` old, and
+//! `renew_deadline < duration`, so a holder that cannot renew stops acting (see [`Fence`])
+//! before anyone else can start. Writes use the Lease's resourceVersion, so two replicas
+//! racing for an expired lease cannot both win.
 
 use std::time::{Duration, Instant};
 
@@ -12,79 +15,139 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
-/// Where the lease lives and who this replica is.
+use crate::fence::Fence;
+
+/// Where the lease lives, who this replica is, and the election's timing.
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
     pub name: String,
     pub namespace: String,
     pub identity: String,
-    /// How long a holder that stopped renewing keeps the lease.
+    /// How long a holder that stopped renewing keeps the lease in others' eyes.
     pub duration: Duration,
-    pub renew_every: Duration,
+    /// How long this replica acts after sending its last successful renewal; shorter than
+    /// `duration`, so it has stopped before another replica may take over.
+    pub renew_deadline: Duration,
+    /// Pause between attempts, and the time limit of each lease call.
+    pub retry_period: Duration,
+}
+
+impl LeaseSettings {
+    /// client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry period.
+    pub fn new(name: String, namespace: String, identity: String) -> Self {
+        Self {
+            name,
+            namespace,
+            identity,
+            duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
 }
 
 /// A handle on the shared Lease object.
 pub struct LeaderLease {
     api: Api<Lease>,
     settings: LeaseSettings,
+    fence: Fence,
+}
+
+/// One attempt to take or renew the lease.
+enum Attempt {
+    Held,
+    HeldElsewhere,
+    Failed(String),
 }
 
 impl LeaderLease {
-    pub fn new(client: Client, settings: LeaseSettings) -> Self {
+    /// `fence` is opened while this replica leads; the controller's client checks it.
+    pub fn new(client: Client, settings: LeaseSettings, fence: Fence) -> Self {
+        ensure_timing(&settings);
         Self {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            fence,
         }
     }
 
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         loop {
-            match self.try_hold().await {
-                Ok(true) => {
+            match self.attempt().await {
+                Attempt::Held => {
                     tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "acquired the lease");
                     return;
                 }
-                Ok(false) => {
+                Attempt::HeldElsewhere => {
                     tracing::debug!(lease = %self.settings.name, "lease held elsewhere; waiting")
                 }
-                Err(err) => {
+                Attempt::Failed(err) => {
                     tracing::warn!(lease = %self.settings.name, error = %err, "reading the lease")
                 }
             }
-            tokio::time::sleep(self.settings.renew_every).await;
+            tokio::time::sleep(self.settings.retry_period).await;
         }
     }
 
-    /// Renews until the lease is lost; returns why. The caller must stop acting as leader.
+    /// Renews until leadership is lost; returns why. The fence is shut by then, and the caller
+    /// must stop the controller.
     pub async fn keep(&self) -> anyhow::Error {
-        let mut last_renewed = Instant::now();
+        let lapsed = || {
+            self.fence.close();
+            anyhow::anyhow!(
+                "could not renew lease {} within {:?}",
+                self.settings.name,
+                self.settings.renew_deadline
+            )
+        };
         loop {
-            tokio::time::sleep(self.settings.renew_every).await;
-            match self.try_hold().await {
-                Ok(true) => last_renewed = Instant::now(),
-                Ok(false) => {
+            let deadline = self.fence.open_until().unwrap_or_else(Instant::now);
+            let pause = tokio::time::sleep(self.settings.retry_period);
+            // The deadline wins ties: past it, nothing else this replica does matters.
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline.into()) => return lapsed(),
+                () = pause => {}
+            }
+            let attempt = tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline.into()) => return lapsed(),
+                attempt = self.attempt() => attempt,
+            };
+            match attempt {
+                Attempt::Held => {}
+                Attempt::HeldElsewhere => {
+                    self.fence.close();
                     return anyhow::anyhow!(
                         "lease {} was taken by another replica",
                         self.settings.name
                     );
                 }
-                Err(err) if last_renewed.elapsed() >= self.settings.duration => {
-                    return anyhow::anyhow!(
-                        "could not renew lease {} for {:?}: {err}",
-                        self.settings.name,
-                        self.settings.duration
-                    );
-                }
-                Err(err) => {
+                Attempt::Failed(err) => {
                     tracing::warn!(lease = %self.settings.name, error = %err, "renewing the lease; retrying")
                 }
             }
         }
     }
 
+    /// One bounded try; on success the fence opens until `renew_deadline` after it was sent.
+    async fn attempt(&self) -> Attempt {
+        let sent = Instant::now();
+        match tokio::time::timeout(self.settings.retry_period, self.try_hold()).await {
+            Ok(Ok(true)) => {
+                self.fence.extend_to(sent + self.settings.renew_deadline);
+                Attempt::Held
+            }
+            Ok(Ok(false)) => Attempt::HeldElsewhere,
+            Ok(Err(err)) => Attempt::Failed(err.to_string()),
+            Err(_) => Attempt::Failed(format!("no answer within {:?}", self.settings.retry_period)),
+        }
+    }
+
     /// Gives the lease up so a standby replica takes over without waiting for it to expire.
     pub async fn release(&self) {
+        self.fence.close();
         let Ok(Some(mut lease)) = self.api.get_opt(&self.settings.name).await else {
             return;
         };
@@ -108,9 +171,11 @@ impl LeaderLease {
 
     /// Takes or renews the lease if this replica may; `Ok(false)` when another holds it.
     async fn try_hold(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
         let settings = &self.settings;
-        let Some(mut lease) = self.api.get_opt(&settings.name).await? else {
+        let lease = self.api.get_opt(&settings.name).await?;
+        // Stamped after the read, so a slow read cannot write a renewal that is already old.
+        let now = Timestamp::now();
+        let Some(mut lease) = lease else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(settings.name.clone()),
@@ -140,6 +205,15 @@ impl LeaderLease {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Refuses timing under which a replica could still act after another took over.
+fn ensure_timing(settings: &LeaseSettings) {
+    assert!(
+        settings.retry_period < settings.renew_deadline
+            && settings.renew_deadline < settings.duration,
+        "lease timing must satisfy retry period < renew deadline < duration: {settings:?}"
+    );
 }
 
 /// Whether `identity` may hold a lease in state `spec` at `now`: it is free, ours, or expired.
@@ -194,13 +268,51 @@ mod tests {
     }
 
     fn settings() -> LeaseSettings {
-        LeaseSettings {
-            name: "wsfleet-operator".into(),
-            namespace: "wsfleet-system".into(),
-            identity: "b".into(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-        }
+        LeaseSettings::new(
+            "wsfleet-operator".into(),
+            "wsfleet-system".into(),
+            "b".into(),
+        )
+    }
+
+    /// A client whose apiserver accepts the request and never answers, as in a network
+    /// partition that drops packets.
+    fn unanswering_client() -> Client {
+        let service = tower::service_fn(|_: http::Request<kube::client::Body>| {
+            std::future::pending::<
+                Result<http::Response<kube::client::Body>, std::convert::Infallible>,
+            >()
+        });
+        Client::new(service, "wsfleet-system")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_never_answers_ends_leadership_at_the_renew_deadline() {
+        let fence = Fence::default();
+        let lease = LeaderLease::new(unanswering_client(), settings(), fence.clone());
+        // Tokio's paused clock measures the wait; the fence runs on the real one.
+        let started = tokio::time::Instant::now();
+        fence.extend_to(Instant::now() + settings().renew_deadline);
+
+        let lost = lease.keep().await;
+
+        assert!(lost.to_string().contains("within 10s"), "{lost}");
+        let waited = started.elapsed();
+        assert!(
+            waited.abs_diff(settings().renew_deadline) < Duration::from_millis(10),
+            "stepped down after {waited:?}"
+        );
+        assert!(!fence.is_open(), "writes still allowed after the deadline");
+    }
+
+    #[test]
+    #[should_panic(expected = "renew deadline < duration")]
+    fn a_renew_deadline_as_long_as_the_lease_is_refused() {
+        let settings = LeaseSettings {
+            renew_deadline: Duration::from_secs(15),
+            ..settings()
+        };
+        ensure_timing(&settings);
     }
 
     #[test]

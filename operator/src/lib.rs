@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod error;
+pub mod fence;
 pub mod http;
 pub mod lease;
 pub mod metrics;

@@ -1,13 +1,14 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::Client;
+use kube::client::ClientBuilder;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
+use wsfleet_operator::fence::{Fence, FenceLayer};
 use wsfleet_operator::lease::{LeaderLease, LeaseSettings};
 use wsfleet_operator::metrics::Metrics;
 use wsfleet_operator::names::FIELD_MANAGER;
@@ -104,55 +105,71 @@ fn init_logging(format: LogFormat) {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(http::serve(args.metrics_address, metrics.clone()).await?);
-    let client = Client::try_default().await.context(
+    let config = kube::Config::infer().await.context(
         "loading the Kubernetes client config (KUBECONFIG, ~/.kube/config or in-cluster)",
     )?;
+    let fence = Fence::default();
+    // The controller writes only through the fence; the lease has a client of its own.
+    let client = ClientBuilder::try_from(config.clone())
+        .context("building the Kubernetes client")?
+        .with_layer(&FenceLayer(fence.clone()))
+        .build();
     let identity = args.identity.unwrap_or_else(default_identity);
     let lease = LeaderLease::new(
-        client.clone(),
-        LeaseSettings {
-            name: args.lease_name,
-            namespace: args
-                .lease_namespace
+        Client::try_from(config).context("building the Kubernetes client for the lease")?,
+        LeaseSettings::new(
+            args.lease_name,
+            args.lease_namespace
                 .or_else(|| args.namespace.clone())
                 .unwrap_or_else(|| "default".to_owned()),
-            identity: identity.clone(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-        },
+            identity.clone(),
+        ),
+        fence,
     );
     let stop = stop_signal();
-    tokio::select! {
-        () = lease.acquire() => {}
-        () = stopped(stop.clone()) => return Ok(()),
+    // A replica that loses the lease steps down and stands again: an unreachable apiserver is
+    // a reason to stop acting, not to exit.
+    loop {
+        tokio::select! {
+            () = lease.acquire() => {}
+            () = stopped(stop.clone()) => return Ok(()),
+        }
+        metrics.set_leader(true);
+        // Each term starts from fresh watches and state: nothing seen in an earlier term is
+        // trusted.
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: FIELD_MANAGER.to_owned(),
+                    instance: Some(identity.clone()),
+                },
+            ),
+            metrics.clone(),
+            args.gateway_image.clone(),
+        ));
+        tracing::info!(
+            namespace = args.namespace.as_deref().unwrap_or("<all>"),
+            "running the controller"
+        );
+        let lost = tokio::select! {
+            biased;
+            lost = lease.keep() => Some(lost),
+            () = controller::run(ctx, args.namespace.as_deref(), stopped(stop.clone())) => None,
+        };
+        metrics.set_leader(false);
+        match lost {
+            Some(lost) => tracing::warn!(
+                error = format!("{lost:#}"),
+                "stepped down; standing for the lease again"
+            ),
+            None => {
+                lease.release().await;
+                return Ok(());
+            }
+        }
     }
-    metrics.set_leader(true);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: Some(identity),
-        },
-    );
-    let ctx = Arc::new(Context::new(
-        client,
-        recorder,
-        metrics.clone(),
-        args.gateway_image,
-    ));
-    tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
-        "running the controller"
-    );
-    let result = tokio::select! {
-        () = controller::run(ctx, args.namespace.as_deref(), stopped(stop)) => Ok(()),
-        lost = lease.keep() => Err(lost.context("stopping: this replica is no longer the leader")),
-    };
-    metrics.set_leader(false);
-    if result.is_ok() {
-        lease.release().await;
-    }
-    result
 }
 
 fn default_identity() -> String {
