@@ -104,7 +104,7 @@ mod tests {
     fn request(headers: &str) -> UpgradeRequest {
         UpgradeRequest::parse(
             format!(
-                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
             )
             .as_bytes(),
         )

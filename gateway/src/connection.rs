@@ -106,6 +106,10 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
         client_tls,
         path_suffix: &admitted.path_suffix,
         compression: policy.config.compression,
+        token_query_parameter: policy
+            .jwt
+            .as_ref()
+            .and_then(|verifier| verifier.token_query_parameter()),
         set_headers: admitted.claim_headers,
     };
     let opened = match policy.upstream.open(&admitted.request, &plan).await {
@@ -119,7 +123,7 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
     };
     let mut answer = opened.answer;
     if answer.protocol.is_none() {
-        answer.protocol = jwt::token_only_protocol(&admitted.request).map(str::to_owned);
+        answer.protocol = jwt::offered_token_protocol(&admitted.request).map(str::to_owned);
     }
     let answered = client.write_all(answer.render().as_bytes()).await;
     if answered.is_err() || client.flush().await.is_err() {

@@ -22,9 +22,10 @@ struct DrainPlan {
 }
 
 impl DrainPlan {
-    /// When, after the drain started, the connection with `ticket` is closed.
-    fn turn_delay(&self, ticket: u64) -> Duration {
-        let position = (ticket % self.live) as f64 / self.live as f64;
+    /// When, after the drain started, the connection dealt `turn` is closed.
+    fn turn_delay(&self, turn: u64) -> Duration {
+        // A connection admitted just as the drain started was not counted live: it goes last.
+        let position = turn.min(self.live - 1) as f64 / self.live as f64;
         self.spread.mul_f64(position)
     }
 }
@@ -35,7 +36,9 @@ pub struct Drain {
     draining: AtomicBool,
     plan: watch::Sender<Option<DrainPlan>>,
     all_closed: Notify,
-    next_ticket: AtomicU64,
+    /// Turns dealt so far: each connection takes the next as it sees the drain start, so the
+    /// live connections hold distinct turns however many opened and closed before.
+    turns_dealt: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -43,7 +46,6 @@ pub struct Drain {
 #[derive(Debug)]
 pub struct ConnectionSlot {
     drain: Arc<Drain>,
-    ticket: u64,
 }
 
 impl Drain {
@@ -52,7 +54,7 @@ impl Drain {
             draining: AtomicBool::new(false),
             plan: watch::Sender::new(None),
             all_closed: Notify::new(),
-            next_ticket: AtomicU64::new(0),
+            turns_dealt: AtomicU64::new(0),
             metrics,
         }
     }
@@ -73,7 +75,6 @@ impl Drain {
         }
         Some(ConnectionSlot {
             drain: self.clone(),
-            ticket: self.next_ticket.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -107,8 +108,8 @@ impl Drain {
 impl ConnectionSlot {
     /// Resolves when draining has started and this connection's turn to close has come.
     pub fn drain_turn(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut plans = self.drain.plan.subscribe();
-        let ticket = self.ticket;
+        let drain = self.drain.clone();
+        let mut plans = drain.plan.subscribe();
         async move {
             let plan = match plans.wait_for(Option::is_some).await {
                 Ok(plan) => *plan,
@@ -118,7 +119,8 @@ impl ConnectionSlot {
                 // The gateway is going away without a drain; nothing to wait for.
                 return std::future::pending().await;
             };
-            tokio::time::sleep_until(plan.started + plan.turn_delay(ticket)).await;
+            let turn = drain.turns_dealt.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(plan.started + plan.turn_delay(turn)).await;
         }
     }
 }
@@ -153,9 +155,33 @@ mod tests {
             spread: Duration::from_secs(10).mul_f64(SPREAD_SHARE),
             live: 4,
         };
-        let delays: Vec<_> = (0..5).map(|ticket| plan.turn_delay(ticket)).collect();
+        let delays: Vec<_> = (0..5).map(|turn| plan.turn_delay(turn)).collect();
         assert_eq!(delays[..4], [0, 2, 4, 6].map(Duration::from_secs));
-        assert_eq!(delays[4], Duration::ZERO, "later tickets wrap around");
+        assert_eq!(delays[4], Duration::from_secs(6), "a late turn goes last");
+    }
+
+    /// Connections that opened and closed before the drain leave gaps among those still
+    /// live; the live ones still close one after another.
+    #[tokio::test(start_paused = true)]
+    async fn live_connections_among_closed_ones_close_at_distinct_times() {
+        let drain = Arc::new(Drain::new(Arc::new(Metrics::default())));
+        let opened: Vec<_> = (0..16).map(|_| drain.try_open(16).unwrap()).collect();
+        // The 4th, 8th, 12th and 16th to open stay live; the others close.
+        let live: Vec<_> = opened.into_iter().skip(3).step_by(4).collect();
+        assert_eq!(live.len(), 4);
+        let grace = Duration::from_secs(4);
+        let turns: Vec<_> = live.iter().map(|slot| slot.drain_turn()).collect();
+        let started = Instant::now();
+        drain.start(grace);
+        let mut closed_after: Vec<Duration> =
+            futures::future::join_all(turns.into_iter().map(|turn| async move {
+                turn.await;
+                started.elapsed()
+            }))
+            .await;
+        closed_after.sort();
+        // On the paused clock each turn fires exactly: 80 % of 4 s over 4 connections.
+        assert_eq!(closed_after, [0, 800, 1600, 2400].map(Duration::from_millis));
     }
 
     #[tokio::test]

@@ -7,6 +7,9 @@ pub const MAX_HEADER_LEN: usize = 14;
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Longest complete control frame.
 pub const MAX_CONTROL_FRAME: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
+/// Longest payload a frame may declare: the top bit of the 64-bit length must be 0 (RFC 6455
+/// section 5.2).
+pub const MAX_PAYLOAD_LEN: u64 = u64::MAX >> 1;
 
 /// Frame opcodes the gateway distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

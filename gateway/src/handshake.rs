@@ -96,9 +96,13 @@ impl UpgradeRequest {
             query,
             headers,
         };
+        // A bad key is the client's fault: caught here, it is not left to the upstream to
+        // refuse and be counted as an upstream failure.
         let upgrade = parsed.has_token("upgrade", "websocket")
             && parsed.has_token("connection", "upgrade")
-            && parsed.header("sec-websocket-key").is_some();
+            && parsed
+                .header_sent_once("sec-websocket-key")
+                .is_some_and(is_websocket_key);
         if !upgrade {
             return Err(Refusal::BadRequest);
         }
@@ -116,6 +120,16 @@ impl UpgradeRequest {
             .map(|(_, value)| value.trim())
     }
 
+    /// The value of a header that occurs exactly once, by case-insensitive name.
+    fn header_sent_once(&self, name: &str) -> Option<&str> {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name));
+        let (_, value) = values.next()?;
+        values.next().is_none().then_some(value.trim())
+    }
+
     /// Every comma-separated entry of every occurrence of a header.
     pub fn list<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
@@ -131,15 +145,34 @@ impl UpgradeRequest {
             .any(|entry| entry.eq_ignore_ascii_case(token))
     }
 
+    /// The `&`-separated parts of the query, as sent and in order.
+    pub fn query_pairs(&self) -> impl Iterator<Item = &str> {
+        self.query
+            .as_deref()
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+    }
+
     /// The value of a query parameter, as sent (tokens are URL-safe already).
     pub fn query_parameter(&self, name: &str) -> Option<&str> {
-        self.query
-            .as_deref()?
-            .split('&')
+        self.query_pairs()
             .filter_map(|pair| pair.split_once('='))
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value)
     }
+}
+
+/// True for the base64 form of 16 bytes (RFC 6455 section 4.1): 22 digits and `==`, the last
+/// digit carrying only the final 2 bits, so its low 4 bits are zero as canonical base64 wants.
+fn is_websocket_key(key: &str) -> bool {
+    let Some((digits, padding)) = key.as_bytes().split_at_checked(22) else {
+        return false;
+    };
+    padding == b"=="
+        && digits
+            .iter()
+            .all(|&digit| digit.is_ascii_alphanumeric() || digit == b'+' || digit == b'/')
+        && b"AQgw".contains(&digits[21])
 }
 
 /// The parts of an upstream's answer that the client must see.
@@ -246,6 +279,31 @@ mod tests {
             UpgradeRequest::parse(post.as_bytes()),
             Err(Refusal::BadRequest)
         );
+    }
+
+    #[test]
+    fn keys_that_are_not_16_bytes_of_base64_are_bad_requests() {
+        const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        for bad in [
+            "Sec-WebSocket-Key: k\r\n",
+            // 15 and 17 bytes.
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j\r\n",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZSE=\r\n",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ!!\r\n",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZ$==\r\n",
+            // Non-zero bits after the 16th byte.
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==\r\n",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        ] {
+            let request = UPGRADE.replace(KEY, bad);
+            assert_eq!(
+                UpgradeRequest::parse(request.as_bytes()),
+                Err(Refusal::BadRequest),
+                "{bad}"
+            );
+        }
+        let other_key = UPGRADE.replace(KEY, "sec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n");
+        assert!(UpgradeRequest::parse(other_key.as_bytes()).is_ok());
     }
 
     #[test]

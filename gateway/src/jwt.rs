@@ -115,9 +115,9 @@ impl JwtVerifier {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             }),
             TokenSource::Query => request.query_parameter(&self.query_parameter),
-            TokenSource::Subprotocol => request
-                .list("sec-websocket-protocol")
-                .find_map(|entry| entry.strip_prefix(SUBPROTOCOL_PREFIX)),
+            TokenSource::Subprotocol => {
+                offered_token_protocol(request)?.strip_prefix(SUBPROTOCOL_PREFIX)
+            }
         })
     }
 
@@ -132,6 +132,13 @@ impl JwtVerifier {
             .collect()
     }
 
+    /// The query parameter a token is read from, when the query is a token source.
+    pub fn token_query_parameter(&self) -> Option<&str> {
+        self.sources
+            .contains(&TokenSource::Query)
+            .then_some(self.query_parameter.as_str())
+    }
+
     /// Header names the gateway sets from claims; client copies of them are dropped.
     pub fn forwarded_header_names(&self) -> impl Iterator<Item = &str> {
         self.forward_claims
@@ -140,17 +147,15 @@ impl JwtVerifier {
     }
 }
 
-/// The subprotocol the client is told was selected when the upstream selected none.
+/// The client's first `bearer.<token>` subprotocol entry: where a subprotocol token is read.
 ///
-/// Browsers fail a handshake whose offered subprotocols all went unanswered, so a client that
-/// offered nothing but its `bearer.<token>` entry gets that entry back; the upstream never
-/// sees it.
-pub fn token_only_protocol(request: &UpgradeRequest) -> Option<&str> {
-    let mut offered = request.list("sec-websocket-protocol");
-    let first = offered.next()?;
-    let only_tokens = first.starts_with(SUBPROTOCOL_PREFIX)
-        && offered.all(|entry| entry.starts_with(SUBPROTOCOL_PREFIX));
-    only_tokens.then_some(first)
+/// When the upstream selects no subprotocol, the client is told this entry was selected:
+/// browsers fail a handshake that selects none of the subprotocols they offered, and the
+/// upstream never sees the entry to select it.
+pub fn offered_token_protocol(request: &UpgradeRequest) -> Option<&str> {
+    request
+        .list("sec-websocket-protocol")
+        .find(|entry| entry.starts_with(SUBPROTOCOL_PREFIX))
 }
 
 fn decoding_key(family: KeyFamily, bytes: &[u8]) -> anyhow::Result<DecodingKey> {
@@ -339,7 +344,7 @@ mod tests {
         });
         let request = |extra: &str, query: &str| {
             UpgradeRequest::parse(format!(
-                "GET /{query} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+                "GET /{query} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
             ).as_bytes()).unwrap()
         };
         assert_eq!(
@@ -364,21 +369,27 @@ mod tests {
     }
 
     #[test]
-    fn a_token_only_offer_is_answered_with_the_token_entry() {
+    fn the_offered_token_entry_is_found_among_other_protocols() {
         let request = |protocols: &str| {
             UpgradeRequest::parse(format!(
-                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n{protocols}\r\n"
+                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocols}\r\n"
             ).as_bytes()).unwrap()
         };
         assert_eq!(
-            token_only_protocol(&request("Sec-WebSocket-Protocol: bearer.abc\r\n")),
+            offered_token_protocol(&request("Sec-WebSocket-Protocol: bearer.abc\r\n")),
             Some("bearer.abc")
         );
         assert_eq!(
-            token_only_protocol(&request("Sec-WebSocket-Protocol: chat, bearer.abc\r\n")),
+            offered_token_protocol(&request(
+                "Sec-WebSocket-Protocol: x.app.v1, bearer.abc, bearer.def\r\n"
+            )),
+            Some("bearer.abc")
+        );
+        assert_eq!(
+            offered_token_protocol(&request("Sec-WebSocket-Protocol: x.app.v1\r\n")),
             None
         );
-        assert_eq!(token_only_protocol(&request("")), None);
+        assert_eq!(offered_token_protocol(&request("")), None);
     }
 
     #[test]

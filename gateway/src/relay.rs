@@ -14,12 +14,12 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use rustls::crypto::SecureRandom;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -416,13 +416,17 @@ fn violation_reason(violation: Violation) -> &'static str {
     }
 }
 
-/// A masking key for frames the gateway sends upstream (RFC 6455 section 5.3).
+/// A masking key for frames the gateway sends upstream. RFC 6455 section 5.3 asks for a
+/// strong source of entropy: the operating system's CSPRNG, through ring's `SystemRandom` in
+/// the rustls provider the gateway links for TLS already.
 fn mask_key() -> [u8; 4] {
-    // Every RandomState has fresh keys, so the hash of nothing is a fresh unpredictable value.
-    let hash = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    (hash as u32).to_ne_bytes()
+    static SECURE_RANDOM: LazyLock<&'static dyn SecureRandom> =
+        LazyLock::new(|| rustls::crypto::ring::default_provider().secure_random);
+    let mut key = [0; 4];
+    SECURE_RANDOM
+        .fill(&mut key)
+        .expect("the operating system's random source failed: no masking key for a frame");
+    key
 }
 
 /// A frame of the gateway's own, encoded only when it goes out (it is rare; the encoded form
@@ -470,7 +474,7 @@ struct Lane {
     control: Option<GatewayFrame>,
     mode: Mode,
     destination_shut: bool,
-    /// Bytes read since the counters were last flushed.
+    /// Bytes forwarded since the counters were last flushed.
     bytes: u64,
     /// Set on every read; the heartbeat takes it.
     activity: bool,
@@ -623,13 +627,14 @@ impl Lane {
                     close_seen: self.tracker.close_seen(),
                 }));
             }
-            self.bytes += read as u64;
             self.activity = true;
             if self.mode == Mode::Discard {
                 return Poll::Ready(None);
             }
             let processed = self.tracker.process(&mut buf[start..CARRY_ROOM + read]);
             let output = &buf[start..start + processed.forward];
+            // Only what is passed on counts: not a refused frame, nor what is swallowed.
+            self.bytes += output.len() as u64;
             let mut written = 0;
             while written < output.len() {
                 match Pin::new(&mut *destination).poll_write(cx, &output[written..]) {

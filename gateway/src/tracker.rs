@@ -8,7 +8,9 @@
 use std::time::Instant;
 
 use crate::config::Rate;
-use crate::frame::{MAX_CONTROL_FRAME, MAX_CONTROL_PAYLOAD, Opcode, apply_mask, parse_header};
+use crate::frame::{
+    MAX_CONTROL_FRAME, MAX_CONTROL_PAYLOAD, MAX_PAYLOAD_LEN, Opcode, apply_mask, parse_header,
+};
 use crate::rate::TokenBucket;
 
 /// Payload of the gateway's heartbeat pings; a client pong carrying it is not forwarded.
@@ -210,6 +212,10 @@ impl Tracker {
         if let Opcode::Reserved(_) = opcode {
             return Err(Violation::Protocol("reserved opcode"));
         }
+        // Checked before any size limit: such a length is malformed, not merely too big.
+        if payload_len > MAX_PAYLOAD_LEN {
+            return Err(Violation::Protocol("frame length with its top bit set"));
+        }
         if opcode.is_control() && (!fin || payload_len > MAX_CONTROL_PAYLOAD as u64) {
             return Err(Violation::Protocol("fragmented or oversized control frame"));
         }
@@ -409,6 +415,31 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    /// A 64-bit length of 2^63 or more breaks the framing, whatever the size limit says.
+    #[test]
+    fn a_length_with_its_top_bit_set_is_a_protocol_error() {
+        for (source, mask) in [(Source::Client, KEY), (Source::Upstream, None)] {
+            for length in [1u64 << 63, u64::MAX] {
+                let mut input = vec![0x82, 127 | if mask.is_some() { 0x80 } else { 0 }];
+                input.extend_from_slice(&length.to_be_bytes());
+                input.extend(mask.into_iter().flatten());
+                let mut tracker = Tracker::new(source, 1 << 20, None);
+                let (out, violation) = relay(&mut tracker, &input, 100);
+                assert!(out.is_empty());
+                assert_eq!(
+                    violation,
+                    Some(Violation::Protocol("frame length with its top bit set")),
+                    "{source:?} {length}"
+                );
+            }
+        }
+        // The largest legal length is only too big.
+        let mut input = vec![0x82, 127];
+        input.extend_from_slice(&MAX_PAYLOAD_LEN.to_be_bytes());
+        let mut tracker = Tracker::new(Source::Upstream, 1 << 20, None);
+        assert_eq!(relay(&mut tracker, &input, 100).1, Some(Violation::TooBig));
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct ForwardPlan<'a> {
     /// The client's path beyond `listen.path`, appended to the upstream's path.
     pub path_suffix: &'a str,
     pub compression: Compression,
+    /// The query parameter the client's token may come in: dropped, like the subprotocol
+    /// token entry, so the upstream (and its logs) never see the token.
+    pub token_query_parameter: Option<&'a str>,
     /// Headers the gateway sets (claims); client copies of the same names are dropped.
     pub set_headers: Vec<(String, String)>,
 }
@@ -247,11 +250,11 @@ impl UpstreamTarget {
             }
             out.push_str(suffix);
         }
-        for (index, query) in upstream_query
-            .into_iter()
-            .chain(request.query.as_deref())
-            .enumerate()
-        {
+        let client_query = request.query_pairs().filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            Some(name) != plan.token_query_parameter
+        });
+        for (index, query) in upstream_query.into_iter().chain(client_query).enumerate() {
             out.push(if index == 0 { '?' } else { '&' });
             out.push_str(query);
         }
@@ -362,7 +365,7 @@ mod tests {
     fn request(extra: &str, target: &str) -> UpgradeRequest {
         UpgradeRequest::parse(
             format!(
-                "GET {target} HTTP/1.1\r\nHost: gw.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: a2V5\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+                "GET {target} HTTP/1.1\r\nHost: gw.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
             )
             .as_bytes(),
         )
@@ -380,6 +383,7 @@ mod tests {
             client_tls: true,
             path_suffix: suffix,
             compression: Compression::Passthrough,
+            token_query_parameter: Some("access_token"),
             set_headers: vec![("X-User".into(), "alice".into())],
         }
     }
@@ -414,7 +418,7 @@ mod tests {
             head.starts_with("GET /ws/room/7?v=2&x=1 HTTP/1.1\r\nHost: backend:9000\r\n"),
             "{head}"
         );
-        assert!(head.contains("Sec-WebSocket-Key: a2V5\r\n"));
+        assert!(head.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
         assert!(head.contains("Sec-WebSocket-Protocol: chat\r\n"), "{head}");
         assert!(!head.contains("bearer."));
         assert!(
@@ -429,6 +433,42 @@ mod tests {
         assert!(head.contains("X-Forwarded-For: 192.0.2.7\r\n") && !head.contains("6.6.6.6"));
         assert!(head.contains("Cookie: a=b\r\n"));
         assert_eq!(head.matches("Host:").count(), 1);
+    }
+
+    #[test]
+    fn the_token_query_parameter_is_dropped_and_the_others_keep_their_order() {
+        let direct = direct_client();
+        let request_line = |upstream_url: &str, client_target: &str, plan: &ForwardPlan<'_>| {
+            let head = target(upstream_url).render_request(&request("", client_target), plan);
+            head.lines().next().unwrap().to_owned()
+        };
+        let strips = plan("", &direct);
+        assert_eq!(
+            request_line(
+                "ws://backend/ws?v=2",
+                "/?b=2&access_token=secret&a=1&access_token=again",
+                &strips
+            ),
+            "GET /ws?v=2&b=2&a=1 HTTP/1.1"
+        );
+        assert_eq!(
+            request_line("ws://backend/ws", "/?access_token=secret", &strips),
+            "GET /ws HTTP/1.1"
+        );
+        // Only that exact name: a longer one is another parameter.
+        assert_eq!(
+            request_line("ws://backend/ws", "/?access_token_hint=x&a=", &strips),
+            "GET /ws?access_token_hint=x&a= HTTP/1.1"
+        );
+        // The query is no token source: the parameter is the upstream's.
+        let keeps = ForwardPlan {
+            token_query_parameter: None,
+            ..plan("", &direct)
+        };
+        assert_eq!(
+            request_line("ws://backend/ws", "/?access_token=kept", &keeps),
+            "GET /ws?access_token=kept HTTP/1.1"
+        );
     }
 
     #[test]

@@ -149,6 +149,41 @@ async fn oversized_and_slow_heads_are_refused() {
     assert_eq!(raw_status(gateway.address, &version_8).await, 426);
 }
 
+/// A client's malformed `Sec-WebSocket-Key` is the client's fault: 400, counted as a refusal,
+/// and never forwarded for the upstream to refuse.
+#[tokio::test]
+async fn bad_websocket_keys_are_400_and_client_refusals() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "").await;
+    let good_key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let bad_keys = [
+        "Sec-WebSocket-Key: a2V5\r\n",
+        // Base64 of 15 bytes.
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j\r\n",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ!!\r\n",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n",
+    ];
+    for bad_key in bad_keys {
+        let head = upgrade_head("/", "").replace(good_key, bad_key);
+        assert_eq!(raw_status(gateway.address, &head).await, 400, "{bad_key}");
+    }
+    let refused = bad_keys.len() as f64;
+    assert_eq!(gateway.metric(&refusals("bad_request")).await, refused);
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_handshakes_total{outcome=\"refused\"}")
+            .await,
+        refused
+    );
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_handshakes_total{outcome=\"upstream_failed\"}")
+            .await,
+        0.0
+    );
+    assert!(upstream.records.requests().is_empty());
+}
+
 #[tokio::test]
 async fn missing_or_bad_token_is_401() {
     let upstream = EchoUpstream::start().await;

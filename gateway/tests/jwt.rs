@@ -233,3 +233,50 @@ async fn tokens_from_query_and_subprotocol() {
         401
     );
 }
+
+/// A browser's offer: its token entry beside the application's protocol, which the upstream
+/// does not select. The client, like Chromium, fails a handshake that selects nothing.
+#[tokio::test]
+async fn the_token_entry_is_selected_when_the_upstream_selects_none() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = gateway_with_key(&upstream, "HS256", HMAC_SECRET, "Subprotocol").await;
+    let token = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(HMAC_SECRET),
+        &claims(),
+    );
+    let token_entry = format!("bearer.{token}");
+    let offer = format!("{token_entry}, x.app.v1");
+    let (mut client, response) = connect(&gateway.url("/"), &[("Sec-WebSocket-Protocol", &offer)])
+        .await
+        .expect("a handshake that selects the offered token entry");
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol").unwrap(),
+        token_entry.as_str()
+    );
+    assert_eq!(round_trip(&mut client, "browser").await, "browser");
+    let seen = upstream.records.requests().last().cloned().unwrap();
+    assert_eq!(seen.header("sec-websocket-protocol"), Some("x.app.v1"));
+}
+
+/// The token's query parameter stays with the gateway, like the subprotocol token entry; the
+/// other parameters reach the upstream in their order.
+#[tokio::test]
+async fn the_token_query_parameter_does_not_reach_the_upstream() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = gateway_with_key(&upstream, "HS256", HMAC_SECRET, "Query").await;
+    let token = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(HMAC_SECRET),
+        &claims(),
+    );
+    let (mut client, _) = connect(
+        &gateway.url(&format!("/?room=7&access_token={token}&lang=en")),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(round_trip(&mut client, "query").await, "query");
+    let seen = upstream.records.requests().last().cloned().unwrap();
+    assert_eq!(seen.uri, "/?room=7&lang=en");
+}

@@ -179,6 +179,34 @@ async fn oversized_messages_close_1009_in_both_directions() {
     );
 }
 
+/// `bytes_total` counts what is relayed: a refused message is not.
+#[tokio::test]
+async fn refused_messages_are_not_counted_as_relayed_bytes() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "limits:\n  maxMessageBytes: 1000\n").await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(round_trip(&mut client, "small").await, "small");
+    client
+        .send(Message::binary(vec![0u8; 64 * 1024]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1009)
+    );
+    eventually("the connection to be gone", || async {
+        gateway.metric("wsfleet_gateway_active_connections").await == 0.0
+    })
+    .await;
+    // "small" as a masked text frame: 2 bytes of header, 4 of mask, 5 of payload.
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_bytes_total{direction=\"client_to_upstream\"}")
+            .await,
+        11.0
+    );
+}
+
 #[tokio::test]
 async fn message_rate_closes_1008() {
     let upstream = EchoUpstream::start().await;
