@@ -9,13 +9,17 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{TlsMode, WebSocketService};
-use crate::names::FIELD_MANAGER;
+use crate::crd::WebSocketService;
+use crate::error::Error;
+use crate::names::{ChildNames, FIELD_MANAGER};
+use crate::plan::tls_secret_name;
 use crate::reconcile::{Context, error_policy, reconcile};
 
 type Guarded = DeserializeGuard<WebSocketService>;
@@ -54,17 +58,23 @@ pub async fn run(
     .with_config(controller::Config::default().debounce(DEBOUNCE));
     let store = controller.store();
     let secret_store = store.clone();
+    let outcomes = ctx.clone();
     controller
         .owns(scoped!(ConfigMap), children.clone())
         .owns(scoped!(Deployment), children.clone())
         .owns(scoped!(HorizontalPodAutoscaler), children.clone())
         .owns(scoped!(PodDisruptionBudget), children)
-        // Secrets and Services are watched whole: the user's TLS and JWT Secrets and the upstream
-        // Service are not the operator's, yet their appearance must end a Degraded state.
+        // Secrets and Services are watched without a label selector: the user's TLS and JWT
+        // Secrets and the upstream Service are not the operator's, yet their appearance must end
+        // a Degraded state. Secrets are watched by metadata only (an `Api<PartialObjectMeta<_>>`
+        // asks the apiserver for metadata), so the operator keeps no Secret's data in memory;
+        // every write to a Secret still arrives, since it moves the resourceVersion.
         .watches(
-            scoped!(Secret),
+            scoped!(PartialObjectMeta<Secret>),
             watcher::Config::default(),
-            move |secret: Secret| referrers(&secret_store, &secret, secret_references),
+            move |secret: PartialObjectMeta<Secret>| {
+                referrers(&secret_store, &secret, secret_references)
+            },
         )
         .watches(
             scoped!(Service),
@@ -73,18 +83,36 @@ pub async fn run(
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
-                // Reconcile failures are logged by the error policy; the rest are watch problems.
-                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                Err(err) => tracing::warn!(error = %err, "controller"),
-            }
+        .for_each(|outcome| {
+            record_outcome(&outcomes, outcome);
+            std::future::ready(())
         })
         .await;
 }
 
-/// The WebSocketServices that own `object` or whose spec names it.
+/// Logs what the controller did with one request, and forgets the failures of deleted objects.
+fn record_outcome(
+    ctx: &Context,
+    outcome: Result<(ObjectRef<Guarded>, Action), controller::Error<Error, watcher::Error>>,
+) {
+    match outcome {
+        Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+        // Reconcile failures are logged by the error policy.
+        Err(controller::Error::ReconcilerFailed(..)) => {}
+        // A retry came due for an object deleted meanwhile: deleted objects are never reconciled
+        // again, so this is the moment to drop their failure count.
+        Err(controller::Error::ObjectNotFound(object)) => {
+            tracing::debug!(object = %object, "deleted before its retry");
+            ctx.forget_failures(
+                object.namespace.as_deref().unwrap_or_default(),
+                &object.name,
+            );
+        }
+        Err(err) => tracing::warn!(error = %err, "controller"),
+    }
+}
+
+/// The WebSocketServices that own `object` or whose spec names it, each once.
 fn referrers<K: Resource>(
     store: &Store<Guarded>,
     object: &K,
@@ -102,23 +130,28 @@ fn referrers<K: Resource>(
         })
         .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
         .collect();
-    found.extend(
-        store
-            .state()
-            .iter()
-            .filter(|guard| guard.namespace().as_deref() == Some(namespace.as_str()))
-            .filter(|guard| guard.0.as_ref().is_ok_and(|wss| references(wss, &name)))
-            .map(|guard| ObjectRef::from_obj(guard.as_ref())),
-    );
+    let named_by = store.state().into_iter().filter(|guard| {
+        guard.namespace().as_deref() == Some(namespace.as_str())
+            && guard.0.as_ref().is_ok_and(|wss| references(wss, &name))
+    });
+    for guard in named_by {
+        let referrer = ObjectRef::from_obj(guard.as_ref());
+        if !found.contains(&referrer) {
+            found.push(referrer);
+        }
+    }
     found
 }
 
-/// Whether `wss` reads the Secret `name`: a user TLS Secret or the JWT key.
+/// Whether `wss` uses the Secret `name`: its TLS Secret (the user's, or the one it issues, which
+/// another fleet may hold until its owner is deleted) or the JWT key.
 pub fn secret_references(wss: &WebSocketService, name: &str) -> bool {
-    let tls =
-        wss.spec.tls.as_ref().is_some_and(|tls| {
-            tls.mode == TlsMode::Secret && tls.secret_name.as_deref() == Some(name)
-        });
+    let tls = wss
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|tls| tls_secret_name(tls, &ChildNames::of(wss)))
+        .is_some_and(|secret| secret == name);
     let jwt = wss
         .spec
         .auth
@@ -136,10 +169,12 @@ pub fn service_references(wss: &WebSocketService, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::Client;
     use kube::runtime::reflector;
 
     use super::*;
-    use crate::build::fixtures::{example, owner};
+    use crate::build::fixtures::{example, owner, wss};
+    use crate::reconcile::fixtures::{context, unanswering_client};
 
     fn store_of(objects: &[WebSocketService]) -> Store<Guarded> {
         let (store, mut writer) = reflector::store();
@@ -214,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn user_tls_and_jwt_secrets_are_references() {
+    fn tls_and_jwt_secrets_are_references() {
         assert!(secret_references(
             &example("user-tls.yaml"),
             "chat-user-tls"
@@ -222,8 +257,91 @@ mod tests {
         assert!(!secret_references(&example("user-tls.yaml"), "other"));
         let production = example("production.yaml");
         assert!(secret_references(&production, "chat-jwt"));
-        // An operator-issued Secret is found through its owner reference instead.
-        assert!(!secret_references(&production, "chat-prod-tls"));
+        assert!(secret_references(&production, "chat-prod-tls"));
+        let default_name =
+            wss("metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  tls: {}\n");
+        assert!(secret_references(&default_name, "edge-tls"));
+    }
+
+    #[test]
+    fn an_issued_secret_maps_to_its_owner_and_every_fleet_waiting_for_its_name() {
+        let production = example("production.yaml");
+        let mut canary = production.clone();
+        canary.metadata.name = Some("chat-canary".to_owned());
+        canary.metadata.uid = Some("uid-2".to_owned());
+        let store = store_of(&[production.clone(), canary, example("minimal.yaml")]);
+        // Deleting the owner deletes its Secret; that event must wake the canary at once.
+        let issued = Secret {
+            metadata: ObjectMeta {
+                name: Some("chat-prod-tls".to_owned()),
+                namespace: Some("team-a".to_owned()),
+                owner_references: Some(vec![owner(&production)]),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        assert_eq!(
+            names(referrers(&store, &issued, secret_references)),
+            ["team-a/chat-canary", "team-a/chat-prod"]
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_are_watched_by_metadata_only() {
+        let (requests, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let apiserver = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let accept = request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let _ = requests.send((request.uri().path().to_owned(), accept));
+            std::future::pending::<
+                Result<http::Response<kube::client::Body>, std::convert::Infallible>,
+            >()
+        });
+        let ctx = Arc::new(context(Client::new(apiserver, "team-a")));
+        let secret_list_accepts = async {
+            while let Some((path, accept)) = seen.recv().await {
+                if path == "/api/v1/namespaces/team-a/secrets" {
+                    return accept;
+                }
+            }
+            panic!("the controller never listed Secrets");
+        };
+        let accept = tokio::select! {
+            accept = secret_list_accepts => accept,
+            () = run(ctx, Some("team-a"), std::future::pending()) => panic!("the controller stopped"),
+            () = tokio::time::sleep(Duration::from_secs(30)) => panic!("no Secret list within 30s"),
+        };
+        assert!(accept.contains("as=PartialObjectMetadataList"), "{accept}");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_object_leaves_no_failure_count_behind() {
+        let ctx = Arc::new(context(unanswering_client()));
+        let guard = Arc::new(DeserializeGuard(Ok(example("minimal.yaml"))));
+        let fail = || {
+            let error = Error::Certificate {
+                secret: "chat-tls".to_owned(),
+                message: "no entropy".to_owned(),
+            };
+            error_policy(guard.clone(), &error, ctx.clone())
+        };
+        let seconds = |secs| Action::requeue(Duration::from_secs(secs));
+        assert_eq!([fail(), fail()], [seconds(2), seconds(4)]);
+        // The retry comes due after the object was deleted.
+        let deleted = ObjectRef::from_obj(guard.as_ref()).erase();
+        record_outcome(
+            &ctx,
+            Err(controller::Error::ObjectNotFound(Box::new(deleted))),
+        );
+        assert_eq!(
+            fail(),
+            seconds(2),
+            "a new object of that name starts afresh"
+        );
     }
 
     #[test]

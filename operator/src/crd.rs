@@ -13,7 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Go-style duration text as `duration()` in CEL and the gateway both read it: `30s`, `1h30m`.
-const DURATION_RE: &str = "^([0-9]+(ns|us|ms|s|m|h))+$";
+/// No `us` or `ns`: the gateway config holds whole milliseconds, so `500us` would reach the
+/// gateway as `0s` (which it refuses to start with) and `1500us` as `1ms`.
+const DURATION_RE: &str = "^([0-9]+(ms|s|m|h))+$";
 
 /// A fleet of WebSocket gateways in front of one upstream.
 // Each `printcolumn(...)` below is its own column; repeated `type_` values are not duplicates.
@@ -128,6 +130,7 @@ pub struct UpstreamSpec {
     /// Name of a Service in the WebSocketService's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("upstream.service must be a Service name: a lowercase DNS label such as chat-backend"))]
     pub service: Option<String>,
     /// Port of `service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,12 +196,12 @@ pub struct TlsSpec {
     /// Lifetime of a SelfSigned certificate.
     #[serde(default = "default_cert_duration")]
     #[schemars(length(min = 2, max = 64))]
-    #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.duration must be a positive duration such as 2160h"))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.duration must be a positive duration in h, m, s or ms such as 2160h"))]
     pub duration: String,
     /// A SelfSigned certificate is renewed this long before it expires.
     #[serde(default = "default_renew_before")]
     #[schemars(length(min = 2, max = 64))]
-    #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.renewBefore must be a positive duration such as 360h"))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.renewBefore must be a positive duration in h, m, s or ms such as 360h"))]
     pub renew_before: String,
 }
 
@@ -261,7 +264,7 @@ pub struct JwtSpec {
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway")]
     #[schemars(length(min = 2, max = 64))]
-    #[x_kube(validation = Rule::new(non_negative_duration_rule()).message("auth.jwt.leeway must be a duration such as 30s"))]
+    #[x_kube(validation = Rule::new(non_negative_duration_rule()).message("auth.jwt.leeway must be a duration in h, m, s or ms such as 30s"))]
     pub leeway: String,
     /// Claims copied into request headers for the upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,12 +358,12 @@ pub struct HeartbeatSpec {
     /// A client silent this long is pinged.
     #[serde(default = "default_heartbeat_interval")]
     #[schemars(length(min = 2, max = 64))]
-    #[x_kube(validation = Rule::new(positive_duration_rule()).message("heartbeat.interval must be a positive duration such as 30s"))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("heartbeat.interval must be a positive duration in h, m, s or ms such as 30s"))]
     pub interval: String,
     /// A pinged client silent this much longer is closed.
     #[serde(default = "default_heartbeat_timeout")]
     #[schemars(length(min = 2, max = 64))]
-    #[x_kube(validation = Rule::new(positive_duration_rule()).message("heartbeat.timeout must be a positive duration such as 10s"))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("heartbeat.timeout must be a positive duration in h, m, s or ms such as 10s"))]
     pub timeout: String,
 }
 
@@ -589,30 +592,75 @@ impl Default for DrainSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod admission {
+    //! What the apiserver would say about a manifest, judged by the CRD's CEL rules as kube's
+    //! CEL evaluator runs them. OpenAPI bounds (`minimum`, `maxLength`, ...) are not checked.
+
     use kube::CustomResourceExt;
-    use kube::core::cel::Validator;
+    use kube::core::cel::{CompiledSchema, Validator, apply_defaults, compile_schema};
     use serde_json::{Value, json};
 
-    use super::*;
+    use super::WebSocketService;
 
-    fn schema() -> Value {
+    /// The CRD's `openAPIV3Schema`.
+    pub fn schema() -> Value {
         let crd = serde_json::to_value(WebSocketService::crd()).unwrap();
         crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
     }
 
-    /// The CEL messages the apiserver would answer `manifest` with, after applying schema defaults.
-    fn cel_errors(manifest: &Value) -> Vec<String> {
-        match Validator::new().validate_with_defaults(&schema(), manifest, None) {
-            Ok(()) => Vec::new(),
-            Err(errors) => errors.iter().map(|err| err.message.clone()).collect(),
+    /// The CRD's schema with its CEL rules compiled once, for judging many manifests.
+    pub struct Admission {
+        schema: Value,
+        compiled: CompiledSchema,
+        validator: Validator,
+    }
+
+    impl Admission {
+        pub fn new() -> Self {
+            let schema = schema();
+            Self {
+                compiled: compile_schema(&schema),
+                schema,
+                validator: Validator::new(),
+            }
+        }
+
+        /// The CEL messages the apiserver would answer `manifest` with, after applying
+        /// schema defaults.
+        pub fn cel_errors(&self, manifest: &Value) -> Vec<String> {
+            match self
+                .validator
+                .validate_compiled(&self.compiled, manifest, None)
+            {
+                Ok(()) => Vec::new(),
+                Err(errors) => errors.iter().map(|err| err.message.clone()).collect(),
+            }
+        }
+
+        /// `manifest` as the apiserver stores it: schema defaults applied.
+        pub fn stored(&self, manifest: &Value) -> Value {
+            apply_defaults(&self.schema, manifest)
         }
     }
 
-    fn with_spec(spec: Value) -> Value {
+    /// The CEL messages the apiserver would answer `manifest` with.
+    pub fn cel_errors(manifest: &Value) -> Vec<String> {
+        Admission::new().cel_errors(manifest)
+    }
+
+    /// A manifest of WebSocketService `team-a/chat` with `spec`.
+    pub fn with_spec(spec: Value) -> Value {
         json!({"apiVersion": "wsfleet.io/v1alpha1", "kind": "WebSocketService",
                "metadata": {"name": "chat", "namespace": "team-a"}, "spec": spec})
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::admission::{cel_errors, schema, with_spec};
+    use super::*;
 
     fn service_upstream() -> Value {
         json!({"service": "chat-backend", "port": 8080})
@@ -769,6 +817,50 @@ mod tests {
             json!({"upstream": service_upstream(), "heartbeat": {"timeout": "soon"}}),
             "heartbeat.timeout must be a positive duration",
         );
+    }
+
+    #[test]
+    fn durations_are_whole_milliseconds() {
+        let jwt = |leeway: &str| json!({"algorithms": ["HS256"], "keySecretRef": {"name": "k", "key": "key"}, "leeway": leeway});
+        for (spec, message) in [
+            (
+                json!({"heartbeat": {"interval": "500us"}}),
+                "heartbeat.interval must be a positive duration in h, m, s or ms",
+            ),
+            (
+                json!({"heartbeat": {"timeout": "1s1500us"}}),
+                "heartbeat.timeout must be a positive duration in h, m, s or ms",
+            ),
+            (
+                json!({"auth": {"jwt": jwt("1000000ns")}}),
+                "auth.jwt.leeway must be a duration in h, m, s or ms",
+            ),
+            (
+                json!({"tls": {"renewBefore": "360h1us"}}),
+                "tls.renewBefore must be a positive duration in h, m, s or ms",
+            ),
+        ] {
+            let mut spec = spec;
+            spec["upstream"] = service_upstream();
+            refused_with(spec, message);
+        }
+        let fine = json!({"upstream": service_upstream(), "heartbeat": {"interval": "1s500ms", "timeout": "1ms"},
+                          "auth": {"jwt": jwt("0s")}});
+        assert_eq!(cel_errors(&with_spec(fine)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn upstream_service_is_a_service_name() {
+        for name in ["/", "Chat", "chat.backend", "-chat", "1chat", "chat-"] {
+            refused_with(
+                json!({"upstream": {"service": name, "port": 80}}),
+                "upstream.service must be a Service name",
+            );
+        }
+        for name in ["c", "chat-backend", "b2"] {
+            let spec = json!({"upstream": {"service": name, "port": 80}});
+            assert_eq!(cel_errors(&with_spec(spec)), Vec::<String>::new(), "{name}");
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Kube { verb: "apply", .. } => "ApplyFailed",
+            Self::Kube { verb: "create", .. } => "CreateFailed",
             Self::Kube { verb: "delete", .. } => "DeleteFailed",
             Self::Kube { .. } => "ReadFailed",
             Self::Certificate { .. } => "CertificateFailed",
@@ -106,6 +107,10 @@ mod tests {
         assert_eq!(
             Error::kube("get", "Secret", "ns", "s")(api_error()).reason(),
             "ReadFailed"
+        );
+        assert_eq!(
+            Error::kube("create", "Secret", "ns", "s")(api_error()).reason(),
+            "CreateFailed"
         );
     }
 }

@@ -80,16 +80,9 @@ fn plan_tls(tls: &crd::TlsSpec, names: &ChildNames) -> Result<TlsPlan, InvalidSp
             ),
         ));
     }
-    let secret_name = match (tls.mode, &tls.secret_name) {
-        (_, Some(name)) => name.clone(),
-        (TlsMode::SelfSigned, None) => names.default_tls_secret(),
-        (TlsMode::Secret, None) => {
-            return Err(InvalidSpec::new(
-                "spec.tls.secretName",
-                "is required when tls.mode is Secret",
-            ));
-        }
-    };
+    let secret_name = tls_secret_name(tls, names).ok_or_else(|| {
+        InvalidSpec::new("spec.tls.secretName", "is required when tls.mode is Secret")
+    })?;
     let mut dns_names: Vec<String> = Vec::new();
     let requested = tls.dns_names.iter().flatten().cloned();
     for name in requested.chain(names.service_dns_names()) {
@@ -104,6 +97,16 @@ fn plan_tls(tls: &crd::TlsSpec, names: &ChildNames) -> Result<TlsPlan, InvalidSp
         duration,
         renew_before,
     })
+}
+
+/// The Secret holding the serving certificate: `tls.secretName`, by default `<name>-tls` for
+/// SelfSigned; `None` when `tls.mode` is Secret and no name is given.
+pub fn tls_secret_name(tls: &crd::TlsSpec, names: &ChildNames) -> Option<String> {
+    match (tls.mode, &tls.secret_name) {
+        (_, Some(name)) => Some(name.clone()),
+        (TlsMode::SelfSigned, None) => Some(names.default_tls_secret()),
+        (TlsMode::Secret, None) => None,
+    }
 }
 
 /// The gateway config for `spec`, built from the shared type (never from YAML text).
@@ -230,7 +233,10 @@ fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
             .ok_or_else(|| {
                 InvalidSpec::new(
                     "spec.auth.jwt.leeway",
-                    format!("must be a duration such as 30s, got {:?}", jwt.leeway),
+                    format!(
+                        "must be a duration in h, m, s or ms such as 30s, got {:?}",
+                        jwt.leeway
+                    ),
                 )
             })?,
     })
@@ -275,7 +281,9 @@ fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidSpec> {
     if !is_go_duration(text) {
         return Err(InvalidSpec::new(
             field,
-            format!("must be a duration such as 30s, 1h30m or 2160h, got {text:?}"),
+            format!(
+                "must be a duration in h, m, s or ms such as 30s, 1h30m or 250ms, got {text:?}"
+            ),
         ));
     }
     let value = duration_text::parse(text).map_err(|message| InvalidSpec::new(field, message))?;
@@ -288,8 +296,9 @@ fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidSpec> {
     Ok(value)
 }
 
-/// The shape the CRD's CEL rules accept (`^([0-9]+(ns|us|ms|s|m|h))+$`), stricter than the
-/// gateway's parser, which also reads `90 days`.
+/// The shape the CRD's CEL rules accept (`^([0-9]+(ms|s|m|h))+$`), stricter than the
+/// gateway's parser, which also reads `90 days` and `500us`. An object stored under an older
+/// schema may hold `us` or `ns`; the gateway config keeps whole milliseconds only.
 fn is_go_duration(text: &str) -> bool {
     let mut rest = text;
     while !rest.is_empty() {
@@ -298,7 +307,7 @@ fn is_go_duration(text: &str) -> bool {
             return false;
         }
         rest = &rest[digits..];
-        let Some(unit) = ["ns", "us", "ms", "s", "m", "h"]
+        let Some(unit) = ["ms", "s", "m", "h"]
             .iter()
             .find(|unit| rest.starts_with(*unit))
         else {
@@ -419,11 +428,26 @@ mod tests {
     }
 
     #[test]
+    fn sub_millisecond_durations_from_an_older_schema_name_the_field() {
+        let err = refused(|o| o.spec.heartbeat.interval = "500us".into());
+        assert_eq!(err.field, "spec.heartbeat.interval");
+        assert!(err.message.contains("500us"), "{err}");
+        let err = refused(|o| o.spec.heartbeat.timeout = "1500us".into());
+        assert_eq!(err.field, "spec.heartbeat.timeout");
+        let err = refused(|o| {
+            o.spec.auth.as_mut().unwrap().jwt.as_mut().unwrap().leeway = "1000000ns".into()
+        });
+        assert_eq!(err.field, "spec.auth.jwt.leeway");
+    }
+
+    #[test]
     fn durations_take_the_go_shape_only() {
         for good in ["30s", "1h30m", "2160h", "250ms", "1m0s"] {
             assert!(is_go_duration(good), "{good}");
         }
-        for bad in ["", "30", "s", "90 days", "1.5h", "-1h", "1h 30m", "1d"] {
+        for bad in [
+            "", "30", "s", "90 days", "1.5h", "-1h", "1h 30m", "1d", "500us", "1s1ns",
+        ] {
             assert!(!is_go_duration(bad), "{bad}");
         }
     }

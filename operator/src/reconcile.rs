@@ -40,7 +40,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Gateway image for specs that name none.
     pub default_image: String,
-    /// Consecutive failures per object, for exponential retry delays.
+    /// Consecutive failures per object (`namespace/name`), for exponential retry delays; an
+    /// entry goes when the object is reconciled successfully or found deleted.
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -58,6 +59,14 @@ impl Context {
             default_image,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets the consecutive failures of the object `namespace/name`, which no longer exists.
+    pub(crate) fn forget_failures(&self, namespace: &str, name: &str) {
+        self.failures
+            .lock()
+            .expect("failure map lock")
+            .remove(&failure_key(namespace, name));
     }
 
     pub(crate) fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
@@ -92,11 +101,11 @@ impl Context {
 }
 
 fn object_key(guard: &DeserializeGuard<WebSocketService>) -> String {
-    format!(
-        "{}/{}",
-        guard.namespace().unwrap_or_default(),
-        guard.name_any()
-    )
+    failure_key(&guard.namespace().unwrap_or_default(), &guard.name_any())
+}
+
+fn failure_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// The controller's reconcile function.
@@ -424,6 +433,44 @@ async fn write_status(
         &name,
     ))?;
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! A [`Context`] over a fake apiserver, for the reconcile steps' tests.
+
+    use std::sync::Arc;
+
+    use kube::Client;
+    use kube::runtime::events::{Recorder, Reporter};
+
+    use super::Context;
+    use crate::metrics::Metrics;
+    use crate::names::FIELD_MANAGER;
+
+    /// A Context whose requests go to `client`.
+    pub fn context(client: Client) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: None,
+        };
+        Context::new(
+            client.clone(),
+            Recorder::new(client, reporter),
+            Arc::new(Metrics::default()),
+            "wsfleet/gateway:test".to_owned(),
+        )
+    }
+
+    /// A client whose apiserver accepts every request and never answers.
+    pub fn unanswering_client() -> Client {
+        let service = tower::service_fn(|_: http::Request<kube::client::Body>| {
+            std::future::pending::<
+                Result<http::Response<kube::client::Body>, std::convert::Infallible>,
+            >()
+        });
+        Client::new(service, "team-a")
+    }
 }
 
 #[cfg(test)]

@@ -174,18 +174,20 @@ impl Rollout {
         let ready = status.ready_replicas.unwrap_or(0);
         let seen = status.observed_generation >= deployment.metadata.generation;
         let progressing = !seen || updated < desired || replicas > updated;
-        let available = seen
-            && status
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_ == "Available" && c.status == "True");
+        // Available describes the pods serving now, whichever generation they run. Until the
+        // Deployment controller observes an apply (a scale, a new template) that condition still
+        // holds, so Ready does not drop, and no Warning Event is sent, for that moment.
+        let available = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Available" && c.status == "True");
         Self {
             replicas,
             ready,
             progressing,
             available,
-            message: format!("{ready} of {desired} gateway pods ready, {updated} up to date"),
+            message: format!("gateway pods: {ready} ready, {desired} wanted, {updated} up to date"),
         }
     }
 }
@@ -297,7 +299,7 @@ mod tests {
             find(&status.conditions, READY)
                 .unwrap()
                 .message
-                .contains("1 of 3")
+                .contains("1 ready, 3 wanted")
         );
         let missing = status_of(&[], None, None);
         assert_eq!(
@@ -305,6 +307,48 @@ mod tests {
             "True"
         );
         assert_eq!(missing.replicas, 0);
+    }
+
+    #[test]
+    fn ready_holds_until_the_deployment_controller_observes_an_apply() {
+        let names = names();
+        let observe = |previous: &WebSocketServiceStatus, deployment: &Deployment, at: &Time| {
+            let observation = Observation {
+                names: &names,
+                endpoint: "ws://chat.team-a.svc/".into(),
+                problems: &[],
+                certificate: None,
+                deployment: Some(deployment),
+            };
+            reconciled_status(previous, &observation, Some(7), at)
+        };
+        let serving = observe(
+            &WebSocketServiceStatus::default(),
+            &deployment(7, 7, 7, true),
+            &now(),
+        );
+        let later = Time("2026-11-25T12:05:00Z".parse().unwrap());
+        // Scaled from 7 to 3, and a template annotation changed with the same count: each apply
+        // moved the generation past the one the Deployment's status describes.
+        let mut scaled_down = deployment(3, 7, 7, true);
+        let mut same_count = deployment(7, 7, 7, true);
+        for applied in [&mut scaled_down, &mut same_count] {
+            applied.metadata.generation = Some(3);
+            let status = observe(&serving, applied, &later);
+            let ready = find(&status.conditions, READY).unwrap();
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("True", "DeploymentAvailable"),
+                "{}",
+                ready.message
+            );
+            assert_eq!(ready.last_transition_time, now(), "Ready did not flap");
+        }
+        let ready = find(&observe(&serving, &scaled_down, &later).conditions, READY).cloned();
+        assert_eq!(
+            ready.unwrap().message,
+            "gateway pods: 7 ready, 3 wanted, 7 up to date"
+        );
     }
 
     #[test]
