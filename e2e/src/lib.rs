@@ -3,6 +3,7 @@
 
 pub mod apiserver_metrics;
 pub mod binaries;
+pub mod browser;
 pub mod certs;
 pub mod children;
 pub mod conditions;
