@@ -10,13 +10,18 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::{Context, Result, bail};
 
 /// The programs `build.sh` must have produced.
-const CONTROL_PLANE_PROGRAMS: [&str; 6] = [
+const CONTROL_PLANE_PROGRAMS: [&str; 11] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
     "kwok",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "helm",
+    "crane",
 ];
 
 /// The repository root.

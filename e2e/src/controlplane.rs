@@ -1,6 +1,8 @@
-//! A local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
-//! kube-scheduler and kwok (fake nodes whose pods turn Ready), all on loopback ports,
-//! in a temporary directory, stopped when dropped.
+//! A local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler in a temporary directory, stopped when dropped. Its nodes are either kwok's
+//! fakes (pods turn Ready without running; everything on loopback) or a real node
+//! ([`crate::node`]), for which the apiserver listens on the node's address so that pods
+//! reach it through the `kubernetes` Service.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -21,7 +23,22 @@ use crate::process::ManagedProcess;
 /// The controllers the operator's children depend on: Deployments roll out ReplicaSets and
 /// Pods, owner references are garbage-collected, namespaces are emptied on deletion and
 /// HorizontalPodAutoscalers are served.
-const CONTROLLERS: &str = "deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,horizontal-pod-autoscaler-controller";
+const FAKE_NODE_CONTROLLERS: &str = "deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,horizontal-pod-autoscaler-controller";
+
+/// Where the cluster's pods run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nodes {
+    /// kwok's fake nodes; the apiserver on 127.0.0.1.
+    Fake,
+    /// One real node (kubelet, containerd, kube-proxy) started separately; the apiserver listens
+    /// on the node's address and runs every default controller, with the ServiceAccount token
+    /// and root-CA publishers that real pods need.
+    Real {
+        address: std::net::Ipv4Addr,
+        service_range: &'static str,
+        kubernetes_service_ip: std::net::Ipv4Addr,
+    },
+}
 
 /// Fake nodes that kwok keeps Ready; two zones so that topology spreading has room.
 const FAKE_NODES: [(&str, &str); 2] = [("kwok-node-0", "zone-a"), ("kwok-node-1", "zone-b")];
@@ -48,7 +65,8 @@ impl ControlPlane {
     /// and stopped when the binary exits.
     pub fn shared() -> &'static ControlPlane {
         let started = SHARED.get_or_init(|| {
-            let control_plane = ControlPlane::start().map_err(|err| format!("{err:#}"))?;
+            let control_plane =
+                ControlPlane::start(Nodes::Fake).map_err(|err| format!("{err:#}"))?;
             // SAFETY: registers a plain function; statics are never dropped, so this is how
             // the shared processes and directory are cleaned up at exit.
             unsafe {
@@ -63,7 +81,7 @@ impl ControlPlane {
     }
 
     /// Starts every component and waits until each is serving.
-    pub fn start() -> Result<Self> {
+    pub fn start(nodes: Nodes) -> Result<Self> {
         let bin_dir = control_plane_bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("wsfleet-e2e-")
@@ -71,7 +89,7 @@ impl ControlPlane {
             .context("creating the control-plane directory")?;
         eprintln!("control plane: {}", dir.path().display());
         let mut processes = Vec::new();
-        let started = Self::start_components(&bin_dir, dir.path(), &mut processes);
+        let started = Self::start_components(&bin_dir, dir.path(), nodes, &mut processes);
         let (kubeconfig, server) = match started {
             Ok(addresses) => addresses,
             Err(err) => {
@@ -95,14 +113,25 @@ impl ControlPlane {
     fn start_components(
         bin_dir: &Path,
         dir: &Path,
+        nodes: Nodes,
         processes: &mut Vec<ManagedProcess>,
     ) -> Result<(PathBuf, String)> {
         let etcd_url = start_etcd(bin_dir, dir, processes)?;
-        let (kubeconfig, server) = start_apiserver(bin_dir, dir, &etcd_url, processes)?;
+        let (kubeconfig, server) = start_apiserver(bin_dir, dir, &etcd_url, nodes, processes)?;
         let kubectl = Kubectl::new(&bin_dir.join("kubectl"), &kubeconfig);
-        start_controllers(bin_dir, dir, &kubeconfig, processes)?;
-        start_fake_nodes(bin_dir, dir, &kubeconfig, &kubectl, processes)?;
+        start_controllers(bin_dir, dir, &kubeconfig, nodes, processes)?;
+        if nodes == Nodes::Fake {
+            start_fake_nodes(bin_dir, dir, &kubeconfig, &kubectl, processes)?;
+        }
         Ok((kubeconfig, server))
+    }
+
+    /// The directory of the control plane's files (certificates, keys, kubeconfig, logs).
+    pub fn dir(&self) -> Option<PathBuf> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .as_ref()
+            .map(|running| running.dir.path().to_owned())
     }
 
     /// kubectl (the one built with the control plane) bound to this cluster's kubeconfig.
@@ -204,12 +233,36 @@ fn start_apiserver(
     bin_dir: &Path,
     dir: &Path,
     etcd_url: &str,
+    nodes: Nodes,
     processes: &mut Vec<ManagedProcess>,
 ) -> Result<(PathBuf, String)> {
     let port = free_port()?;
-    let server = format!("https://127.0.0.1:{port}");
     let ca = CertificateAuthority::new("wsfleet-e2e-ca")?;
-    let serving = ca.issue_serving(&["127.0.0.1", "localhost"])?;
+    let (address, service_range, serving) = match nodes {
+        Nodes::Fake => (
+            "127.0.0.1".to_owned(),
+            "10.96.0.0/16",
+            ca.issue_serving(&["127.0.0.1", "localhost"])?,
+        ),
+        Nodes::Real {
+            address,
+            service_range,
+            kubernetes_service_ip,
+        } => (
+            address.to_string(),
+            service_range,
+            // Pods reach the apiserver through the kubernetes Service, by IP or by name.
+            ca.issue_serving(&[
+                &address.to_string(),
+                &kubernetes_service_ip.to_string(),
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ])?,
+        ),
+    };
+    let server = format!("https://{address}:{port}");
     let (sa_private, sa_public) = service_account_key_pair()?;
     let token = random_token()?;
     let files = [
@@ -233,8 +286,8 @@ fn start_apiserver(
     let mut apiserver = Command::new(bin_dir.join("kube-apiserver"));
     apiserver
         .arg(format!("--etcd-servers={etcd_url}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--bind-address={address}"))
+        .arg(format!("--advertise-address={address}"))
         .arg(format!("--secure-port={port}"))
         .arg(format!("--cert-dir={}", file("certs")))
         .arg(format!("--tls-cert-file={}", file("apiserver.crt")))
@@ -247,18 +300,25 @@ fn start_apiserver(
             "--service-account-signing-key-file={}",
             file("sa.key")
         ))
-        .arg("--service-cluster-ip-range=10.96.0.0/16")
+        .arg(format!("--service-cluster-ip-range={service_range}"))
         .arg("--allow-privileged=true")
-        // No token controller runs, so pods could never get their service-account token;
-        // no node-lifecycle controller runs to lift the not-ready taint from new nodes.
-        .arg("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition")
         // As on clusters that enforce it: blockOwnerDeletion on a child's owner reference
         // needs update on the owner's finalizers, so the chart's RBAC is held to that.
         .arg("--enable-admission-plugins=OwnerReferencesPermissionEnforcement")
-        // The kubernetes Service would point at 127.0.0.1, which Endpoints refuse.
-        .arg("--endpoint-reconciler-type=none")
         .arg("--profiling=false")
         .arg("--v=1");
+    if nodes != Nodes::Fake {
+        // Logs and exec go to the node's address: its name is in no resolver.
+        apiserver.arg("--kubelet-preferred-address-types=InternalIP");
+    }
+    if nodes == Nodes::Fake {
+        apiserver
+            // No token controller runs, so pods could never get their service-account token;
+            // no node-lifecycle controller runs to lift the not-ready taint from new nodes.
+            .arg("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition")
+            // The kubernetes Service would point at 127.0.0.1, which Endpoints refuse.
+            .arg("--endpoint-reconciler-type=none");
+    }
     processes.push(ManagedProcess::spawn(
         "kube-apiserver",
         apiserver,
@@ -288,6 +348,7 @@ fn start_controllers(
     bin_dir: &Path,
     dir: &Path,
     kubeconfig: &Path,
+    nodes: Nodes,
     processes: &mut Vec<ManagedProcess>,
 ) -> Result<()> {
     let kubeconfig_flag = format!("--kubeconfig={}", kubeconfig.display());
@@ -296,8 +357,19 @@ fn start_controllers(
         .arg(&kubeconfig_flag)
         .arg("--leader-elect=false")
         .arg("--secure-port=0")
-        .arg(format!("--controllers={CONTROLLERS}"))
         .arg("--v=1");
+    match nodes {
+        Nodes::Fake => controller_manager.arg(format!("--controllers={FAKE_NODE_CONTROLLERS}")),
+        // Every default controller, with what the token and root-CA publishers sign with.
+        Nodes::Real { .. } => controller_manager
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                dir.join("sa.key").display()
+            ))
+            .arg(format!("--root-ca-file={}", dir.join("ca.crt").display()))
+            // The HPA acts within seconds of a change, not the default 15 s sync.
+            .arg("--horizontal-pod-autoscaler-sync-period=5s"),
+    };
     processes.push(ManagedProcess::spawn(
         "kube-controller-manager",
         controller_manager,

@@ -20,7 +20,11 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates namespace `name` on the shared control plane (started on first use).
     pub fn create(name: &str) -> Result<Self> {
-        let control_plane = ControlPlane::shared();
+        Self::create_on(ControlPlane::shared(), name)
+    }
+
+    /// Creates namespace `name` on `control_plane`.
+    pub fn create_on(control_plane: &'static ControlPlane, name: &str) -> Result<Self> {
         control_plane
             .kubectl()
             .run(&["create", "namespace", name])

@@ -1,47 +1,22 @@
-//! Real WebSocket traffic for the demo: an echo upstream, a token signed like an identity
-//! provider would, and a client that speaks wss:// trusting only the operator's ca.crt.
+//! Real WebSocket traffic from the host to a fleet: a token signed as an identity provider
+//! would, and a client that speaks wss:// trusting only the operator's `ca.crt`, with what a
+//! test needs to see: the certificate served, the refusal status, how a connection ended.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail};
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-
-/// Starts an upstream on 127.0.0.1 that echoes every message back; returns its address.
-pub async fn start_echo_upstream() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(echo(stream));
-        }
-    });
-    Ok(address)
-}
-
-async fn echo(stream: TcpStream) {
-    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
-        return;
-    };
-    while let Some(Ok(message)) = socket.next().await {
-        if message.is_text() || message.is_binary() {
-            let echoed = match message {
-                Message::Text(text) => Message::text(format!("echo: {text}")),
-                other => other,
-            };
-            if socket.send(echoed).await.is_err() {
-                return;
-            }
-        }
-    }
-}
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// An RS256 JWT for `subject`, signed with the PEM private key, valid for ten minutes.
 pub fn sign_token(
@@ -60,73 +35,272 @@ pub fn sign_token(
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
-/// How the demo client reaches the gateway.
-pub struct ClientSettings<'a> {
-    /// Where the gateway listens (loopback).
+/// Where and how a client reaches a wss:// fleet.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The address dialled: a Service's ClusterIP, or a loopback port.
     pub address: SocketAddr,
     /// The name the certificate must carry, sent as SNI and Host.
-    pub server_name: &'a str,
-    pub path: &'a str,
-    pub ca_pem: &'a str,
-    pub origin: &'a str,
-    pub token: &'a str,
+    pub server_name: String,
+    pub path: String,
+    pub ca_pem: String,
+    pub origin: String,
+    /// The client's own address, when it must be a particular one (affinity by client IP).
+    pub source: Option<std::net::IpAddr>,
 }
 
-/// Connects over wss:// trusting only `ca_pem`, sends each message and returns the replies.
-pub async fn exchange(settings: &ClientSettings<'_>, messages: &[&str]) -> Result<Vec<String>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(settings.ca_pem.as_bytes()) {
-        roots.add(cert.context("reading ca.crt")?)?;
+type Socket = WebSocketStream<TlsStream<TcpStream>>;
+
+/// One open WebSocket connection.
+pub struct Session {
+    socket: Socket,
+    /// The DER of the leaf certificate the server presented.
+    pub certificate: Vec<u8>,
+}
+
+/// How a connection ended, as its client saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// A close frame with this code arrived.
+    Closed(u16),
+    /// The stream ended or failed without a close frame.
+    Cut(String),
+}
+
+impl Endpoint {
+    async fn tls(&self) -> Result<(TlsStream<TcpStream>, Vec<u8>)> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.context("reading ca.crt")?)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(source) = self.source {
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .with_context(|| format!("binding the client to {source}"))?;
+        }
+        let tcp = socket
+            .connect(self.address)
+            .await
+            .with_context(|| format!("connecting to {}", self.address))?;
+        let name = ServerName::try_from(self.server_name.clone())?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake (is the certificate signed by ca.crt?)")?;
+        let certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| leaf.to_vec())
+            .context("the server presented no certificate")?;
+        Ok((stream, certificate))
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = TcpStream::connect(settings.address)
-        .await
-        .with_context(|| format!("connecting to the gateway at {}", settings.address))?;
-    let name = ServerName::try_from(settings.server_name.to_owned())?;
-    let stream = connector
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake with the gateway (is the certificate signed by ca.crt?)")?;
 
-    let url = format!("wss://{}{}", settings.server_name, settings.path);
-    let mut request = url.into_client_request()?;
-    let headers = request.headers_mut();
-    headers.insert("Origin", HeaderValue::from_str(settings.origin)?);
-    headers.insert(
-        "Authorization",
-        HeaderValue::from_str(&format!("Bearer {}", settings.token))?,
-    );
-    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .context("WebSocket handshake through the gateway")?;
-    ensure!(
-        response.status() == 101,
-        "handshake answered {}",
-        response.status()
-    );
+    async fn handshake(&self, token: &str, origin: &str) -> Result<Result<Session, u16>> {
+        let (stream, certificate) = self.tls().await?;
+        let url = format!("wss://{}{}", self.server_name, self.path);
+        let mut request = url.into_client_request()?;
+        let headers = request.headers_mut();
+        headers.insert("Origin", HeaderValue::from_str(origin)?);
+        headers.insert(
+            "Authorization",
+            HeaderValue::from_str(&format!("Bearer {token}"))?,
+        );
+        match tokio_tungstenite::client_async(request, stream).await {
+            Ok((socket, _)) => Ok(Ok(Session {
+                socket,
+                certificate,
+            })),
+            Err(WsError::Http(response)) => Ok(Err(response.status().as_u16())),
+            Err(err) => Err(err).context("WebSocket handshake"),
+        }
+    }
 
-    let mut replies = Vec::new();
-    for message in messages {
-        socket.send(Message::text(*message)).await?;
-        let reply = loop {
-            match socket
-                .next()
-                .await
-                .context("the gateway closed the connection")??
-            {
-                Message::Text(text) => break text.to_string(),
-                Message::Binary(bytes) => break String::from_utf8_lossy(&bytes).into_owned(),
+    /// Opens a connection with `token`, from the endpoint's origin.
+    pub async fn connect(&self, token: &str) -> Result<Session> {
+        match self.handshake(token, &self.origin).await? {
+            Ok(session) => Ok(session),
+            Err(status) => bail!("the handshake was refused with HTTP {status}"),
+        }
+    }
+
+    /// The HTTP status that refuses a handshake with `token` from `origin`.
+    pub async fn refusal(&self, token: &str, origin: &str) -> Result<u16> {
+        match self.handshake(token, origin).await? {
+            Ok(_) => bail!("the handshake was accepted; expected a refusal"),
+            Err(status) => Ok(status),
+        }
+    }
+}
+
+impl Session {
+    /// Sends `text` and returns the next text or binary message.
+    pub async fn round_trip(&mut self, text: &str) -> Result<String> {
+        self.send(text).await?;
+        self.next_text().await
+    }
+
+    pub async fn send(&mut self, text: &str) -> Result<()> {
+        Ok(self.socket.send(Message::text(text)).await?)
+    }
+
+    /// The next text or binary message, as text.
+    pub async fn next_text(&mut self) -> Result<String> {
+        loop {
+            match self.socket.next().await.context("the connection ended")?? {
+                Message::Text(reply) => return Ok(reply.to_string()),
+                Message::Binary(bytes) => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                Message::Close(frame) => bail!("closed by the server: {frame:?}"),
                 _ => continue,
             }
-        };
-        replies.push(reply);
+        }
     }
-    socket.close(None).await?;
-    Ok(replies)
+
+    /// What the test upstream says about this connection: its pod, and the address of the
+    /// gateway that forwarded it (`peer`).
+    pub async fn whoami(&mut self) -> Result<Value> {
+        let reply = self.round_trip("whoami").await?;
+        serde_json::from_str(&reply).with_context(|| format!("whoami answered {reply:?}"))
+    }
+
+    /// The gateway pod's address, as the upstream saw it.
+    pub async fn gateway_ip(&mut self) -> Result<String> {
+        let identity = self.whoami().await?;
+        identity["peer"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no peer in {identity}"))
+    }
+
+    /// Closes the connection normally.
+    pub async fn close(mut self) -> Result<()> {
+        self.socket.close(None).await?;
+        while let Some(Ok(_)) = self.socket.next().await {}
+        Ok(())
+    }
+
+    /// Waits, sending nothing, until the server ends the connection; returns how.
+    pub async fn ending(mut self) -> Ending {
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Close(frame))) => return Ending::Closed(close_code(frame)),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Ending::Cut(err.to_string()),
+                None => return Ending::Cut("end of stream".into()),
+            }
+        }
+    }
+
+    /// Sends a message every `interval` and counts the echoes, until the server ends the
+    /// connection or `stop` changes (then it closes normally).
+    pub async fn keep_talking(
+        mut self,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Talk {
+        let mut talk = Talk::default();
+        match self.gateway_ip().await {
+            Ok(gateway) => talk.gateway = gateway,
+            Err(err) => {
+                talk.ending = Some((
+                    Ending::Cut(format!("asking whoami: {err:#}")),
+                    Instant::now(),
+                ));
+                return talk;
+            }
+        }
+        let mut ticker = tokio::time::interval(interval);
+        let ending = loop {
+            tokio::select! {
+                // The flag only ever turns true, so any change means stop.
+                _ = stop.changed() => {
+                    let _ = self.close().await;
+                    return talk;
+                }
+                _ = ticker.tick() => {
+                    let text = format!("message {}", talk.echoed);
+                    if let Err(err) = self.socket.send(Message::text(text)).await {
+                        break Ending::Cut(format!("sending: {err}"));
+                    }
+                }
+                message = self.socket.next() => match message {
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => talk.echoed += 1,
+                    Some(Ok(Message::Close(frame))) => break Ending::Closed(close_code(frame)),
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => break Ending::Cut(err.to_string()),
+                    None => break Ending::Cut("end of stream".into()),
+                },
+            }
+        };
+        talk.ending = Some((ending, Instant::now()));
+        talk
+    }
+}
+
+/// What one connection of a [`Swarm`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct Talk {
+    /// How and when the server ended it; `None` if it was open until the swarm finished.
+    pub ending: Option<(Ending, Instant)>,
+    /// Messages that came back.
+    pub echoed: u64,
+    /// The address of the gateway pod that carried it.
+    pub gateway: String,
+}
+
+fn close_code(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> u16 {
+    frame.map_or(1005, |frame| u16::from(frame.code))
+}
+
+/// Many connections talking at once, each in its own task, until [`Swarm::finish`].
+pub struct Swarm {
+    stop: tokio::sync::watch::Sender<bool>,
+    talks: Vec<tokio::task::JoinHandle<Talk>>,
+}
+
+impl Swarm {
+    /// Opens `count` connections with `token`; each sends a message every `interval`.
+    pub async fn open(
+        endpoint: &Endpoint,
+        token: &str,
+        count: usize,
+        interval: Duration,
+    ) -> Result<Self> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut talks = Vec::with_capacity(count);
+        for index in 0..count {
+            let session = endpoint
+                .connect(token)
+                .await
+                .with_context(|| format!("opening connection {index} of {count}"))?;
+            talks.push(tokio::spawn(
+                session.keep_talking(interval, stopped.clone()),
+            ));
+        }
+        Ok(Self { stop, talks })
+    }
+
+    /// How many connections have ended so far.
+    pub fn ended(&self) -> usize {
+        self.talks.iter().filter(|talk| talk.is_finished()).count()
+    }
+
+    /// Stops the connections still open (they close normally) and returns what each saw.
+    pub async fn finish(self) -> Result<Vec<Talk>> {
+        let _ = self.stop.send(true);
+        let mut outcomes = Vec::with_capacity(self.talks.len());
+        for talk in self.talks {
+            outcomes.push(talk.await.context("a connection's task panicked")?);
+        }
+        Ok(outcomes)
+    }
 }

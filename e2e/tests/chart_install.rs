@@ -15,29 +15,13 @@ use serde_json::{Value, json};
 use wsfleet_e2e::binaries::{workspace_root, wsfleet_binary};
 use wsfleet_e2e::children::{Child, expected_children};
 use wsfleet_e2e::fixtures::{create_backend_service, create_jwt_secret};
+use wsfleet_e2e::helm::helm;
 use wsfleet_e2e::net::{free_port, http_get};
 use wsfleet_e2e::poll::give_up;
 use wsfleet_e2e::process::ManagedProcess;
-use wsfleet_e2e::{ControlPlane, DEADLINE, Expected, TestNamespace, await_conditions, eventually};
+use wsfleet_e2e::{DEADLINE, Expected, TestNamespace, await_conditions, eventually};
 
 const RELEASE: &str = "wsfleet";
-
-fn helm(control_plane: &ControlPlane, args: &[&str]) -> Result<String> {
-    let output = Command::new(control_plane.bin_dir().join("helm"))
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(control_plane.kubeconfig())
-        .output()
-        .context("running helm")?;
-    ensure!(
-        output.status.success(),
-        "helm {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
 
 /// A kubeconfig for the same cluster that authenticates with `token` instead of the admin
 /// credentials.

@@ -1,22 +1,15 @@
-//! The wsfleet demo, end to end on this machine: a local control plane, the operator, the
-//! production example, then a real gateway process running the config and certificate the
-//! operator rendered, with a client exchanging messages through it over wss://.
+//! The wsfleet demo, end to end on this machine with real pods: a local control plane and a
+//! real node, `helm install` of the chart, the production example in front of a small chat
+//! room, and two clients on the host that reach the room through the fleet's Service, each
+//! carried by a different gateway pod.
 
-use std::path::Path;
-use std::process::Command;
-
-use anyhow::{Context, Result, ensure};
-use wsfleet_e2e::binaries::wsfleet_binary;
-use wsfleet_e2e::fixtures::{create_backend_service, create_jwt_secret, example_path};
-use wsfleet_e2e::inspect::secret_value;
-use wsfleet_e2e::net::{free_port, http_get, http_status};
-use wsfleet_e2e::poll::give_up;
-use wsfleet_e2e::process::ManagedProcess;
-use wsfleet_e2e::wire::{ClientSettings, exchange, sign_token, start_echo_upstream};
-use wsfleet_e2e::{
-    ControlPlane, DEADLINE, Expected, Kubectl, Operator, await_conditions, eventually,
-};
-use wsfleet_gateway::config::GatewayConfig;
+use anyhow::{Context, Result, bail};
+use wsfleet_e2e::fixtures::{create_jwt_secret, example_path};
+use wsfleet_e2e::fleet::{deploy_upstream, endpoint, gateway_pods, install_chart};
+use wsfleet_e2e::node::RealCluster;
+use wsfleet_e2e::node::network::CLIENT_ADDRESSES;
+use wsfleet_e2e::wire::{Endpoint, Session, sign_token};
+use wsfleet_e2e::{Expected, await_conditions};
 
 const NAMESPACE: &str = "demo";
 const NAME: &str = "chat-prod";
@@ -26,22 +19,30 @@ fn say(text: &str) {
 }
 
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
     let work = tempfile::Builder::new().prefix("wsfleet-demo-").tempdir()?;
+    say("starting a control plane and a real node (kubelet, containerd, kube-proxy, CoreDNS)");
+    let cluster = RealCluster::start()?;
+    run(&cluster, work.path())?;
+    say("done; stopping everything and restoring the host");
+    Ok(())
+}
 
-    say("starting a local control plane (etcd, kube-apiserver, controllers, scheduler, kwok)");
-    let control_plane = ControlPlane::start()?;
-    control_plane.install_crd()?;
-    let admin = control_plane.kubectl();
+fn run(cluster: &RealCluster, work: &std::path::Path) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let admin = cluster.kubectl();
+
+    say("helm install wsfleet charts/wsfleet");
+    install_chart(cluster)?;
+    print!(
+        "{}",
+        admin.run(&["get", "pods", "-n", "wsfleet-system", "-o", "wide"])?
+    );
+
+    say("a chat room behind Service chat-backend, the JWT Secret, and examples/production.yaml");
     admin.run(&["create", "namespace", NAMESPACE])?;
     let kubectl = admin.in_namespace(NAMESPACE);
-
-    say("starting wsfleet-operator");
-    let _operator = Operator::start(&control_plane, NAMESPACE, "demo", work.path())?;
-
-    say("applying examples/production.yaml with the Service and JWT Secret it expects");
-    create_backend_service(&kubectl, NAMESPACE)?;
-    let jwt_keys = create_jwt_secret(&kubectl, work.path())?;
+    deploy_upstream(&kubectl, NAMESPACE, "chat")?;
+    let keys = create_jwt_secret(&kubectl, work)?;
     print!(
         "{}",
         kubectl.run(&["apply", "-f", &example_path("production.yaml")])?
@@ -55,125 +56,56 @@ fn main() -> Result<()> {
         ],
     )?;
     print!("{}", kubectl.run(&["get", "wss"])?);
-    print!(
-        "{}",
-        kubectl.run(&[
-            "get",
-            "configmap,secret,deployment,service,hpa,pdb,pods",
-            "-l",
-            &format!("app.kubernetes.io/instance={NAME}")
-        ])?
-    );
+    print!("{}", kubectl.run(&["get", "pods", "-o", "wide"])?);
 
-    say("running wsfleet-gateway locally with the rendered ConfigMap and the issued certificate");
-    let upstream = runtime.block_on(start_echo_upstream())?;
-    println!("echo upstream on {upstream}");
-    let (config, ca_pem) = localize_gateway_config(&kubectl, work.path(), upstream)?;
-    let gateway = wsfleet_binary("wsfleet-gateway", "wsfleet-gateway")?;
-    let config_path = work.path().join("gateway.yaml");
-    let mut command = Command::new(gateway);
-    command.arg("--config").arg(&config_path);
-    let mut gateway =
-        ManagedProcess::spawn("wsfleet-gateway", command, &work.path().join("gateway.log"))?;
-    let metrics_port = config.metrics.address.port();
-    eventually("the gateway's /readyz", DEADLINE, || {
-        gateway.ensure_running().map_err(give_up)?;
-        let status = http_status(metrics_port, "/readyz")?;
-        ensure!(status == 200, "/readyz answered {status}");
-        Ok(())
+    say("two clients connect over wss:// to the Service, trusting only the operator's ca.crt");
+    let service = endpoint(&kubectl, NAMESPACE, NAME, &format!("{NAME}-tls"))?;
+    let pods = gateway_pods(&kubectl, NAME)?;
+    let private_pem = std::fs::read(&keys.private_pem)?;
+    let (alice, bob) = runtime.block_on(async {
+        // The Service keeps each client address on one pod (ClientIP affinity): try addresses
+        // until two clients are carried by different pods.
+        let mut first: Option<(Session, String)> = None;
+        for source in CLIENT_ADDRESSES {
+            let client = Endpoint {
+                source: Some(source.into()),
+                ..service.clone()
+            };
+            let user = if first.is_none() { "alice" } else { "bob" };
+            let token = sign_token(&private_pem, "https://auth.example.com", "chat", user)?;
+            let mut session = client.connect(&token).await?;
+            let gateway = session.gateway_ip().await?;
+            let pod = pods.get(&gateway).cloned().unwrap_or(gateway);
+            match &first {
+                Some((_, first_pod)) if *first_pod == pod => session.close().await?,
+                Some(_) => {
+                    println!("bob   from {source} is carried by gateway pod {pod}");
+                    let (alice, _) = first.take().context("alice is connected")?;
+                    return Ok((alice, session));
+                }
+                None => {
+                    println!("alice from {source} is carried by gateway pod {pod}");
+                    first = Some((session, pod));
+                }
+            }
+        }
+        bail!("every client address landed on the same gateway pod")
     })?;
-    println!(
-        "gateway listening on wss://{} (metrics on {})",
-        config.listen.address, config.metrics.address
-    );
 
-    say("a client exchanges messages through the gateway over wss://, trusting only ca.crt");
-    let private_pem = std::fs::read(&jwt_keys.private_pem)?;
-    let token = sign_token(
-        &private_pem,
-        "https://auth.example.com",
-        "chat",
-        "demo-user",
-    )?;
-    let settings = ClientSettings {
-        address: config.listen.address,
-        server_name: "chat.example.com",
-        path: &config.listen.path,
-        ca_pem: &ca_pem,
-        origin: "https://chat.example.com",
-        token: &token,
-    };
-    let messages = ["hello", "how are you?", "bye"];
-    let replies = runtime.block_on(exchange(&settings, &messages))?;
-    for (sent, received) in messages.iter().zip(&replies) {
-        println!("client sent {sent:?}, received {received:?}");
-    }
-    ensure!(
-        replies
-            .iter()
-            .zip(messages)
-            .all(|(reply, sent)| reply.ends_with(sent)),
-        "the replies do not echo what was sent"
-    );
-
-    say("the gateway's metrics");
-    let metrics = http_get(metrics_port, "/metrics")?;
-    for line in metrics.lines().filter(|line| {
-        line.starts_with("wsfleet_gateway_messages_total")
-            || line.starts_with("wsfleet_gateway_handshakes_total")
-    }) {
-        println!("{line}");
-    }
-
-    say("done; stopping the gateway, the operator and the control plane");
-    gateway.terminate(std::time::Duration::from_secs(10));
+    say("they talk through the room; the upstream names the gateway pod each message came through");
+    runtime.block_on(async {
+        let mut people = [("alice", alice), ("bob", bob)];
+        for (speaker, text) in [(0, "hi bob, this is alice"), (1, "hello alice!")] {
+            people[speaker].1.send(text).await?;
+            println!("{} says {text:?}", people[speaker].0);
+            for (name, session) in &mut people {
+                println!("  {name} hears {}", session.next_text().await?);
+            }
+        }
+        for (_, session) in people {
+            session.close().await?;
+        }
+        anyhow::Ok(())
+    })?;
     Ok(())
-}
-
-/// The rendered gateway.yaml with the pod's file paths and addresses replaced by files in
-/// `dir` (holding the Secrets' contents) and loopback ports, forwarding to `upstream`.
-/// Returns the config written to `dir/gateway.yaml` and the CA certificate to trust.
-fn localize_gateway_config(
-    kubectl: &Kubectl,
-    dir: &Path,
-    upstream: std::net::SocketAddr,
-) -> Result<(GatewayConfig, String)> {
-    let configmap = kubectl.get("configmap", &format!("{NAME}-gateway"))?;
-    let rendered = configmap["data"]["gateway.yaml"]
-        .as_str()
-        .context("ConfigMap has no gateway.yaml")?;
-    println!("rendered gateway.yaml:\n{rendered}");
-    let mut config = GatewayConfig::from_yaml(rendered)?;
-
-    let secret = format!("{NAME}-tls");
-    let ca_pem = secret_value(kubectl, &secret, "ca.crt")?;
-    let tls = config.tls.as_mut().context("the example has TLS")?;
-    tls.cert_file = dir.join("tls.crt");
-    tls.key_file = dir.join("tls.key");
-    std::fs::write(&tls.cert_file, secret_value(kubectl, &secret, "tls.crt")?)?;
-    std::fs::write(&tls.key_file, secret_value(kubectl, &secret, "tls.key")?)?;
-    let jwt = config
-        .auth
-        .jwt
-        .as_mut()
-        .context("the example has JWT auth")?;
-    jwt.key_file = dir.join("public.pem");
-    std::fs::write(
-        &jwt.key_file,
-        secret_value(kubectl, "chat-jwt", "public.pem")?,
-    )?;
-
-    config.listen.address = format!("127.0.0.1:{}", free_port()?).parse()?;
-    config.metrics.address = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let path = config
-        .upstream
-        .url
-        .splitn(4, '/')
-        .nth(3)
-        .map(|path| format!("/{path}"))
-        .unwrap_or_default();
-    config.upstream.url = format!("ws://{upstream}{path}");
-    config.validate()?;
-    std::fs::write(dir.join("gateway.yaml"), serde_yaml::to_string(&config)?)?;
-    Ok((config, ca_pem))
 }

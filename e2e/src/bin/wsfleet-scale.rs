@@ -14,7 +14,7 @@ use wsfleet_e2e::apiserver_metrics::{difference, write_counts};
 use wsfleet_e2e::fixtures::create_backend_service;
 use wsfleet_e2e::poll::give_up;
 use wsfleet_e2e::process::peak_rss_kib;
-use wsfleet_e2e::{ControlPlane, Kubectl, Operator, eventually};
+use wsfleet_e2e::{ControlPlane, Kubectl, Nodes, Operator, eventually};
 
 const NAMESPACE: &str = "scale";
 
@@ -103,7 +103,7 @@ fn main() -> Result<()> {
         Some(text) => text.parse().context("COUNT must be a number")?,
         None => 1000,
     };
-    let control_plane = ControlPlane::start()?;
+    let control_plane = ControlPlane::start(Nodes::Fake)?;
     control_plane.install_crd()?;
     let admin = control_plane.kubectl();
     admin.run(&["create", "namespace", NAMESPACE])?;

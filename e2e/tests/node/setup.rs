@@ -1,0 +1,130 @@
+//! What the real-node tests start from: the chart installed once, and a fleet of the
+//! production example in a namespace of the test's own, with an echo upstream pod behind it.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use wsfleet_e2e::fixtures::{RsaKeyFiles, create_jwt_secret, example_path};
+use wsfleet_e2e::fleet::{deploy_upstream, endpoint, install_chart};
+use wsfleet_e2e::node::RealCluster;
+use wsfleet_e2e::wire::{Endpoint, sign_token};
+use wsfleet_e2e::{Expected, Kubectl, TestNamespace, await_conditions};
+
+/// The production example's name and TLS Secret.
+pub const NAME: &str = "chat-prod";
+pub const TLS_SECRET: &str = "chat-prod-tls";
+
+pub fn cluster() -> &'static RealCluster {
+    RealCluster::shared()
+}
+
+/// The chart's operator, installed on first use and left running for every test.
+pub fn operator() -> Result<()> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| install_chart(cluster()).map_err(|err| format!("{err:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Runs `future` on a runtime of its own; tests are plain functions.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Runtime::new()
+        .expect("starting a tokio runtime")
+        .block_on(future)
+}
+
+/// Lets one test client open hundreds of connections: every one of them comes from the host's
+/// address, which the example's per-address rate (10 a second, bursts of 20) would refuse.
+pub fn with_room_for_load(manifest: &mut Value) {
+    manifest["spec"]["limits"]["connectionsPerIP"] =
+        serde_json::json!({"perSecond": 1000, "burst": 1000});
+}
+
+/// A production-example fleet, Ready, with an echo upstream, in namespace `namespace`.
+pub struct Fleet {
+    pub namespace: TestNamespace,
+    keys: RsaKeyFiles,
+}
+
+impl Fleet {
+    /// examples/production.yaml as it is.
+    pub fn production(namespace: &str) -> Result<Self> {
+        Self::production_with(namespace, |_| {})
+    }
+
+    /// examples/production.yaml with `change` applied to its manifest first.
+    pub fn production_with(namespace: &str, change: impl FnOnce(&mut Value)) -> Result<Self> {
+        operator()?;
+        let namespace = TestNamespace::create_on(cluster().control_plane(), namespace)?;
+        let kubectl = namespace.kubectl();
+        deploy_upstream(kubectl, namespace.name(), "echo")?;
+        let keys = create_jwt_secret(kubectl, namespace.dir())?;
+        let mut manifest: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(example_path("production.yaml"))
+                .context("reading examples/production.yaml")?,
+        )?;
+        change(&mut manifest);
+        kubectl.apply(&serde_yaml::to_string(&manifest)?)?;
+        await_conditions(
+            kubectl,
+            NAME,
+            &[
+                Expected::new("Ready", "True"),
+                Expected::new("CertificateReady", "True"),
+            ],
+        )?;
+        Ok(Self { namespace, keys })
+    }
+
+    pub fn kubectl(&self) -> &Kubectl {
+        self.namespace.kubectl()
+    }
+
+    /// A valid token for `subject`, as the example's identity provider would sign it.
+    pub fn token(&self, subject: &str) -> Result<String> {
+        let private_pem = std::fs::read(&self.keys.private_pem)?;
+        sign_token(&private_pem, "https://auth.example.com", "chat", subject)
+    }
+
+    /// How a client on the host reaches the fleet: the Service's ClusterIP.
+    pub fn endpoint(&self) -> Result<Endpoint> {
+        endpoint(self.kubectl(), self.namespace.name(), NAME, TLS_SECRET)
+    }
+
+    /// `kubectl patch wss chat-prod --type merge -p PATCH`.
+    pub fn patch(&self, patch: &str) -> Result<()> {
+        self.kubectl()
+            .run(&["patch", "wss", NAME, "--type", "merge", "-p", patch])?;
+        Ok(())
+    }
+
+    /// Each gateway pod's UID and restart count, to show a change left the pods alone.
+    pub fn pod_lives(&self) -> Result<Vec<(String, u64)>> {
+        let pods = self
+            .kubectl()
+            .list("pods", &format!("app.kubernetes.io/instance={NAME}"))?;
+        let mut lives: Vec<(String, u64)> = pods
+            .iter()
+            .map(|pod| {
+                let restarts = pod["status"]["containerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|status| status["restartCount"].as_u64())
+                    .sum();
+                (
+                    pod["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    restarts,
+                )
+            })
+            .collect();
+        lives.sort();
+        Ok(lives)
+    }
+}
