@@ -25,6 +25,10 @@ use crate::process::ManagedProcess;
 /// HorizontalPodAutoscalers are served.
 const FAKE_NODE_CONTROLLERS: &str = "deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,horizontal-pod-autoscaler-controller";
 
+/// Operator replicas with these identities authenticate as users of the same name (in
+/// system:masters, like the admin), so the audit log tells their writes apart.
+pub const REPLICA_USERS: [&str; 2] = ["replica-a", "replica-b"];
+
 /// Where the cluster's pods run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nodes {
@@ -141,6 +145,39 @@ impl ControlPlane {
 
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The kubeconfig of one of [`REPLICA_USERS`].
+    pub fn kubeconfig_of(&self, user: &str) -> Option<PathBuf> {
+        let path = self.kubeconfig.with_file_name(format!("kubeconfig-{user}"));
+        path.is_file().then_some(path)
+    }
+
+    /// Every write `user` made in `namespace` that the apiserver answered, oldest first.
+    pub fn audited_writes(&self, user: &str, namespace: &str) -> Result<Vec<AuditedWrite>> {
+        let log = self.kubeconfig.with_file_name(AUDIT_LOG);
+        let text =
+            std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+        let mut writes = Vec::new();
+        for line in text.lines() {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("parsing audit event {line}"))?;
+            if event["user"]["username"] != user
+                || event["objectRef"]["namespace"] != namespace
+                || event["stage"] != "ResponseComplete"
+            {
+                continue;
+            }
+            let field = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+            writes.push(AuditedWrite {
+                at: field(&event["requestReceivedTimestamp"]),
+                verb: field(&event["verb"]),
+                namespace: field(&event["objectRef"]["namespace"]),
+                resource: field(&event["objectRef"]["resource"]),
+                name: field(&event["objectRef"]["name"]),
+            });
+        }
+        Ok(writes)
     }
 
     /// The apiserver's URL, `https://127.0.0.1:PORT`.
@@ -265,17 +302,23 @@ fn start_apiserver(
     let server = format!("https://{address}:{port}");
     let (sa_private, sa_public) = service_account_key_pair()?;
     let token = random_token()?;
+    let mut tokens = format!("{token},admin,admin,system:masters\n");
+    let mut replica_tokens = Vec::new();
+    for user in REPLICA_USERS {
+        let replica_token = random_token()?;
+        tokens.push_str(&format!("{replica_token},{user},{user},system:masters\n"));
+        replica_tokens.push((user, replica_token));
+    }
     let files = [
         ("ca.crt", ca.cert_pem()),
         ("apiserver.crt", serving.cert_pem),
         ("apiserver.key", serving.key_pem),
         ("sa.key", sa_private),
         ("sa.pub", sa_public),
-        // One admin in system:masters; RBAC lets it do anything.
-        (
-            "tokens.csv",
-            format!("{token},admin,admin,system:masters\n"),
-        ),
+        // An admin and the replica users, all in system:masters; RBAC lets them do anything.
+        ("tokens.csv", tokens),
+        // Every write, by whom and when: who acted while which replica led.
+        ("audit-policy.yaml", AUDIT_POLICY.to_owned()),
     ];
     for (name, contents) in &files {
         std::fs::write(dir.join(name), contents)
@@ -293,6 +336,9 @@ fn start_apiserver(
         .arg(format!("--tls-cert-file={}", file("apiserver.crt")))
         .arg(format!("--tls-private-key-file={}", file("apiserver.key")))
         .arg(format!("--token-auth-file={}", file("tokens.csv")))
+        .arg(format!("--audit-policy-file={}", file("audit-policy.yaml")))
+        .arg(format!("--audit-log-path={}", file(AUDIT_LOG)))
+        .arg("--audit-log-format=json")
         .arg("--authorization-mode=RBAC")
         .arg(format!("--service-account-issuer={server}/"))
         .arg(format!("--service-account-key-file={}", file("sa.pub")))
@@ -334,6 +380,13 @@ fn start_apiserver(
         render_kubeconfig(&server, &dir.join("ca.crt"), &token),
     )
     .context("writing the kubeconfig")?;
+    for (user, replica_token) in &replica_tokens {
+        std::fs::write(
+            dir.join(format!("kubeconfig-{user}")),
+            render_kubeconfig(&server, &dir.join("ca.crt"), replica_token),
+        )
+        .with_context(|| format!("writing the kubeconfig of {user}"))?;
+    }
     let kubectl = Kubectl::new(&bin_dir.join("kubectl"), &kubeconfig);
     eventually("kube-apiserver /readyz", DEADLINE, || {
         process.ensure_running().map_err(give_up)?;
@@ -435,6 +488,29 @@ fn start_fake_nodes(
         })?;
     }
     Ok(())
+}
+
+const AUDIT_LOG: &str = "audit.log";
+
+/// Writes are logged with who made them; reads are not logged at all.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
+
+/// One write the apiserver answered, from its audit log.
+#[derive(Debug, Clone)]
+pub struct AuditedWrite {
+    /// RFC 3339 in UTC with microseconds: strings of one shape compare as times do.
+    pub at: String,
+    pub verb: String,
+    pub namespace: String,
+    pub resource: String,
+    pub name: String,
 }
 
 fn render_kubeconfig(server: &str, ca_file: &Path, token: &str) -> String {

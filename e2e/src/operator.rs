@@ -22,6 +22,8 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `wsfleet-operator run --namespace NAMESPACE` and waits until it serves /healthz.
+    /// A replica whose identity is one of [`crate::controlplane::REPLICA_USERS`] authenticates
+    /// as that user; others as the admin.
     pub fn start(
         control_plane: &ControlPlane,
         namespace: &str,
@@ -41,7 +43,12 @@ impl Operator {
             .arg(identity)
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
-            .env("KUBECONFIG", control_plane.kubeconfig())
+            .env(
+                "KUBECONFIG",
+                control_plane
+                    .kubeconfig_of(identity)
+                    .unwrap_or_else(|| control_plane.kubeconfig().to_owned()),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -110,6 +117,16 @@ impl Operator {
     /// SIGTERM, as Kubernetes stops a pod; killed if not gone within `grace`.
     pub fn terminate(mut self, grace: Duration) {
         self.process.terminate(grace);
+    }
+
+    /// SIGSTOP: the replica freezes mid-flight, as in a stalled VM or a long GC pause.
+    pub fn pause(&self) {
+        self.process.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Operator::pause`].
+    pub fn resume(&self) {
+        self.process.signal(libc::SIGCONT);
     }
 
     /// SIGKILL: no chance to release the Lease.

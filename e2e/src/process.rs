@@ -115,6 +115,11 @@ impl ManagedProcess {
             .unwrap_or_else(|err| format!("(cannot read {}: {err})", self.log_path.display()))
     }
 
+    /// Sends `signal` to the process and everything it forked.
+    pub fn signal(&self, signal: libc::c_int) {
+        self.signal_group(signal);
+    }
+
     fn signal_group(&self, signal: libc::c_int) {
         // The child is its group's leader, so its pid is the group id.
         let group = self.child.id() as libc::pid_t;
