@@ -181,7 +181,10 @@ mod tests {
             .await;
         closed_after.sort();
         // On the paused clock each turn fires exactly: 80 % of 4 s over 4 connections.
-        assert_eq!(closed_after, [0, 800, 1600, 2400].map(Duration::from_millis));
+        assert_eq!(
+            closed_after,
+            [0, 800, 1600, 2400].map(Duration::from_millis)
+        );
     }
 
     #[tokio::test]
