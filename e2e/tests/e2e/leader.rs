@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use wsfleet_e2e::fixtures::{create_backend_service, example_path};
-use wsfleet_e2e::{DEADLINE, Expected, Kubectl, TestNamespace, await_conditions, eventually};
+use wsfleet_e2e::{
+    DEADLINE, Expected, Kubectl, Operator, TestNamespace, await_conditions, eventually,
+};
 
 fn lease_holder(kubectl: &Kubectl) -> Result<String> {
     let lease = kubectl.get("lease", "wsfleet-operator")?;
@@ -30,23 +32,47 @@ fn event_reporters(kubectl: &Kubectl, name: &str) -> Result<Vec<String>> {
     Ok(reporters)
 }
 
-#[test]
-fn only_the_lease_holder_acts_and_killing_it_hands_over() -> Result<()> {
-    let namespace = TestNamespace::create("leader")?;
+/// A namespace with replica-a leading, replica-b waiting, and the minimal example Ready.
+fn two_replicas_and_a_ready_fleet(name: &str) -> Result<(TestNamespace, Operator, Operator)> {
+    let namespace = TestNamespace::create(name)?;
     namespace.control_plane().install_crd()?;
     let kubectl = namespace.kubectl();
     create_backend_service(kubectl, namespace.name())?;
-
     let mut first = namespace.start_operator("replica-a")?;
     first.await_leadership()?;
-    let mut second = namespace.start_operator("replica-b")?;
+    let second = namespace.start_operator("replica-b")?;
+    kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
+    await_conditions(kubectl, "chat", &[Expected::new("Ready", "True")])?;
+    Ok((namespace, first, second))
+}
+
+/// Sets the fleet's replicas and waits for the acting replica to carry them to the Deployment.
+fn scale_through_the_leader(kubectl: &Kubectl, replicas: u32) -> Result<()> {
+    let patch = format!(r#"{{"spec":{{"replicas":{replicas}}}}}"#);
+    kubectl.run(&["patch", "wss", "chat", "--type", "merge", "-p", &patch])?;
+    eventually(
+        &format!("the Deployment to be scaled to {replicas}"),
+        DEADLINE,
+        || {
+            let deployment = kubectl.get("deployment", "chat-gateway")?;
+            ensure!(
+                deployment["spec"]["replicas"] == replicas,
+                "spec {}",
+                deployment["spec"]
+            );
+            Ok(())
+        },
+    )
+}
+
+#[test]
+fn only_the_lease_holder_acts_and_killing_it_hands_over() -> Result<()> {
+    let (namespace, first, mut second) = two_replicas_and_a_ready_fleet("leader")?;
+    let kubectl = namespace.kubectl();
     ensure!(
         lease_holder(kubectl)? == "replica-a",
         "Lease not held by replica-a"
     );
-
-    kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
-    await_conditions(kubectl, "chat", &[Expected::new("Ready", "True")])?;
     ensure!(
         second.metric("wsfleet_operator_leader")? == 0.0,
         "replica-b claims to lead while replica-a holds the Lease"
@@ -65,24 +91,7 @@ fn only_the_lease_holder_acts_and_killing_it_hands_over() -> Result<()> {
         "Lease not handed to replica-b"
     );
 
-    kubectl.run(&[
-        "patch",
-        "wss",
-        "chat",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"replicas":3}}"#,
-    ])?;
-    eventually("replica-b to scale the Deployment to 3", DEADLINE, || {
-        let deployment = kubectl.get("deployment", "chat-gateway")?;
-        ensure!(
-            deployment["spec"]["replicas"] == 3,
-            "spec {}",
-            deployment["spec"]
-        );
-        Ok(())
-    })?;
+    scale_through_the_leader(kubectl, 3)?;
     await_conditions(kubectl, "chat", &[Expected::new("Ready", "True")])?;
     second.terminate(Duration::from_secs(30));
     Ok(())
@@ -93,38 +102,14 @@ fn only_the_lease_holder_acts_and_killing_it_hands_over() -> Result<()> {
 /// after its successor's first, so the two never acted in the same interval.
 #[test]
 fn a_leader_frozen_past_its_lease_never_writes_beside_its_successor() -> Result<()> {
-    let namespace = TestNamespace::create("frozen-leader")?;
+    let (namespace, mut first, mut second) = two_replicas_and_a_ready_fleet("frozen-leader")?;
     let control_plane = namespace.control_plane();
-    control_plane.install_crd()?;
     let kubectl = namespace.kubectl();
-    create_backend_service(kubectl, namespace.name())?;
-    let mut first = namespace.start_operator("replica-a")?;
-    first.await_leadership()?;
-    let mut second = namespace.start_operator("replica-b")?;
-    kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
-    await_conditions(kubectl, "chat", &[Expected::new("Ready", "True")])?;
 
     first.pause();
     second.await_leadership()?;
     // The successor acts; the frozen replica's watches will see all of it when it resumes.
-    kubectl.run(&[
-        "patch",
-        "wss",
-        "chat",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"replicas":3}}"#,
-    ])?;
-    eventually("replica-b to scale the Deployment to 3", DEADLINE, || {
-        let deployment = kubectl.get("deployment", "chat-gateway")?;
-        ensure!(
-            deployment["spec"]["replicas"] == 3,
-            "spec {}",
-            deployment["spec"]
-        );
-        Ok(())
-    })?;
+    scale_through_the_leader(kubectl, 3)?;
     first.resume();
     eventually("replica-a to stop leading", DEADLINE, || {
         // Exiting would stop it too; that it stands again instead is checked at the end.
@@ -137,24 +122,7 @@ fn a_leader_frozen_past_its_lease_never_writes_beside_its_successor() -> Result<
         );
         Ok(())
     })?;
-    kubectl.run(&[
-        "patch",
-        "wss",
-        "chat",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"replicas":4}}"#,
-    ])?;
-    eventually("replica-b to scale the Deployment to 4", DEADLINE, || {
-        let deployment = kubectl.get("deployment", "chat-gateway")?;
-        ensure!(
-            deployment["spec"]["replicas"] == 4,
-            "spec {}",
-            deployment["spec"]
-        );
-        Ok(())
-    })?;
+    scale_through_the_leader(kubectl, 4)?;
 
     let is_lease = |write: &wsfleet_e2e::controlplane::AuditedWrite| write.resource == "leases";
     let successor_first = control_plane

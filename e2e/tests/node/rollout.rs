@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use wsfleet_e2e::fleet::{await_ready_pods, gateway_pods};
-use wsfleet_e2e::wire::{Ending, Swarm, Talk};
+use wsfleet_e2e::wire::{Ending, Talk};
 use wsfleet_e2e::{DEADLINE, eventually};
 
 use crate::setup::{Fleet, NAME, block_on, with_room_for_load};
@@ -44,23 +44,15 @@ fn with_short_drain(manifest: &mut serde_json::Value) {
 fn a_rollout_drains_the_old_pods_and_clients_reconnect() -> Result<()> {
     let fleet = Fleet::production_with("rollout", with_short_drain)?;
     await_ready_pods(fleet.kubectl(), NAME, 2)?;
-    let endpoint = fleet.endpoint()?;
-    let token = fleet.token("ada")?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let swarm = runtime.block_on(Swarm::open(
-        &endpoint,
-        &token,
-        40,
-        Duration::from_millis(300),
-    ))?;
+    let load = fleet.open_load(40)?;
 
     // New resources need new pods.
     fleet.patch(r#"{"spec":{"resources":{"requests":{"cpu":"200m","memory":"96Mi"}}}}"#)?;
     eventually("every connection to be drained", DEADLINE, || {
-        ensure!(swarm.ended() == 40, "{} of 40 ended", swarm.ended());
+        ensure!(load.ended() == 40, "{} of 40 ended", load.ended());
         Ok(())
     })?;
-    let talks = runtime.block_on(swarm.finish())?;
+    let talks = load.finish()?;
     ensure_drained(&talks.iter().collect::<Vec<_>>())?;
 
     await_ready_pods(fleet.kubectl(), NAME, 2)?;
@@ -74,6 +66,7 @@ fn a_rollout_drains_the_old_pods_and_clients_reconnect() -> Result<()> {
             "a pod with the old resources remains: {requests}"
         );
     }
+    let (endpoint, token) = (fleet.endpoint()?, fleet.token("ada")?);
     block_on(async {
         let mut session = endpoint.connect(&token).await?;
         ensure!(session.round_trip("back again").await? == "back again");
@@ -91,15 +84,7 @@ fn scaling_down_drains_the_removed_pods_only() -> Result<()> {
         spec.insert("sessionAffinity".into(), json!({"type": "None"}));
     })?;
     await_ready_pods(fleet.kubectl(), NAME, 3)?;
-    let endpoint = fleet.endpoint()?;
-    let token = fleet.token("ada")?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let swarm = runtime.block_on(Swarm::open(
-        &endpoint,
-        &token,
-        45,
-        Duration::from_millis(300),
-    ))?;
+    let load = fleet.open_load(45)?;
 
     fleet.patch(r#"{"spec":{"replicas":1}}"#)?;
     await_ready_pods(fleet.kubectl(), NAME, 1)?;
@@ -107,7 +92,7 @@ fn scaling_down_drains_the_removed_pods_only() -> Result<()> {
         .into_keys()
         .next()
         .context("no gateway pod left")?;
-    let talks = runtime.block_on(swarm.finish())?;
+    let talks = load.finish()?;
     let (kept, removed): (Vec<&Talk>, Vec<&Talk>) =
         talks.iter().partition(|talk| talk.gateway == survivor);
     ensure!(
@@ -115,6 +100,7 @@ fn scaling_down_drains_the_removed_pods_only() -> Result<()> {
         "connections on the remaining pod {survivor} were ended"
     );
     ensure_drained(&removed)?;
+    let (endpoint, token) = (fleet.endpoint()?, fleet.token("ada")?);
     block_on(async {
         let mut session = endpoint.connect(&token).await?;
         ensure!(session.gateway_ip().await? == survivor);

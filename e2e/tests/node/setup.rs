@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use wsfleet_e2e::fixtures::{RsaKeyFiles, create_jwt_secret, example_path};
 use wsfleet_e2e::fleet::{deploy_upstream, endpoint, install_chart};
 use wsfleet_e2e::node::RealCluster;
-use wsfleet_e2e::wire::{Endpoint, sign_token};
+use wsfleet_e2e::wire::{Endpoint, Swarm, Talk, sign_token};
 use wsfleet_e2e::{Expected, Kubectl, TestNamespace, await_conditions};
 
 /// The production example's name and TLS Secret.
@@ -126,5 +128,58 @@ impl Fleet {
             .collect();
         lives.sort();
         Ok(lives)
+    }
+}
+
+/// Connections that keep talking to a fleet through its Service while a test changes it.
+pub struct Load {
+    runtime: tokio::runtime::Runtime,
+    swarm: Swarm,
+}
+
+impl Fleet {
+    /// Opens `count` connections with a valid token, each sending a message every 300 ms.
+    pub fn open_load(&self, count: usize) -> Result<Load> {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let (endpoint, token) = (self.endpoint()?, self.token("ada")?);
+        let swarm = runtime.block_on(Swarm::open(
+            &endpoint,
+            &token,
+            count,
+            Duration::from_millis(300),
+        ))?;
+        Ok(Load { runtime, swarm })
+    }
+}
+
+impl Load {
+    /// How many connections the servers have ended so far.
+    pub fn ended(&self) -> usize {
+        self.swarm.ended()
+    }
+
+    /// Closes what is still open; returns what every connection saw.
+    pub fn finish(self) -> Result<Vec<Talk>> {
+        self.runtime.block_on(self.swarm.finish())
+    }
+
+    /// Fails unless every connection stayed open and talked throughout, and the gateway pods
+    /// are still the ones in `lives` (none replaced or restarted).
+    pub fn ensure_undisturbed(self, fleet: &Fleet, lives: &[(String, u64)]) -> Result<()> {
+        let talks = self.finish()?;
+        let ended: Vec<_> = talks
+            .iter()
+            .filter_map(|talk| talk.ending.as_ref())
+            .collect();
+        ensure!(ended.is_empty(), "connections ended: {ended:?}");
+        ensure!(
+            talks.iter().all(|talk| talk.echoed > 0),
+            "some connections exchanged nothing"
+        );
+        ensure!(
+            fleet.pod_lives()? == lives,
+            "the gateway pods were replaced or restarted"
+        );
+        Ok(())
     }
 }
