@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use anyhow::{Result, ensure};
 use wsfleet_e2e::node::host::{OUTSIDE_PATHS, WATCHED_SYSCTLS, read_sysctl, run};
 use wsfleet_e2e::node::images::UPSTREAM_IMAGE;
-use wsfleet_e2e::node::{RealCluster, STATE_DIR};
+use wsfleet_e2e::node::{LOCK_FILE, RealCluster, STATE_DIR};
 use wsfleet_e2e::{DEADLINE, eventually};
 
 /// What a node may change on the host, each part as a set of lines.
@@ -47,7 +47,7 @@ impl HostState {
             .collect();
         let paths = OUTSIDE_PATHS
             .iter()
-            .chain(&[STATE_DIR])
+            .chain(&[STATE_DIR, LOCK_FILE])
             .map(|path| format!("{path} exists: {}", std::path::Path::new(path).exists()))
             .collect();
         let cgroups = std::fs::read_dir("/sys/fs/cgroup")?

@@ -36,7 +36,8 @@ use crate::process::ManagedProcess;
 
 /// The node's fixed state directory: fixed, so that a later run finds what an earlier one left.
 pub const STATE_DIR: &str = "/var/tmp/wsfleet-node";
-const LOCK_FILE: &str = "/var/tmp/wsfleet-node.lock";
+/// Held while a node runs; removed when it stops.
+pub const LOCK_FILE: &str = "/var/tmp/wsfleet-node.lock";
 const HOST_RECORD: &str = "host.json";
 
 /// A control plane and one real node, stopped (and the host restored) by [`RealCluster::stop`].
@@ -153,8 +154,12 @@ impl RealCluster {
         }
         self.control_plane.stop();
         let bin_dir = self.control_plane.bin_dir().to_owned();
-        if let Err(err) = restore_host(&bin_dir, Path::new(STATE_DIR)) {
-            eprintln!("the real node's host state was not fully restored: {err:#}");
+        match restore_host(&bin_dir, Path::new(STATE_DIR)) {
+            // The lock is held until this value drops; the file itself is the last leftover.
+            Ok(()) => {
+                let _ = std::fs::remove_file(LOCK_FILE);
+            }
+            Err(err) => eprintln!("the real node's host state was not fully restored: {err:#}"),
         }
     }
 }

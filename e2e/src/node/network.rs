@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::host::run;
 
@@ -52,6 +52,10 @@ pub fn up() -> Result<()> {
     // Service addresses are rewritten by kube-proxy before routing; should a rule be missing,
     // this route keeps the packet on the bridge instead of sending it off the machine.
     run("ip", &["route", "add", SERVICE_RANGE, "dev", BRIDGE])?;
+    // A pod's connection to a Service whose pod shares the bridge is rewritten by kube-proxy
+    // only if bridged frames pass iptables (restored with the other sysctls).
+    std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1")
+        .context("letting bridged traffic through iptables (br_netfilter)")?;
     isolate_pods()
 }
 
