@@ -196,7 +196,8 @@ pub struct LimitsConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub connections_per_ip: Option<Rate>,
-    /// Messages per connection in either direction; beyond it the connection is closed 1008.
+    /// Messages, pings and pongs per connection in either direction; beyond it the connection
+    /// is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_connection: Option<Rate>,
     /// Largest message in either direction; beyond it the connection is closed 1009.

@@ -72,6 +72,26 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
     // One policy for the whole connection, even if a reload swaps it meanwhile.
     let policy = shared.policy.load_full();
 
+    // Counted until the upgrade ends. Trusted proxies are exempt: every client behind one
+    // shares its address.
+    let trusted_proxy = policy
+        .config
+        .auth
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(&peer.ip()));
+    let _pending = if trusted_proxy {
+        None
+    } else {
+        match shared.pending_handshakes.try_begin(peer.ip()) {
+            Some(pending) => Some(pending),
+            None => {
+                refuse_unread(shared, tcp, Refusal::TooManyPendingHandshakes, peer).await;
+                return None;
+            }
+        }
+    };
+
     // Accept: TLS (if configured) and the request head, within the slowloris budget.
     let limits = &policy.config.limits;
     let (mut client, head) = match accept(
@@ -246,6 +266,17 @@ fn admit(
         path_suffix,
         claim_headers,
     })
+}
+
+/// Refuses a connection before its TLS handshake: plain HTTP gets an answer, while a TLS
+/// client could not read one and is only counted and dropped.
+async fn refuse_unread(shared: &Shared, mut tcp: TcpStream, refusal: Refusal, peer: SocketAddr) {
+    if shared.tls.is_some() {
+        shared.count_refusal(refusal);
+        tracing::debug!(%peer, reason = refusal.reason(), "handshake refused");
+    } else {
+        refuse(shared, &mut tcp, refusal, peer).await;
+    }
 }
 
 /// Answers a refusal (best effort) and counts it.

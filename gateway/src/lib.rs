@@ -1,8 +1,8 @@
 //! wsfleet-gateway: a WebSocket gateway with TLS, authentication, limits, heartbeats and draining.
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
-//! applies lives in small modules ([`admission`], [`jwt`], [`rate`], [`refusal`]), and
-//! [`relay`] moves frames once the handshake is done.
+//! applies lives in small modules ([`admission`], [`pending`], [`jwt`], [`rate`],
+//! [`refusal`]), and [`relay`] moves frames once the handshake is done.
 
 pub mod addresses;
 pub mod admin;
@@ -14,6 +14,7 @@ pub mod frame;
 pub mod handshake;
 pub mod jwt;
 pub mod metrics;
+pub mod pending;
 pub mod policy;
 pub mod rate;
 pub mod refusal;

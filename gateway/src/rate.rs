@@ -99,7 +99,7 @@ impl PerIpRate {
 }
 
 /// The address a bucket belongs to: IPv4 as is, IPv6 cut to its /64.
-fn rate_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn rate_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => {

@@ -5,6 +5,10 @@
 pub enum Refusal {
     /// The request head did not arrive within `limits.handshakeTimeout`.
     HandshakeTimeout,
+    /// The client address already has
+    /// [`MAX_PENDING_HANDSHAKES_PER_IP`](crate::pending::MAX_PENDING_HANDSHAKES_PER_IP)
+    /// handshakes in progress.
+    TooManyPendingHandshakes,
     /// The request head exceeded `limits.maxHeaderBytes`.
     HeadersTooLarge,
     /// Not an HTTP/1.1 WebSocket upgrade.
@@ -35,8 +39,9 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in metric order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::HandshakeTimeout,
+        Self::TooManyPendingHandshakes,
         Self::HeadersTooLarge,
         Self::BadRequest,
         Self::UnsupportedVersion,
@@ -62,7 +67,7 @@ impl Refusal {
             Self::NotFound => (404, "Not Found"),
             Self::IpDenied | Self::OriginDenied => (403, "Forbidden"),
             Self::TokenMissing | Self::TokenInvalid => (401, "Unauthorized"),
-            Self::RateLimited => (429, "Too Many Requests"),
+            Self::RateLimited | Self::TooManyPendingHandshakes => (429, "Too Many Requests"),
             Self::TooManyConnections | Self::Draining => (503, "Service Unavailable"),
             Self::UpstreamUnavailable => (502, "Bad Gateway"),
             Self::UpstreamTimeout => (504, "Gateway Timeout"),
@@ -73,6 +78,7 @@ impl Refusal {
     pub fn reason(self) -> &'static str {
         match self {
             Self::HandshakeTimeout => "handshake_timeout",
+            Self::TooManyPendingHandshakes => "pending_handshakes",
             Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest => "bad_request",
             Self::UnsupportedVersion => "unsupported_version",

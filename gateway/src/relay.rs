@@ -34,6 +34,9 @@ use crate::wakes::{PartWakers, Parts};
 const READ_SIZE: usize = 16 * 1024;
 /// How long peers get to answer the gateway's close frame before the sockets are dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// Most a client may still send after the gateway's close frame while the gateway waits for
+/// its close frame; beyond it the gateway ends its side of the connection without waiting.
+const CLOSE_DISCARD_LIMIT: usize = 64 * 1024;
 
 /// The relay's parts, each polled with its own waker.
 mod part {
@@ -128,6 +131,8 @@ impl Relay {
             control: None,
             mode: Mode::Forward,
             destination_shut: false,
+            shutdown_held: false,
+            discarded: 0,
             bytes: 0,
             activity: false,
         };
@@ -204,6 +209,9 @@ impl Relay {
         self.ending = Some(ending);
         self.outbound.control = to_client.map(|code| GatewayFrame::Close { code, reason });
         self.inbound.control = to_upstream.map(|code| GatewayFrame::Close { code, reason });
+        // The client ends the closing handshake with its close frame; a TCP end before that
+        // makes browsers report an unclean close.
+        self.outbound.shutdown_held = to_client.is_some();
         self.inbound.stop();
         self.outbound.stop();
         self.start_linger();
@@ -234,6 +242,10 @@ impl Relay {
                     Some(close_code::GOING_AWAY),
                     violation_reason(violation),
                 );
+                if let Violation::Protocol(_) = violation {
+                    // Past broken framing the client's close frame cannot be recognised.
+                    self.outbound.shutdown_held = false;
+                }
             }
         }
     }
@@ -381,6 +393,10 @@ impl Future for Relay {
                 this.on_outbound(event);
                 progressed = true;
             }
+            if this.outbound.shutdown_held && this.inbound.close_wait_over() {
+                this.outbound.shutdown_held = false;
+                progressed = true;
+            }
             if this.closing_handshake_done() {
                 // A lane this ends may still owe its TLS destination a close_notify, and no
                 // socket will wake it for that: go round once more.
@@ -474,6 +490,10 @@ struct Lane {
     control: Option<GatewayFrame>,
     mode: Mode,
     destination_shut: bool,
+    /// Keeps the destination open until the peer's close frame has come the other way.
+    shutdown_held: bool,
+    /// Bytes read and dropped in [`Mode::Discard`].
+    discarded: usize,
     /// Bytes forwarded since the counters were last flushed.
     bytes: u64,
     /// Set on every read; the heartbeat takes it.
@@ -504,6 +524,15 @@ impl Lane {
             self.destination_shut = true;
         }
         !was_ended && !self.destination_shut
+    }
+
+    /// True once waiting for this source's close frame is over: it came, the source ended, or
+    /// the source sent more than [`CLOSE_DISCARD_LIMIT`] without it. ([`CLOSE_LINGER`] bounds
+    /// the wait in time.)
+    fn close_wait_over(&self) -> bool {
+        self.tracker.close_seen()
+            || self.mode == Mode::Ended
+            || self.discarded > CLOSE_DISCARD_LIMIT
     }
 
     fn is_finished(&self) -> bool {
@@ -541,11 +570,15 @@ impl Lane {
                 self.pending.extend_from_slice(encoded.as_bytes());
                 continue;
             }
-            if self.mode != Mode::Forward && !self.destination_shut {
+            if self.mode != Mode::Forward && !self.destination_shut && !self.shutdown_held {
                 // The other side learns of the end; errors mean it is gone already.
                 let _ = ready!(Pin::new(&mut *destination).poll_shutdown(cx));
                 self.destination_shut = true;
                 continue;
+            }
+            if self.mode == Mode::Ended {
+                // Nothing left to read; the relay releases the held destination.
+                return Poll::Pending;
             }
             if let Some(event) = ready!(self.poll_read_and_forward(cx, source, destination)) {
                 return Poll::Ready(event);
@@ -629,6 +662,11 @@ impl Lane {
             }
             self.activity = true;
             if self.mode == Mode::Discard {
+                if self.tracker.discarding() {
+                    // Followed only to notice the peer's close frame; nothing is forwarded.
+                    self.tracker.process(&mut buf[start..CARRY_ROOM + read]);
+                }
+                self.discarded = self.discarded.saturating_add(read);
                 return Poll::Ready(None);
             }
             let processed = self.tracker.process(&mut buf[start..CARRY_ROOM + read]);

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::GatewayConfig;
 use crate::drain::Drain;
 use crate::metrics::{HandshakeOutcome, Metrics};
+use crate::pending::PendingHandshakes;
 use crate::policy::Policy;
 use crate::rate::PerIpRate;
 use crate::refusal::Refusal;
@@ -32,6 +33,7 @@ pub struct Shared {
     pub policy: ArcSwap<Policy>,
     pub metrics: Arc<Metrics>,
     pub per_ip: PerIpRate,
+    pub pending_handshakes: PendingHandshakes,
     pub drain: Arc<Drain>,
     pub tls: Option<TlsAcceptor>,
     pub certificate: Option<Arc<ReloadingCertificate>>,
@@ -86,6 +88,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         drain: Arc::new(Drain::new(metrics.clone())),
         metrics,
         per_ip: PerIpRate::default(),
+        pending_handshakes: PendingHandshakes::default(),
         tls,
         certificate,
         ready: AtomicBool::new(false),

@@ -31,7 +31,7 @@ pub enum Source {
 pub enum Violation {
     /// A message larger than `limits.maxMessageBytes`.
     TooBig,
-    /// More messages than `limits.messagesPerConnection` allows.
+    /// More messages, pings and pongs than `limits.messagesPerConnection` allows.
     RateExceeded,
     /// Frames that break RFC 6455.
     Protocol(&'static str),
@@ -63,6 +63,9 @@ pub struct Tracker {
     close_seen: bool,
     /// Set when the gateway closes: nothing after the current frame is forwarded.
     stopping: bool,
+    /// Past a stop or a limit: frames are followed only to notice the peer's close frame, and
+    /// nothing is forwarded or checked.
+    discarding: bool,
 }
 
 impl Tracker {
@@ -79,6 +82,7 @@ impl Tracker {
             messages: 0,
             close_seen: false,
             stopping: false,
+            discarding: false,
         }
     }
 
@@ -109,7 +113,13 @@ impl Tracker {
 
     /// True once stopping has reached a frame boundary.
     pub fn stopped(&self) -> bool {
-        self.stopping && self.payload_left == 0
+        self.stopping && (self.discarding || self.payload_left == 0)
+    }
+
+    /// True once frames are only followed, not forwarded (see [`Tracker::process`]): after a
+    /// size or rate violation, or once stopped.
+    pub fn discarding(&self) -> bool {
+        self.discarding || self.stopped()
     }
 
     /// Copies held-back bytes to the end of `room`; returns where they start. The next
@@ -122,28 +132,41 @@ impl Tracker {
     }
 
     /// Processes `buf` in place; the bytes to forward end up at its front.
+    ///
+    /// After a stop or a size or rate violation the frames that follow are still followed,
+    /// forwarding nothing, so that the peer's close frame is noticed and the closing handshake
+    /// can complete. After a protocol violation the framing cannot be trusted: nothing more.
     pub fn process(&mut self, buf: &mut [u8]) -> Processed {
         self.carry_len = 0;
         let len = buf.len();
         let mut read = 0;
         let mut write = 0;
+        let mut violation = None;
         while read < len {
             if self.payload_left > 0 {
                 let take =
                     (len - read).min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
-                move_front(buf, read, take, write);
+                if !self.discarding {
+                    move_front(buf, read, take, write);
+                    write += take;
+                }
                 read += take;
-                write += take;
                 self.payload_left -= take as u64;
                 continue;
             }
             if self.stopping {
-                break;
+                self.discarding = true;
             }
             let Some(header) = parse_header(&buf[read..]) else {
                 self.hold_back(&buf[read..]);
                 break;
             };
+            if self.discarding {
+                self.close_seen |= header.opcode == Opcode::Close;
+                read += header.header_len;
+                self.payload_left = header.payload_len;
+                continue;
+            }
             if let Err(violation) = self.check_header(
                 header.mask.is_some(),
                 header.opcode,
@@ -161,6 +184,15 @@ impl Tracker {
                     self.hold_back(&buf[read..]);
                     break;
                 }
+                // Counted once the frame is whole, so a held-back frame is not counted twice.
+                if header.opcode != Opcode::Close
+                    && let Err(refused) = self.take_message_token()
+                {
+                    violation = Some(refused);
+                    self.discard_frame(header.payload_len);
+                    read += header.header_len;
+                    continue;
+                }
                 let frame = &mut buf[read..read + frame_len];
                 let swallow = self.inspect_control(
                     header.opcode,
@@ -174,12 +206,11 @@ impl Tracker {
                 read += frame_len;
                 continue;
             }
-            if let Err(violation) = self.account_data(header.opcode, header.fin, header.payload_len)
-            {
-                return Processed {
-                    forward: write,
-                    violation: Some(violation),
-                };
+            if let Err(refused) = self.account_data(header.opcode, header.fin, header.payload_len) {
+                violation = Some(refused);
+                self.discard_frame(header.payload_len);
+                read += header.header_len;
+                continue;
             }
             move_front(buf, read, header.header_len, write);
             read += header.header_len;
@@ -188,8 +219,14 @@ impl Tracker {
         }
         Processed {
             forward: write,
-            violation: None,
+            violation,
         }
+    }
+
+    /// Skips the payload of a refused frame and discards from then on.
+    fn discard_frame(&mut self, payload_len: u64) {
+        self.discarding = true;
+        self.payload_left = payload_len;
     }
 
     fn hold_back(&mut self, tail: &[u8]) {
@@ -250,6 +287,17 @@ impl Tracker {
         }
     }
 
+    /// Charges a message, ping or pong to `limits.messagesPerConnection`: control frames cost
+    /// the peers as much work as messages, so a ping flood must not bypass the rate.
+    fn take_message_token(&mut self) -> Result<(), Violation> {
+        if let Some((rate, bucket)) = &mut self.message_rate
+            && !bucket.try_take(*rate, Instant::now())
+        {
+            return Err(Violation::RateExceeded);
+        }
+        Ok(())
+    }
+
     fn account_data(
         &mut self,
         opcode: Opcode,
@@ -264,11 +312,7 @@ impl Tracker {
                 return Err(Violation::Protocol("new message inside a fragmented one"));
             }
             (Opcode::Text | Opcode::Binary, false) => {
-                if let Some((rate, bucket)) = &mut self.message_rate
-                    && !bucket.try_take(*rate, Instant::now())
-                {
-                    return Err(Violation::RateExceeded);
-                }
+                self.take_message_token()?;
                 self.in_message = true;
                 self.message_bytes = 0;
             }
@@ -382,6 +426,32 @@ mod tests {
     }
 
     #[test]
+    fn the_peers_close_is_noticed_after_a_violation_or_a_stop() {
+        let mut input = frame(0x82, &[0; 120], KEY);
+        input.extend(frame(0x81, b"more", KEY));
+        input.extend(frame(0x88, &1000u16.to_be_bytes(), KEY));
+        for chunk in [1, 7, input.len()] {
+            let mut tracker = Tracker::new(Source::Client, 100, None);
+            let (out, violation) = relay(&mut tracker, &input, chunk);
+            assert_eq!((out.len(), violation), (0, Some(Violation::TooBig)));
+            // The relay feeds the rest of the bytes after the violation too.
+            let mut tracker = Tracker::new(Source::Client, 100, None);
+            let mut forwarded = 0;
+            for piece in input.chunks(chunk) {
+                forwarded += relay(&mut tracker, piece, piece.len()).0.len();
+            }
+            assert_eq!(forwarded, 0);
+            assert!(tracker.close_seen(), "chunk size {chunk}");
+        }
+
+        let mut tracker = Tracker::new(Source::Client, 1 << 20, None);
+        tracker.stop_at_next_frame();
+        let (out, violation) = relay(&mut tracker, &input, 5);
+        assert_eq!((out.len(), violation), (0, None));
+        assert!(tracker.stopped() && tracker.close_seen());
+    }
+
+    #[test]
     fn message_rate_counts_messages_not_fragments() {
         let rate = Rate {
             per_second: 1,
@@ -391,11 +461,38 @@ mod tests {
         let mut input = frame(0x01, b"a", KEY);
         input.extend(frame(0x80, b"b", KEY));
         input.extend(frame(0x81, b"c", KEY));
-        input.extend(frame(0x89, b"ping is not a message", KEY));
         let (_, violation) = relay(&mut tracker, &input, 4);
         assert_eq!(violation, None);
         let (out, violation) = relay(&mut tracker, &frame(0x81, b"d", KEY), 100);
         assert_eq!((out.len(), violation), (0, Some(Violation::RateExceeded)));
+    }
+
+    #[test]
+    fn pings_and_pongs_count_toward_the_message_rate_but_close_does_not() {
+        let rate = Rate {
+            per_second: 1,
+            burst: 2,
+        };
+        // Byte by byte too: a control frame held back across reads is charged once.
+        for chunk in [1, 100] {
+            let mut tracker = Tracker::new(Source::Client, 1 << 20, Some(rate));
+            let mut input = frame(0x89, b"ping", KEY);
+            input.extend(frame(0x8A, b"pong", KEY));
+            let (out, violation) = relay(&mut tracker, &input, chunk);
+            assert_eq!((out, violation), (input, None));
+            let (out, violation) = relay(&mut tracker, &frame(0x89, b"flood", KEY), chunk);
+            assert_eq!((out.len(), violation), (0, Some(Violation::RateExceeded)));
+        }
+        let mut tracker = Tracker::new(Source::Client, 1 << 20, Some(rate));
+        let mut input = frame(0x81, b"a", KEY);
+        input.extend(frame(0x81, b"b", KEY));
+        input.extend(frame(0x88, &1000u16.to_be_bytes(), KEY));
+        let (out, violation) = relay(&mut tracker, &input, 100);
+        assert_eq!(
+            (out, violation),
+            (input, None),
+            "a close frame is never refused"
+        );
     }
 
     #[test]

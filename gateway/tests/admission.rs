@@ -151,6 +151,48 @@ async fn oversized_and_slow_heads_are_refused() {
 
 /// A client's malformed `Sec-WebSocket-Key` is the client's fault: 400, counted as a refusal,
 /// and never forwarded for the upstream to refuse.
+/// Sockets that never finish their request head are capped per client address: beyond the
+/// cap one is refused at once, while another address still connects.
+#[tokio::test]
+async fn idle_handshakes_are_capped_per_client_address() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "limits:\n  handshakeTimeout: 60s\n").await;
+    let cap = wsfleet_gateway::pending::MAX_PENDING_HANDSHAKES_PER_IP as usize;
+    let mut idle = Vec::new();
+    for _ in 0..=cap {
+        idle.push(TcpStream::connect(gateway.address).await.unwrap());
+    }
+    // Whichever socket the gateway counted last is the one over the cap.
+    let answers = idle.iter_mut().map(|socket| {
+        Box::pin(async move {
+            let mut answer = Vec::new();
+            socket.read_to_end(&mut answer).await.map(|_| answer)
+        })
+    });
+    let (answer, _, _) = within(
+        "one idle socket over the cap to be refused",
+        futures::future::select_all(answers),
+    )
+    .await;
+    let answer = String::from_utf8(answer.unwrap()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    assert_eq!(gateway.metric(&refusals("pending_handshakes")).await, 1.0);
+
+    let other_address = tokio::net::TcpSocket::new_v4().unwrap();
+    other_address.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = other_address.connect(gateway.address).await.unwrap();
+    let (mut client, _) = tokio_tungstenite::client_async(
+        gateway.url("/"),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        round_trip(&mut client, "still served").await,
+        "still served"
+    );
+}
+
 #[tokio::test]
 async fn bad_websocket_keys_are_400_and_client_refusals() {
     let upstream = EchoUpstream::start().await;

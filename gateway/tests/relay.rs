@@ -4,9 +4,12 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use common::*;
 use futures::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -179,6 +182,70 @@ async fn oversized_messages_close_1009_in_both_directions() {
     );
 }
 
+/// After its 1009 the gateway keeps the connection open until the client's close frame
+/// arrives, and only then ends it (FIN, not a reset): the client's closing handshake completes,
+/// so browsers report `wasClean: true`.
+#[tokio::test]
+async fn gateway_waits_for_the_client_close_after_1009() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "limits:\n  maxMessageBytes: 1000\n").await;
+    let mut tcp = TcpStream::connect(gateway.address).await.unwrap();
+    tcp.write_all(upgrade_head("/", "").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(within("the 101 answer", tcp.read_u8()).await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+
+    tcp.write_all(&masked_frame(0x82, &[0; 5000]))
+        .await
+        .unwrap();
+    let mut close = [0u8; 4];
+    within("the gateway's close frame", tcp.read_exact(&mut close))
+        .await
+        .unwrap();
+    assert_eq!(close[0], 0x88);
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1009);
+    let mut reason = vec![0; usize::from(close[1]) - 2];
+    tcp.read_exact(&mut reason).await.unwrap();
+
+    // Nothing more, not even the end of the stream, until the client has answered.
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "the gateway ended the stream before the client's close: {early:?}"
+    );
+
+    tcp.write_all(&masked_frame(0x88, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let end = within("the end of the stream", tcp.read_to_end(&mut rest)).await;
+    assert!(
+        end.is_ok() && rest.is_empty(),
+        "expected a clean end, got {end:?} after {rest:?}"
+    );
+}
+
+/// A client frame with a short payload, masked with a zero key.
+fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![first_byte];
+    match u16::try_from(payload.len()) {
+        Ok(len @ 0..=125) => frame.push(0x80 | len as u8),
+        Ok(len) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&len.to_be_bytes());
+        }
+        Err(_) => panic!("payload too long for this test"),
+    }
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// `bytes_total` counts what is relayed: a refused message is not.
 #[tokio::test]
 async fn refused_messages_are_not_counted_as_relayed_bytes() {
@@ -218,6 +285,27 @@ async fn message_rate_closes_1008() {
     let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
     for n in 0..10 {
         if client.send(Message::text(format!("m{n}"))).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1008)
+    );
+}
+
+/// Pings cost the peers as much as messages: a ping flood is rate-limited like a data flood.
+#[tokio::test]
+async fn ping_flood_closes_1008() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "limits:\n  messagesPerConnection: {perSecond: 1, burst: 3}\n",
+    )
+    .await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    for n in 0..100 {
+        if client.send(Message::Ping(vec![n].into())).await.is_err() {
             break;
         }
     }
