@@ -55,6 +55,25 @@ fn write_marks(kubectl: &Kubectl) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Until every pod has rolled out and turned ready, the operator rightly keeps updating the
+/// status (Ready comes as soon as the Deployment is Available, before the last pod).
+fn await_settled(kubectl: &Kubectl) -> Result<()> {
+    await_conditions(
+        kubectl,
+        "chat-prod",
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("Progressing", "False"),
+        ],
+    )?;
+    eventually("every gateway pod to be ready", DEADLINE, || {
+        let wanted = kubectl.get("deployment", "chat-prod-gateway")?["spec"]["replicas"].clone();
+        let ready = kubectl.get("wss", "chat-prod")?["status"]["readyReplicas"].clone();
+        ensure!(ready == wanted, "{ready} of {wanted} ready");
+        Ok(())
+    })
+}
+
 fn assert_quiet(kubectl: &Kubectl, when: &str) -> Result<()> {
     let before = write_marks(kubectl)?;
     std::thread::sleep(QUIET_INTERVAL);
@@ -109,6 +128,7 @@ fn reconciles(operator: &mut Operator) -> Result<f64> {
 fn no_writes_at_steady_state_nor_after_a_restart() -> Result<()> {
     let (namespace, operator, _children) = ready_production_fleet("steady-state")?;
     let kubectl = namespace.kubectl();
+    await_settled(kubectl)?;
     assert_quiet(kubectl, "steady state")?;
 
     let patch = format!(r#"{{"spec": {{"resources": {SPELLED_RESOURCES}}}}}"#);
@@ -120,15 +140,7 @@ fn no_writes_at_steady_state_nor_after_a_restart() -> Result<()> {
         ensure!(*resources == stored, "resources are {resources}");
         Ok(())
     })?;
-    // Until the new pods have rolled out, the operator rightly keeps updating the status.
-    await_conditions(
-        kubectl,
-        "chat-prod",
-        &[
-            Expected::new("Ready", "True"),
-            Expected::new("Progressing", "False"),
-        ],
-    )?;
+    await_settled(kubectl)?;
     assert_quiet(kubectl, "resources spelled unlike the stored form")?;
 
     // A graceful stop releases the Lease, so the next replica takes over without waiting.
