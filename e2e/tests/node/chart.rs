@@ -47,7 +47,7 @@ fn the_chart_runs_two_operator_replicas_and_the_lease_holder_acts_as_its_service
 
     // What the in-cluster operator writes carries the identity of the chart's ServiceAccount:
     // the apiserver records it in the Events the leader publishes.
-    let fleet = Fleet::production("chart")?;
+    let fleet = Fleet::production_with("chart", |_| {})?;
     let selector = format!("involvedObject.name={NAME},involvedObject.kind=WebSocketService");
     let events =
         fleet

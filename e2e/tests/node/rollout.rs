@@ -47,7 +47,7 @@ fn a_rollout_drains_the_old_pods_and_clients_reconnect() -> Result<()> {
     let load = fleet.open_load(40)?;
 
     // New resources need new pods.
-    fleet.patch(r#"{"spec":{"resources":{"requests":{"cpu":"200m","memory":"96Mi"}}}}"#)?;
+    fleet.patch(r#"{"spec":{"resources":{"requests":{"cpu":"30m","memory":"96Mi"}}}}"#)?;
     eventually("every connection to be drained", DEADLINE, || {
         ensure!(load.ended() == 40, "{} of 40 ended", load.ended());
         Ok(())
@@ -62,7 +62,7 @@ fn a_rollout_drains_the_old_pods_and_clients_reconnect() -> Result<()> {
     for pod in &pods {
         let requests = &pod["spec"]["containers"][0]["resources"]["requests"];
         ensure!(
-            requests["cpu"] == "200m",
+            requests["cpu"] == "30m",
             "a pod with the old resources remains: {requests}"
         );
     }

@@ -54,11 +54,20 @@ pub struct Fleet {
 impl Fleet {
     /// examples/production.yaml as it is.
     pub fn production(namespace: &str) -> Result<Self> {
-        Self::production_with(namespace, |_| {})
+        Self::create(namespace, |_| {})
     }
 
-    /// examples/production.yaml with `change` applied to its manifest first.
+    /// examples/production.yaml with `change` applied to its manifest, and gateway pods that
+    /// ask for little CPU: the tests share the node's two cores, and the example's requests
+    /// would leave fleets of parallel tests Pending.
     pub fn production_with(namespace: &str, change: impl FnOnce(&mut Value)) -> Result<Self> {
+        Self::create(namespace, |manifest| {
+            manifest["spec"]["resources"]["requests"]["cpu"] = serde_json::json!("20m");
+            change(manifest);
+        })
+    }
+
+    fn create(namespace: &str, change: impl FnOnce(&mut Value)) -> Result<Self> {
         operator()?;
         let namespace = TestNamespace::create_on(cluster().control_plane(), namespace)?;
         let kubectl = namespace.kubectl();
