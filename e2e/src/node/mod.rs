@@ -84,13 +84,25 @@ impl RealCluster {
         std::fs::create_dir_all(state).with_context(|| format!("creating {STATE_DIR}"))?;
         // Recorded before anything changes, so a crash at any later point can be undone.
         HostRecord::capture()?.save(&state.join(HOST_RECORD))?;
-        network::up().context("setting up the node's network")?;
-        let control_plane = ControlPlane::start(Nodes::Real {
-            address: NODE_IP,
-            service_range: SERVICE_RANGE,
-            kubernetes_service_ip: KUBERNETES_SERVICE_IP,
-        })
-        .context("starting the control plane")?;
+        let control_plane = network::up()
+            .context("setting up the node's network")
+            .and_then(|()| {
+                ControlPlane::start(Nodes::Real {
+                    address: NODE_IP,
+                    service_range: SERVICE_RANGE,
+                    kubernetes_service_ip: KUBERNETES_SERVICE_IP,
+                })
+                .context("starting the control plane")
+            });
+        let control_plane = match control_plane {
+            Ok(control_plane) => control_plane,
+            Err(err) => {
+                if let Err(cleanup) = restore_host(&bin_dir, state) {
+                    eprintln!("the host was not fully restored: {cleanup:#}");
+                }
+                return Err(err);
+            }
+        };
         let mut processes = Vec::new();
         let paths = ContainerdPaths::under(state);
         let outcome = start_node(
