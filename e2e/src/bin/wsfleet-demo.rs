@@ -92,14 +92,20 @@ fn run(cluster: &RealCluster, work: &std::path::Path) -> Result<()> {
         bail!("every client address landed on the same gateway pod")
     })?;
 
-    say("they talk through the room; the upstream names the gateway pod each message came through");
+    say("they talk through the room, which names the gateway pod each message came in through");
     runtime.block_on(async {
         let mut people = [("alice", alice), ("bob", bob)];
         for (speaker, text) in [(0, "hi bob, this is alice"), (1, "hello alice!")] {
             people[speaker].1.send(text).await?;
             println!("{} says {text:?}", people[speaker].0);
             for (name, session) in &mut people {
-                println!("  {name} hears {}", session.next_text().await?);
+                let heard: serde_json::Value = serde_json::from_str(&session.next_text().await?)?;
+                let via = heard["from"].as_str().unwrap_or_default();
+                let pod = pods.get(via).map_or(via, String::as_str);
+                println!(
+                    "  {name} hears {} (it came in through {pod})",
+                    heard["text"]
+                );
             }
         }
         for (_, session) in people {
