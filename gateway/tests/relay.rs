@@ -274,8 +274,9 @@ async fn refused_messages_are_not_counted_as_relayed_bytes() {
     );
 }
 
-#[tokio::test]
-async fn message_rate_closes_1008() {
+/// Sends `count` frames made by `frame` past a rate of 1 a second (bursts of 3) and expects
+/// the gateway to close with 1008.
+async fn flood_closes_1008(count: u8, frame: impl Fn(u8) -> Message) {
     let upstream = EchoUpstream::start().await;
     let gateway = Gateway::start(
         &upstream.url("/"),
@@ -283,8 +284,8 @@ async fn message_rate_closes_1008() {
     )
     .await;
     let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
-    for n in 0..10 {
-        if client.send(Message::text(format!("m{n}"))).await.is_err() {
+    for n in 0..count {
+        if client.send(frame(n)).await.is_err() {
             break;
         }
     }
@@ -294,25 +295,15 @@ async fn message_rate_closes_1008() {
     );
 }
 
+#[tokio::test]
+async fn message_rate_closes_1008() {
+    flood_closes_1008(10, |n| Message::text(format!("m{n}"))).await;
+}
+
 /// Pings cost the peers as much as messages: a ping flood is rate-limited like a data flood.
 #[tokio::test]
 async fn ping_flood_closes_1008() {
-    let upstream = EchoUpstream::start().await;
-    let gateway = Gateway::start(
-        &upstream.url("/"),
-        "limits:\n  messagesPerConnection: {perSecond: 1, burst: 3}\n",
-    )
-    .await;
-    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
-    for n in 0..100 {
-        if client.send(Message::Ping(vec![n].into())).await.is_err() {
-            break;
-        }
-    }
-    assert_eq!(
-        next_close(&mut client).await.map(|close| close.0),
-        Some(1008)
-    );
+    flood_closes_1008(100, |n| Message::Ping(vec![n].into())).await;
 }
 
 #[tokio::test]
