@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
+use crate::command::run;
 use crate::poll::{eventually, give_up};
 use crate::process::ManagedProcess;
 
@@ -232,18 +233,9 @@ fn trust_ca(home: &Path, ca_pem: &str) -> Result<()> {
 }
 
 fn certutil(args: &[&str]) -> Result<()> {
-    let output = Command::new("certutil")
-        .args(args)
-        .output()
-        .context("running certutil (libnss3-tools; scripts/install-test-deps installs it)")?;
-    ensure!(
-        output.status.success(),
-        "certutil {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
+    run("certutil", args)
+        .map(drop)
+        .context("certutil (libnss3-tools; scripts/install-test-deps installs it)")
 }
 
 /// `MAP name ip` rules, comma separated, as `--host-resolver-rules` wants them.

@@ -2,9 +2,10 @@
 //! says which): the chat-backend Service, the chat-jwt Secret, a user-managed TLS Secret.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
+
+use crate::command::run;
 
 use crate::kubectl::Kubectl;
 use crate::pki::CertificateAuthority;
@@ -69,17 +70,9 @@ pub fn generate_rsa_key(dir: &Path) -> Result<RsaKeyFiles> {
 }
 
 fn run_openssl(args: &[&str]) -> Result<()> {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .context("running openssl (apt-get install openssl)")?;
-    ensure!(
-        output.status.success(),
-        "openssl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
+    run("openssl", args)
+        .map(drop)
+        .context("openssl (apt-get install openssl)")
 }
 
 /// Creates Secret `chat-jwt` whose key `public.pem` verifies client tokens; returns the key files.

@@ -6,6 +6,7 @@ pub mod binaries;
 pub mod browser;
 pub mod certs;
 pub mod children;
+pub mod command;
 pub mod conditions;
 pub mod controlplane;
 pub mod fixtures;

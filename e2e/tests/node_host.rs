@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Result, ensure};
-use wsfleet_e2e::node::host::{OUTSIDE_PATHS, WATCHED_SYSCTLS, read_sysctl, run};
+use wsfleet_e2e::command::run;
+use wsfleet_e2e::node::host::{OUTSIDE_PATHS, WATCHED_SYSCTLS, read_sysctl};
 use wsfleet_e2e::node::images::UPSTREAM_IMAGE;
 use wsfleet_e2e::node::{LOCK_FILE, RealCluster, STATE_DIR};
 use wsfleet_e2e::{DEADLINE, eventually};

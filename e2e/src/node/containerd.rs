@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 
 use super::network::{BRIDGE, NODE_IP, POD_RANGE};
+use crate::command::run;
 use crate::poll::{DEADLINE, eventually, give_up};
 use crate::process::ManagedProcess;
 
@@ -70,19 +71,8 @@ pub fn import_image(paths: &ContainerdPaths, archive: &Path, name: &str) -> Resu
 }
 
 fn ctr(paths: &ContainerdPaths, args: &[&str]) -> Result<String> {
-    let output = Command::new("ctr")
-        .arg("--address")
-        .arg(&paths.socket)
-        .args(args)
-        .output()
-        .context("running ctr")?;
-    ensure!(
-        output.status.success(),
-        "ctr {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let socket = paths.socket.display().to_string();
+    run("ctr", &[&["--address", socket.as_str()], args].concat())
 }
 
 fn containerd_config(paths: &ContainerdPaths) -> String {

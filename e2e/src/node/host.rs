@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+
+use crate::command::run;
 
 /// Kernel settings that kubelet, kube-proxy or the CNI bridge plugin may change.
 pub const WATCHED_SYSCTLS: [&str; 8] = [
@@ -194,22 +195,6 @@ pub fn read_sysctl(key: &str) -> Result<Option<String>> {
 
 fn write_sysctl(key: &str, value: &str) -> Result<()> {
     std::fs::write(sysctl_path(key), value).with_context(|| format!("setting sysctl {key}={value}"))
-}
-
-/// Runs a host tool (`ip`, `iptables`, `umount`) and fails with its stderr.
-pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !output.status.success() {
-        bail!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Mount points at or below any of `roots`, newest first (mountinfo lists them in the order

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 
-use super::host::run;
+use crate::command::run;
 
 /// The Linux bridge the CNI plugin puts pods on; it carries [`NODE_IP`].
 pub const BRIDGE: &str = "wsfleet0";

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use super::kubelet::NODE_NAME;
 use super::network::{NODE_IP, POD_RANGE};
+use crate::command::run;
 use crate::process::ManagedProcess;
 
 pub fn start(
@@ -54,14 +55,5 @@ conntrack:
 
 /// Removes every chain and rule kube-proxy made (`kube-proxy --cleanup`).
 pub fn clean_up(bin_dir: &Path) -> Result<()> {
-    let output = Command::new(bin_dir.join("kube-proxy"))
-        .arg("--cleanup")
-        .output()
-        .context("running kube-proxy --cleanup")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "kube-proxy --cleanup failed: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
+    run(bin_dir.join("kube-proxy"), &["--cleanup"]).map(drop)
 }
