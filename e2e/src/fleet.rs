@@ -114,9 +114,14 @@ pub fn endpoint(
     })
 }
 
+/// Every gateway pod of fleet `name`, terminating ones included.
+pub fn pods_of(kubectl: &Kubectl, name: &str) -> Result<Vec<serde_json::Value>> {
+    kubectl.list("pods", &format!("app.kubernetes.io/instance={name}"))
+}
+
 /// The fleet's running gateway pods: pod IP to pod name.
 pub fn gateway_pods(kubectl: &Kubectl, name: &str) -> Result<BTreeMap<String, String>> {
-    let pods = kubectl.list("pods", &format!("app.kubernetes.io/instance={name}"))?;
+    let pods = pods_of(kubectl, name)?;
     Ok(pods
         .iter()
         .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
@@ -135,7 +140,7 @@ pub fn await_ready_pods(kubectl: &Kubectl, name: &str, count: usize) -> Result<(
         &format!("{count} Ready gateway pods of {name}"),
         DEADLINE,
         || {
-            let pods = kubectl.list("pods", &format!("app.kubernetes.io/instance={name}"))?;
+            let pods = pods_of(kubectl, name)?;
             let ready = pods
                 .iter()
                 .filter(|pod| {

@@ -191,11 +191,8 @@ impl Session {
     /// Waits, sending nothing, until the server ends the connection; returns how.
     pub async fn ending(mut self) -> Ending {
         loop {
-            match self.socket.next().await {
-                Some(Ok(Message::Close(frame))) => return Ending::Closed(close_code(frame)),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Ending::Cut(err.to_string()),
-                None => return Ending::Cut("end of stream".into()),
+            if let Err(ending) = received(self.socket.next().await) {
+                return ending;
             }
         }
     }
@@ -232,12 +229,10 @@ impl Session {
                         break Ending::Cut(format!("sending: {err}"));
                     }
                 }
-                message = self.socket.next() => match message {
-                    Some(Ok(Message::Text(_) | Message::Binary(_))) => talk.echoed += 1,
-                    Some(Ok(Message::Close(frame))) => break Ending::Closed(close_code(frame)),
-                    Some(Ok(_)) => {}
-                    Some(Err(err)) => break Ending::Cut(err.to_string()),
-                    None => break Ending::Cut("end of stream".into()),
+                message = self.socket.next() => match received(message) {
+                    Ok(true) => talk.echoed += 1,
+                    Ok(false) => {}
+                    Err(ending) => break ending,
                 },
             }
         };
@@ -257,8 +252,20 @@ pub struct Talk {
     pub gateway: String,
 }
 
-fn close_code(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> u16 {
-    frame.map_or(1005, |frame| u16::from(frame.code))
+/// What one read from the server means: `Ok(true)` a message, `Ok(false)` a control frame,
+/// or how the connection ended.
+fn received(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<bool, Ending> {
+    match message {
+        Some(Ok(Message::Text(_) | Message::Binary(_))) => Ok(true),
+        Some(Ok(Message::Close(frame))) => Err(Ending::Closed(
+            frame.map_or(1005, |frame| u16::from(frame.code)),
+        )),
+        Some(Ok(_)) => Ok(false),
+        Some(Err(err)) => Err(Ending::Cut(err.to_string())),
+        None => Err(Ending::Cut("end of stream".into())),
+    }
 }
 
 /// Many connections talking at once, each in its own task, until [`Swarm::finish`].

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
-use wsfleet_e2e::fleet::{await_ready_pods, gateway_pods};
+use wsfleet_e2e::fleet::{await_ready_pods, gateway_pods, pods_of};
 use wsfleet_e2e::wire::{Ending, Talk};
 use wsfleet_e2e::{DEADLINE, eventually};
 
@@ -56,9 +56,7 @@ fn a_rollout_drains_the_old_pods_and_clients_reconnect() -> Result<()> {
     ensure_drained(&talks.iter().collect::<Vec<_>>())?;
 
     await_ready_pods(fleet.kubectl(), NAME, 2)?;
-    let pods = fleet
-        .kubectl()
-        .list("pods", &format!("app.kubernetes.io/instance={NAME}"))?;
+    let pods = pods_of(fleet.kubectl(), NAME)?;
     for pod in &pods {
         let requests = &pod["spec"]["containers"][0]["resources"]["requests"];
         ensure!(

@@ -2,7 +2,7 @@
 //! to it through the Service over wss:// with a JWT; bad tokens and origins are refused there.
 
 use anyhow::{Context, Result, ensure};
-use wsfleet_e2e::fleet::await_ready_pods;
+use wsfleet_e2e::fleet::{await_ready_pods, pods_of};
 use wsfleet_e2e::inspect::table_row;
 
 use crate::setup::{Fleet, NAME, block_on};
@@ -27,7 +27,7 @@ fn the_production_example_serves_clients_through_its_service() -> Result<()> {
     );
 
     // The pods run as the operator wrote them: uid 65532, read-only root, no capabilities.
-    for pod in kubectl.list("pods", &format!("app.kubernetes.io/instance={NAME}"))? {
+    for pod in pods_of(kubectl, NAME)? {
         let container = &pod["spec"]["containers"][0]["securityContext"];
         ensure!(
             container["readOnlyRootFilesystem"] == true

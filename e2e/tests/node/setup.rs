@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use wsfleet_e2e::fixtures::{RsaKeyFiles, create_jwt_secret, example_path};
-use wsfleet_e2e::fleet::{deploy_upstream, endpoint, install_chart};
+use wsfleet_e2e::fleet::{deploy_upstream, endpoint, install_chart, pods_of};
 use wsfleet_e2e::node::RealCluster;
 use wsfleet_e2e::wire::{Endpoint, Swarm, Talk, sign_token};
 use wsfleet_e2e::{Expected, Kubectl, TestNamespace, await_conditions};
@@ -114,9 +114,7 @@ impl Fleet {
 
     /// Each gateway pod's UID and restart count, to show a change left the pods alone.
     pub fn pod_lives(&self) -> Result<Vec<(String, u64)>> {
-        let pods = self
-            .kubectl()
-            .list("pods", &format!("app.kubernetes.io/instance={NAME}"))?;
+        let pods = pods_of(self.kubectl(), NAME)?;
         let mut lives: Vec<(String, u64)> = pods
             .iter()
             .map(|pod| {
