@@ -24,7 +24,7 @@ impl ClientChain {
     /// trusted proxy. Hops before that one are the client's own claims and are dropped.
     pub fn of(peer: IpAddr, request: &UpgradeRequest, trusted_proxies: &[IpNet]) -> Self {
         let peer = canonical(peer);
-        let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+        let trusted = |ip: &IpAddr| is_trusted_proxy(*ip, trusted_proxies);
         if !trusted(&peer) {
             return Self {
                 client: peer,
@@ -90,6 +90,12 @@ pub fn check_origin(request: &UpgradeRequest, auth: &AuthConfig) -> Result<(), R
 }
 
 /// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`; lists name them as IPv4.
+/// Whether `ip` is one of `auth.trustedProxies`, IPv4-mapped IPv6 read as IPv4.
+pub fn is_trusted_proxy(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted_proxies.iter().any(|net| net.contains(&ip))
+}
+
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -74,13 +74,7 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
 
     // Counted until the upgrade ends. Trusted proxies are exempt: every client behind one
     // shares its address.
-    let trusted_proxy = policy
-        .config
-        .auth
-        .trusted_proxies
-        .iter()
-        .any(|net| net.contains(&peer.ip()));
-    let _pending = if trusted_proxy {
+    let _pending = if admission::is_trusted_proxy(peer.ip(), &policy.config.auth.trusted_proxies) {
         None
     } else {
         match shared.pending_handshakes.try_begin(peer.ip()) {
