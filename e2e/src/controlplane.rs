@@ -353,18 +353,16 @@ fn start_apiserver(
         .arg("--enable-admission-plugins=OwnerReferencesPermissionEnforcement")
         .arg("--profiling=false")
         .arg("--v=1");
-    if nodes != Nodes::Fake {
-        // Logs and exec go to the node's address: its name is in no resolver.
-        apiserver.arg("--kubelet-preferred-address-types=InternalIP");
-    }
-    if nodes == Nodes::Fake {
-        apiserver
+    match nodes {
+        Nodes::Fake => apiserver
             // No token controller runs, so pods could never get their service-account token;
             // no node-lifecycle controller runs to lift the not-ready taint from new nodes.
             .arg("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition")
             // The kubernetes Service would point at 127.0.0.1, which Endpoints refuse.
-            .arg("--endpoint-reconciler-type=none");
-    }
+            .arg("--endpoint-reconciler-type=none"),
+        // Logs and exec go to the node's address: its name is in no resolver.
+        Nodes::Real { .. } => apiserver.arg("--kubelet-preferred-address-types=InternalIP"),
+    };
     processes.push(ManagedProcess::spawn(
         "kube-apiserver",
         apiserver,
