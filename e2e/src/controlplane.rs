@@ -130,14 +130,6 @@ impl ControlPlane {
         Ok((kubeconfig, server))
     }
 
-    /// The directory of the control plane's files (certificates, keys, kubeconfig, logs).
-    pub fn dir(&self) -> Option<PathBuf> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running
-            .as_ref()
-            .map(|running| running.dir.path().to_owned())
-    }
-
     /// kubectl (the one built with the control plane) bound to this cluster's kubeconfig.
     pub fn kubectl(&self) -> Kubectl {
         Kubectl::new(&self.bin_dir.join("kubectl"), &self.kubeconfig)

@@ -90,11 +90,11 @@ impl ManagedProcess {
 
     /// Sends SIGTERM to the group and waits up to `grace` before killing it.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
-        self.signal_group(libc::SIGTERM);
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.exit_status() {
-                self.signal_group(libc::SIGKILL);
+                self.signal(libc::SIGKILL);
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -105,7 +105,7 @@ impl ManagedProcess {
 
     /// Kills the whole process group at once and reaps the child.
     pub fn kill(&mut self) {
-        self.signal_group(libc::SIGKILL);
+        self.signal(libc::SIGKILL);
         let _ = self.child.wait();
     }
 
@@ -117,10 +117,6 @@ impl ManagedProcess {
 
     /// Sends `signal` to the process and everything it forked.
     pub fn signal(&self, signal: libc::c_int) {
-        self.signal_group(signal);
-    }
-
-    fn signal_group(&self, signal: libc::c_int) {
         // The child is its group's leader, so its pid is the group id.
         let group = self.child.id() as libc::pid_t;
         // SAFETY: plain syscall; a group that is already gone yields ESRCH, which is fine.

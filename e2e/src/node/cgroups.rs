@@ -91,8 +91,3 @@ pub fn kill_pods_and_remove() -> Result<()> {
     }
     Ok(())
 }
-
-/// Whether any `kubepods` cgroup is left.
-pub fn any_left() -> bool {
-    !kubepods_dirs().is_empty()
-}
