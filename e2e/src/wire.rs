@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -197,12 +198,15 @@ impl Session {
         }
     }
 
-    /// Sends a message every `interval` and counts the echoes, until the server ends the
-    /// connection or `stop` changes (then it closes normally).
+    /// Sends a numbered message every `interval` and checks that the echoes come back whole
+    /// and in order (counting each in `echoes` too), until the server ends the connection or
+    /// `stop` changes. On `stop` it sends no more, waits up to [`SETTLE`] for the echoes still
+    /// owed, then closes normally.
     pub async fn keep_talking(
         mut self,
         interval: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        echoes: Arc<AtomicU64>,
     ) -> Talk {
         let mut talk = Talk::default();
         match self.gateway_ip().await {
@@ -219,19 +223,25 @@ impl Session {
         let ending = loop {
             tokio::select! {
                 // The flag only ever turns true, so any change means stop.
-                _ = stop.changed() => {
-                    let _ = self.close().await;
-                    return talk;
-                }
+                _ = stop.changed() => match self.settle(&mut talk).await {
+                    Ok(()) => {
+                        let _ = self.close().await;
+                        return talk;
+                    }
+                    Err(ending) => break ending,
+                },
                 _ = ticker.tick() => {
-                    let text = format!("message {}", talk.echoed);
-                    if let Err(err) = self.socket.send(Message::text(text)).await {
+                    if let Err(err) = self.socket.send(Message::text(numbered(talk.sent))).await {
                         break Ending::Cut(format!("sending: {err}"));
                     }
+                    talk.sent += 1;
                 }
                 message = self.socket.next() => match received(message) {
-                    Ok(true) => talk.echoed += 1,
-                    Ok(false) => {}
+                    Ok(Some(text)) => {
+                        talk.echo(&text);
+                        echoes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => {}
                     Err(ending) => break ending,
                 },
             }
@@ -239,6 +249,28 @@ impl Session {
         talk.ending = Some((ending, Instant::now()));
         talk
     }
+
+    /// Reads until every message sent has come back, for at most [`SETTLE`].
+    async fn settle(&mut self, talk: &mut Talk) -> Result<(), Ending> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while talk.echoed < talk.sent {
+            let Ok(message) = tokio::time::timeout_at(deadline, self.socket.next()).await else {
+                return Ok(());
+            };
+            if let Some(text) = received(message)? {
+                talk.echo(&text);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a finishing connection waits for the echoes of what it already sent.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// The text of a talking connection's `index`th message.
+fn numbered(index: u64) -> String {
+    format!("message {index}")
 }
 
 /// What one connection of a [`Swarm`] saw.
@@ -246,23 +278,47 @@ impl Session {
 pub struct Talk {
     /// How and when the server ended it; `None` if it was open until the swarm finished.
     pub ending: Option<(Ending, Instant)>,
+    /// Messages sent.
+    pub sent: u64,
     /// Messages that came back.
     pub echoed: u64,
+    /// The first echo that was not the next message sent: a message lost, altered or
+    /// reordered on the way.
+    pub misordered: Option<String>,
     /// The address of the gateway pod that carried it.
     pub gateway: String,
 }
 
-/// What one read from the server means: `Ok(true)` a message, `Ok(false)` a control frame,
-/// or how the connection ended.
+impl Talk {
+    fn echo(&mut self, text: &str) {
+        if self.misordered.is_none() && text != numbered(self.echoed) {
+            self.misordered = Some(format!(
+                "echo {} was {text:?}, expected {:?}",
+                self.echoed,
+                numbered(self.echoed)
+            ));
+        }
+        self.echoed += 1;
+    }
+
+    /// Messages sent that never came back.
+    pub fn unanswered(&self) -> u64 {
+        self.sent - self.echoed.min(self.sent)
+    }
+}
+
+/// What one read from the server means: `Ok(Some(text))` a message (binary ones as text),
+/// `Ok(None)` a control frame, or how the connection ended.
 fn received(
     message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-) -> Result<bool, Ending> {
+) -> Result<Option<String>, Ending> {
     match message {
-        Some(Ok(Message::Text(_) | Message::Binary(_))) => Ok(true),
+        Some(Ok(Message::Text(text))) => Ok(Some(text.to_string())),
+        Some(Ok(Message::Binary(bytes))) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Some(Ok(Message::Close(frame))) => Err(Ending::Closed(
             frame.map_or(1005, |frame| u16::from(frame.code)),
         )),
-        Some(Ok(_)) => Ok(false),
+        Some(Ok(_)) => Ok(None),
         Some(Err(err)) => Err(Ending::Cut(err.to_string())),
         None => Err(Ending::Cut("end of stream".into())),
     }
@@ -272,6 +328,7 @@ fn received(
 pub struct Swarm {
     stop: tokio::sync::watch::Sender<bool>,
     talks: Vec<tokio::task::JoinHandle<Talk>>,
+    echoes: Arc<AtomicU64>,
 }
 
 impl Swarm {
@@ -283,17 +340,29 @@ impl Swarm {
         interval: Duration,
     ) -> Result<Self> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let echoes = Arc::new(AtomicU64::new(0));
         let mut talks = Vec::with_capacity(count);
         for index in 0..count {
             let session = endpoint
                 .connect(token)
                 .await
                 .with_context(|| format!("opening connection {index} of {count}"))?;
-            talks.push(tokio::spawn(
-                session.keep_talking(interval, stopped.clone()),
-            ));
+            talks.push(tokio::spawn(session.keep_talking(
+                interval,
+                stopped.clone(),
+                echoes.clone(),
+            )));
         }
-        Ok(Self { stop, talks })
+        Ok(Self {
+            stop,
+            talks,
+            echoes,
+        })
+    }
+
+    /// How many echoes all connections have received so far.
+    pub fn echoed(&self) -> u64 {
+        self.echoes.load(Ordering::Relaxed)
     }
 
     /// How many connections have ended so far.

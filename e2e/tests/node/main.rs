@@ -6,6 +6,7 @@ mod affinity;
 mod browser;
 mod chart;
 mod isolation;
+mod load;
 mod reload;
 mod rollout;
 mod rotation;

@@ -147,14 +147,14 @@ pub struct Load {
 impl Fleet {
     /// Opens `count` connections with a valid token, each sending a message every 300 ms.
     pub fn open_load(&self, count: usize) -> Result<Load> {
+        self.open_load_every(count, Duration::from_millis(300))
+    }
+
+    /// Opens `count` connections with a valid token, each sending a message every `interval`.
+    pub fn open_load_every(&self, count: usize, interval: Duration) -> Result<Load> {
         let runtime = tokio::runtime::Runtime::new()?;
         let (endpoint, token) = (self.endpoint()?, self.token("ada")?);
-        let swarm = runtime.block_on(Swarm::open(
-            &endpoint,
-            &token,
-            count,
-            Duration::from_millis(300),
-        ))?;
+        let swarm = runtime.block_on(Swarm::open(&endpoint, &token, count, interval))?;
         Ok(Load { runtime, swarm })
     }
 }
@@ -165,13 +165,19 @@ impl Load {
         self.swarm.ended()
     }
 
+    /// How many echoes the connections have received so far.
+    pub fn echoed(&self) -> u64 {
+        self.swarm.echoed()
+    }
+
     /// Closes what is still open; returns what every connection saw.
     pub fn finish(self) -> Result<Vec<Talk>> {
         self.runtime.block_on(self.swarm.finish())
     }
 
-    /// Fails unless every connection stayed open and talked throughout, and the gateway pods
-    /// are still the ones in `lives` (none replaced or restarted).
+    /// Fails unless every connection stayed open and talked throughout, every message came
+    /// back in order, and the gateway pods are still the ones in `lives` (none replaced or
+    /// restarted).
     pub fn ensure_undisturbed(self, fleet: &Fleet, lives: &[(String, u64)]) -> Result<()> {
         let talks = self.finish()?;
         let ended: Vec<_> = talks
@@ -179,14 +185,30 @@ impl Load {
             .filter_map(|talk| talk.ending.as_ref())
             .collect();
         ensure!(ended.is_empty(), "connections ended: {ended:?}");
-        ensure!(
-            talks.iter().all(|talk| talk.echoed > 0),
-            "some connections exchanged nothing"
-        );
+        ensure_talked_whole(&talks)?;
         ensure!(
             fleet.pod_lives()? == lives,
             "the gateway pods were replaced or restarted"
         );
         Ok(())
     }
+}
+
+/// Fails unless every connection exchanged messages, and every message it sent came back, in
+/// order.
+pub fn ensure_talked_whole(talks: &[Talk]) -> Result<()> {
+    ensure!(
+        talks.iter().all(|talk| talk.echoed > 0),
+        "some connections exchanged nothing"
+    );
+    if let Some(talk) = talks.iter().find(|talk| talk.misordered.is_some()) {
+        anyhow::bail!("a connection's messages went astray: {talk:?}");
+    }
+    let unanswered: u64 = talks.iter().map(Talk::unanswered).sum();
+    ensure!(
+        unanswered == 0,
+        "{unanswered} messages never came back over {} open connections",
+        talks.len()
+    );
+    Ok(())
 }
