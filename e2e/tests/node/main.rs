@@ -7,6 +7,7 @@ mod browser;
 mod chart;
 mod isolation;
 mod load;
+mod metrics;
 mod reload;
 mod rollout;
 mod rotation;
