@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::accept_backoff::AcceptBackoff;
 use crate::handshake::read_head;
 use crate::server::Shared;
 
@@ -17,16 +18,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves the endpoints until the process exits.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut backoff = AcceptBackoff::default();
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(answer(stream, shared.clone()));
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let (stream, _) = backoff.accept(&listener, "metrics").await;
+        tokio::spawn(answer(stream, shared.clone()));
     }
 }
 

@@ -200,7 +200,8 @@ pub struct LimitsConfig {
     /// is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_connection: Option<Rate>,
-    /// Largest message in either direction; beyond it the connection is closed 1009.
+    /// Largest message in either direction; beyond it the connection is closed 1009. A
+    /// compressed (permessage-deflate) message counts by its inflated size.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u64,
     /// Budget for a client to send its whole upgrade request (slowloris guard).

@@ -8,6 +8,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::admission::{self, ClientChain};
+use crate::deflate::Negotiated;
 use crate::drain::ConnectionSlot;
 use crate::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::jwt::{self, TokenError};
@@ -136,6 +137,7 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
         }
     };
     let mut answer = opened.answer;
+    let deflate = Negotiated::from_answer(answer.extensions.as_deref());
     if answer.protocol.is_none() {
         answer.protocol = jwt::offered_token_protocol(&admitted.request).map(str::to_owned);
     }
@@ -153,6 +155,7 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
             max_message_bytes: limits.max_message_bytes,
             message_rate: limits.messages_per_connection,
             heartbeat: policy.config.heartbeat,
+            deflate,
         },
         slot: admitted.slot,
     })

@@ -2,13 +2,17 @@
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
 //! applies lives in small modules ([`admission`], [`pending`], [`jwt`], [`rate`],
-//! [`refusal`]), and [`relay`] moves frames once the handshake is done.
+//! [`refusal`]), and [`relay`] moves frames once the handshake is done, checked by [`tracker`]
+//! ([`deflate`] measures compressed messages). [`server`] accepts ([`accept_backoff`] paces
+//! it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
 
+pub mod accept_backoff;
 pub mod addresses;
 pub mod admin;
 pub mod admission;
 pub mod config;
 pub mod connection;
+pub mod deflate;
 pub mod drain;
 pub mod frame;
 pub mod handshake;
@@ -26,3 +30,4 @@ pub mod tracker;
 pub mod transport;
 pub mod upstream;
 pub mod wakes;
+pub mod watched;

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::{HeartbeatConfig, Rate};
+use crate::deflate::Negotiated;
 use crate::frame::ControlFrame;
 use crate::metrics::{Direction, Metrics, UpstreamError};
 use crate::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
@@ -51,6 +52,7 @@ mod part {
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY_VIOLATION: u16 = 1008;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
@@ -66,6 +68,8 @@ pub struct RelaySettings {
     pub max_message_bytes: u64,
     pub message_rate: Option<Rate>,
     pub heartbeat: Option<HeartbeatConfig>,
+    /// permessage-deflate as the upstream accepted it.
+    pub deflate: Option<Negotiated>,
 }
 
 /// Why a relayed connection ended.
@@ -121,20 +125,26 @@ impl Relay {
         drain_turn: impl Future<Output = ()> + Send + 'static,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let lane = |source, direction, early| Lane {
-            tracker: Tracker::new(source, settings.max_message_bytes, settings.message_rate),
-            direction,
-            early,
-            pending: Vec::new(),
-            written: 0,
-            needs_flush: false,
-            control: None,
-            mode: Mode::Forward,
-            destination_shut: false,
-            shutdown_held: false,
-            discarded: 0,
-            bytes: 0,
-            activity: false,
+        let lane = |source, direction, early, context_takeover: Option<bool>| {
+            let tracker = Tracker::new(source, settings.max_message_bytes, settings.message_rate);
+            Lane {
+                tracker: match context_takeover {
+                    Some(keep) => tracker.with_deflate(keep),
+                    None => tracker,
+                },
+                direction,
+                early,
+                pending: Vec::new(),
+                written: 0,
+                needs_flush: false,
+                control: None,
+                mode: Mode::Forward,
+                destination_shut: false,
+                shutdown_held: false,
+                discarded: 0,
+                bytes: 0,
+                activity: false,
+            }
         };
         let heartbeat = settings.heartbeat.map(|config| Heartbeat {
             config,
@@ -157,11 +167,21 @@ impl Relay {
         Self {
             client,
             upstream,
-            inbound: lane(Source::Client, Direction::ClientToUpstream, client_early),
+            inbound: lane(
+                Source::Client,
+                Direction::ClientToUpstream,
+                client_early,
+                settings
+                    .deflate
+                    .map(|deflate| deflate.client_context_takeover),
+            ),
             outbound: lane(
                 Source::Upstream,
                 Direction::UpstreamToClient,
                 upstream_early,
+                settings
+                    .deflate
+                    .map(|deflate| deflate.server_context_takeover),
             ),
             timer: heartbeat
                 .as_ref()
@@ -233,13 +253,17 @@ impl Relay {
             LaneEvent::Violation(violation) => {
                 let to_client = match violation {
                     Violation::TooBig => close_code::MESSAGE_TOO_BIG,
+                    Violation::BadCompressedData => close_code::INVALID_PAYLOAD,
                     Violation::RateExceeded => close_code::POLICY_VIOLATION,
                     Violation::Protocol(_) => close_code::PROTOCOL_ERROR,
                 };
+                // An upstream left inside a frame cannot take a close frame: it only sees the end.
+                let to_upstream =
+                    (!self.inbound.tracker.cut_mid_frame()).then_some(close_code::GOING_AWAY);
                 self.begin_close(
                     Ending::Violation(violation),
                     Some(to_client),
-                    Some(close_code::GOING_AWAY),
+                    to_upstream,
                     violation_reason(violation),
                 );
                 if let Violation::Protocol(_) = violation {
@@ -255,24 +279,32 @@ impl Relay {
             LaneEvent::SourceClosed { close_seen: true } => self.start_linger(),
             LaneEvent::SourceClosed { close_seen: false } => self.upstream_failed(),
             LaneEvent::DestinationFailed => self.client_gone(),
-            LaneEvent::Violation(Violation::Protocol(reason)) => {
-                self.metrics.upstream_error(UpstreamError::Relay);
-                self.begin_close(
-                    Ending::Violation(Violation::Protocol(reason)),
-                    Some(close_code::INTERNAL_ERROR),
-                    Some(close_code::PROTOCOL_ERROR),
-                    reason,
-                );
-            }
             LaneEvent::Violation(violation) => {
-                let code = match violation {
-                    Violation::RateExceeded => close_code::POLICY_VIOLATION,
-                    _ => close_code::MESSAGE_TOO_BIG,
+                let (to_client, to_upstream) = match violation {
+                    Violation::TooBig => (close_code::MESSAGE_TOO_BIG, close_code::MESSAGE_TOO_BIG),
+                    Violation::RateExceeded => {
+                        (close_code::POLICY_VIOLATION, close_code::POLICY_VIOLATION)
+                    }
+                    // The upstream broke the protocol: for the client, an internal error.
+                    Violation::BadCompressedData => {
+                        (close_code::INTERNAL_ERROR, close_code::INVALID_PAYLOAD)
+                    }
+                    Violation::Protocol(_) => {
+                        (close_code::INTERNAL_ERROR, close_code::PROTOCOL_ERROR)
+                    }
                 };
+                if matches!(
+                    violation,
+                    Violation::BadCompressedData | Violation::Protocol(_)
+                ) {
+                    self.metrics.upstream_error(UpstreamError::Relay);
+                }
+                // A client left inside a frame cannot take a close frame: it only sees the end.
+                let to_client = (!self.outbound.tracker.cut_mid_frame()).then_some(to_client);
                 self.begin_close(
                     Ending::Violation(violation),
-                    Some(code),
-                    Some(code),
+                    to_client,
+                    Some(to_upstream),
                     violation_reason(violation),
                 );
             }
@@ -427,6 +459,7 @@ impl Future for Relay {
 fn violation_reason(violation: Violation) -> &'static str {
     match violation {
         Violation::TooBig => "message too big",
+        Violation::BadCompressedData => "invalid compressed data",
         Violation::RateExceeded => "message rate exceeded",
         Violation::Protocol(reason) => reason,
     }

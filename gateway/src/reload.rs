@@ -1,6 +1,5 @@
-//! Reloads on file changes. Directories are watched, not files: Kubernetes updates mounted
-//! ConfigMaps and Secrets by swapping a `..data` symlink, which a watch on the file itself
-//! misses after the first swap. Any event re-reads everything; unchanged inputs are ignored.
+//! Reloads on changes to the config and the files it names (see [`crate::watched`] for which
+//! events count). Every such change re-reads everything; unchanged inputs are ignored.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use crate::config::GatewayConfig;
 use crate::metrics::ReloadKind;
 use crate::policy::Policy;
 use crate::server::Shared;
+use crate::watched::WatchedFiles;
 
 /// Editors and the kubelet write in several steps; events this close together are one change.
 const SETTLE: Duration = Duration::from_millis(100);
@@ -28,38 +28,57 @@ struct Inputs {
 }
 
 impl Inputs {
+    /// Reads the config once, so that the text compared and the config built are the same.
     fn read(config_path: &Path) -> anyhow::Result<(Self, GatewayConfig)> {
-        let config = GatewayConfig::load(config_path)?;
+        let text = std::fs::read_to_string(config_path)
+            .with_context(|| format!("reading gateway config {}", config_path.display()))?;
+        let config = GatewayConfig::from_yaml(&text)
+            .with_context(|| format!("invalid gateway config {}", config_path.display()))?;
         let read = |path: Option<&Path>| path.map(std::fs::read).transpose();
         let inputs = Self {
-            config: std::fs::read_to_string(config_path)?,
+            config: text,
             jwt_key: read(config.auth.jwt.as_ref().map(|jwt| jwt.key_file.as_path()))
                 .context("auth.jwt.keyFile")?,
             ca: read(config.upstream.ca_file.as_deref()).context("upstream.caFile")?,
         };
         Ok((inputs, config))
     }
+
+    /// [`Inputs::read`] on a blocking thread: a slow file system must not stall the
+    /// connections that share the reload task's worker.
+    async fn read_off_runtime(config_path: &Path) -> anyhow::Result<(Self, GatewayConfig)> {
+        let config_path = config_path.to_owned();
+        tokio::task::spawn_blocking(move || Self::read(&config_path))
+            .await
+            .context("the config reading thread failed")?
+    }
 }
 
 /// Starts watching; the watcher lives in the reload task for the life of the process.
 pub fn watch(shared: Arc<Shared>, config_path: PathBuf) -> anyhow::Result<()> {
     let (events, mut changes) = mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reads (the gateway's own among them) change nothing.
-        if event.is_ok_and(|event| !event.kind.is_access()) {
-            // A full channel already holds a pending reload.
-            let _ = events.try_send(());
+    let files = WatchedFiles::default();
+    let mut watcher = notify::recommended_watcher({
+        let files = files.clone();
+        move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|event| files.matters(&event)) {
+                // A full channel already holds a pending reload.
+                let _ = events.try_send(());
+            }
         }
     })
     .context("starting the file watcher")?;
+    // Read in place: this runs at startup, before any connection could be stalled, and no
+    // blocking thread is started for it.
     let (inputs, config) = Inputs::read(&config_path)?;
     let mut watched = BTreeSet::new();
-    watch_directories(&mut watcher, &mut watched, &config_path, &config)?;
+    watch_files(&mut watcher, &files, &mut watched, &config_path, &config)?;
 
     let mut reloader = Reloader {
         shared,
         config_path,
         inputs,
+        files,
         watched,
         last_error: None,
     };
@@ -67,8 +86,8 @@ pub fn watch(shared: Arc<Shared>, config_path: PathBuf) -> anyhow::Result<()> {
         while changes.recv().await.is_some() {
             tokio::time::sleep(SETTLE).await;
             while changes.try_recv().is_ok() {}
-            reloader.reload_config(&mut watcher);
-            reloader.reload_certificate();
+            reloader.reload_config(&mut watcher).await;
+            reloader.reload_certificate().await;
         }
     });
     Ok(())
@@ -78,6 +97,8 @@ struct Reloader {
     shared: Arc<Shared>,
     config_path: PathBuf,
     inputs: Inputs,
+    files: WatchedFiles,
+    /// Directories under watch.
     watched: BTreeSet<PathBuf>,
     /// The last refusal, so that events from unrelated files do not repeat it.
     last_error: Option<String>,
@@ -85,8 +106,8 @@ struct Reloader {
 
 impl Reloader {
     /// Builds a new policy from changed inputs and swaps it in; on error the old one stays.
-    fn reload_config(&mut self, watcher: &mut RecommendedWatcher) {
-        let (inputs, config) = match Inputs::read(&self.config_path) {
+    async fn reload_config(&mut self, watcher: &mut RecommendedWatcher) {
+        let (inputs, config) = match Inputs::read_off_runtime(&self.config_path).await {
             Ok(read) => read,
             Err(err) => return self.config_failed(&err),
         };
@@ -111,8 +132,13 @@ impl Reloader {
                 tracing::warn!(field, "this field takes effect on restart only");
             }
         }
-        if let Err(err) = watch_directories(watcher, &mut self.watched, &self.config_path, &config)
-        {
+        if let Err(err) = watch_files(
+            watcher,
+            &self.files,
+            &mut self.watched,
+            &self.config_path,
+            &config,
+        ) {
             tracing::warn!(error = %format!("{err:#}"), "cannot watch a new directory");
         }
         match Policy::build(config) {
@@ -137,11 +163,16 @@ impl Reloader {
         self.last_error = Some(message);
     }
 
-    fn reload_certificate(&self) {
-        let Some(certificate) = &self.shared.certificate else {
+    async fn reload_certificate(&self) {
+        let Some(certificate) = self.shared.certificate.clone() else {
             return;
         };
-        match certificate.reload() {
+        // Off the runtime like the config: it reads files.
+        let reloaded = tokio::task::spawn_blocking(move || certificate.reload())
+            .await
+            .context("the certificate reading thread failed")
+            .and_then(|reloaded| reloaded);
+        match reloaded {
             Ok(false) => {}
             Ok(true) => {
                 self.shared.metrics.reload(ReloadKind::Certificate, true);
@@ -155,33 +186,52 @@ impl Reloader {
     }
 }
 
-/// Watches the directories of every file the config names (not yet watched).
-fn watch_directories(
+/// Adds the files the config names to `files`, and watches their directories (not yet watched).
+fn watch_files(
     watcher: &mut RecommendedWatcher,
+    files: &WatchedFiles,
     watched: &mut BTreeSet<PathBuf>,
     config_path: &Path,
     config: &GatewayConfig,
 ) -> anyhow::Result<()> {
-    let mut files: Vec<&Path> = vec![config_path];
-    if let Some(tls) = &config.tls {
-        files.extend([tls.cert_file.as_path(), tls.key_file.as_path()]);
-    }
-    if let Some(jwt) = &config.auth.jwt {
-        files.push(&jwt.key_file);
-    }
-    if let Some(ca) = &config.upstream.ca_file {
-        files.push(ca);
-    }
-    for file in files {
-        let directory = match file.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        if watched.insert(directory.clone()) {
+    for directory in files.add(config_path, config) {
+        if !watched.contains(&directory) {
             watcher
                 .watch(&directory, RecursiveMode::NonRecursive)
                 .with_context(|| format!("watching {}", directory.display()))?;
+            watched.insert(directory);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO yields its content once: reading it twice would wait for a second writer.
+    #[test]
+    fn a_reload_reads_the_config_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let text = "upstream:\n  url: ws://127.0.0.1:9000/\n";
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::write(path, text).unwrap())
+        };
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(Inputs::read(&path).map(|(inputs, _)| inputs.config));
+        });
+        let read = result
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the config was read more than once");
+        assert_eq!(read.unwrap(), text);
+        writer.join().unwrap();
+    }
 }

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -12,6 +11,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 
+use crate::accept_backoff::AcceptBackoff;
 use crate::config::GatewayConfig;
 use crate::drain::Drain;
 use crate::metrics::{HandshakeOutcome, Metrics};
@@ -21,9 +21,6 @@ use crate::rate::PerIpRate;
 use crate::refusal::Refusal;
 use crate::tls::ReloadingCertificate;
 use crate::{admin, connection, reload};
-
-/// Back-off after a failed accept (out of file descriptors, usually), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Pending connections the kernel queues before accepting: the standard library's default.
 const LISTEN_BACKLOG: u32 = 128;
@@ -107,17 +104,12 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    tokio::spawn(connection::serve(shared.clone(), tcp, peer));
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
+            (tcp, peer) = backoff.accept(&listener, "clients") => {
+                tokio::spawn(connection::serve(shared.clone(), tcp, peer));
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }

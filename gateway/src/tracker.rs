@@ -3,13 +3,16 @@
 //!
 //! Bytes are processed in place in the relay's read buffer: the output is the input minus the
 //! frames the gateway swallows, minus an incomplete header (or control frame) at the end, which
-//! is held back until the rest arrives. Payloads of data frames are never copied or unmasked.
+//! is held back until the rest arrives. Payloads of data frames pass on untouched; those of
+//! compressed messages are also inflated, from a copy, to be measured (see [`crate::deflate`]).
 
 use std::time::Instant;
 
 use crate::config::Rate;
+use crate::deflate::{InflateError, Inflation};
 use crate::frame::{
-    MAX_CONTROL_FRAME, MAX_CONTROL_PAYLOAD, MAX_PAYLOAD_LEN, Opcode, apply_mask, parse_header,
+    FrameHeader, MAX_CONTROL_FRAME, MAX_CONTROL_PAYLOAD, MAX_PAYLOAD_LEN, Opcode, apply_mask,
+    parse_header,
 };
 use crate::rate::TokenBucket;
 
@@ -29,12 +32,23 @@ pub enum Source {
 /// Why a stream of frames has to be stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
-    /// A message larger than `limits.maxMessageBytes`.
+    /// A message larger than `limits.maxMessageBytes`, on the wire or once inflated.
     TooBig,
+    /// A compressed message that does not inflate.
+    BadCompressedData,
     /// More messages, pings and pongs than `limits.messagesPerConnection` allows.
     RateExceeded,
     /// Frames that break RFC 6455.
     Protocol(&'static str),
+}
+
+impl From<InflateError> for Violation {
+    fn from(error: InflateError) -> Self {
+        match error {
+            InflateError::TooBig => Self::TooBig,
+            InflateError::Corrupt => Self::BadCompressedData,
+        }
+    }
 }
 
 /// The result of processing one read.
@@ -66,6 +80,13 @@ pub struct Tracker {
     /// Past a stop or a limit: frames are followed only to notice the peer's close frame, and
     /// nothing is forwarded or checked.
     discarding: bool,
+    /// Set when a violation cut a frame that was partly forwarded already.
+    cut_mid_frame: bool,
+    /// `Some(context_takeover)` when permessage-deflate was negotiated.
+    deflate: Option<bool>,
+    /// Created at the first compressed message (most connections never send one), and kept
+    /// between messages only while the sender's window is needed.
+    inflation: Option<Box<Inflation>>,
 }
 
 impl Tracker {
@@ -83,7 +104,17 @@ impl Tracker {
             close_seen: false,
             stopping: false,
             discarding: false,
+            cut_mid_frame: false,
+            deflate: None,
+            inflation: None,
         }
+    }
+
+    /// Measures compressed messages by their inflated size; `context_takeover`: the source
+    /// keeps its compression window from one message to the next.
+    pub fn with_deflate(mut self, context_takeover: bool) -> Self {
+        self.deflate = Some(context_takeover);
+        self
     }
 
     /// Which peer writes the bytes this tracker follows.
@@ -94,6 +125,12 @@ impl Tracker {
     /// True between frames, where the gateway may insert a control frame of its own.
     pub fn at_frame_boundary(&self) -> bool {
         self.payload_left == 0
+    }
+
+    /// True when a violation cut a frame that was partly forwarded: the destination waits for
+    /// the rest, so no frame of the gateway's may follow.
+    pub fn cut_mid_frame(&self) -> bool {
+        self.cut_mid_frame
     }
 
     /// True once a close frame has passed in this direction.
@@ -142,13 +179,28 @@ impl Tracker {
         let mut read = 0;
         let mut write = 0;
         let mut violation = None;
+        // Where the current data frame's header went, when it went in this call.
+        let mut frame_start = None;
         while read < len {
             if self.payload_left > 0 {
                 let take =
                     (len - read).min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
                 if !self.discarding {
-                    move_front(buf, read, take, write);
-                    write += take;
+                    match self.inflate(&buf[read..read + take]) {
+                        Ok(()) => {
+                            move_front(buf, read, take, write);
+                            write += take;
+                        }
+                        Err(refused) => {
+                            violation = Some(refused);
+                            self.discarding = true;
+                            // Dropped whole if none of it went out in an earlier read.
+                            match frame_start {
+                                Some(start) => write = start,
+                                None => self.cut_mid_frame = true,
+                            }
+                        }
+                    }
                 }
                 read += take;
                 self.payload_left -= take as u64;
@@ -206,12 +258,13 @@ impl Tracker {
                 read += frame_len;
                 continue;
             }
-            if let Err(refused) = self.account_data(header.opcode, header.fin, header.payload_len) {
+            if let Err(refused) = self.account_data(&header) {
                 violation = Some(refused);
                 self.discard_frame(header.payload_len);
                 read += header.header_len;
                 continue;
             }
+            frame_start = Some(write);
             move_front(buf, read, header.header_len, write);
             read += header.header_len;
             write += header.header_len;
@@ -220,6 +273,26 @@ impl Tracker {
         Processed {
             forward: write,
             violation,
+        }
+    }
+
+    /// Measures payload bytes of a data frame when its message is compressed.
+    fn inflate(&mut self, payload: &[u8]) -> Result<(), Violation> {
+        if let Some(inflation) = &mut self.inflation {
+            inflation.payload(payload, self.max_message_bytes)?;
+            self.release_inflation();
+        }
+        Ok(())
+    }
+
+    /// Frees the decoder between messages once nothing in it is needed.
+    fn release_inflation(&mut self) {
+        if self
+            .inflation
+            .as_ref()
+            .is_some_and(|inflation| inflation.disposable())
+        {
+            self.inflation = None;
         }
     }
 
@@ -298,12 +371,14 @@ impl Tracker {
         Ok(())
     }
 
-    fn account_data(
-        &mut self,
-        opcode: Opcode,
-        fin: bool,
-        payload_len: u64,
-    ) -> Result<(), Violation> {
+    fn account_data(&mut self, header: &FrameHeader) -> Result<(), Violation> {
+        let FrameHeader {
+            opcode,
+            fin,
+            payload_len,
+            ..
+        } = *header;
+        let first = matches!(opcode, Opcode::Text | Opcode::Binary);
         match (opcode, self.in_message) {
             (Opcode::Continuation, false) => {
                 return Err(Violation::Protocol("continuation without a message"));
@@ -318,9 +393,30 @@ impl Tracker {
             }
             _ => {}
         }
+        // The wire size counts for compressed messages too: data that inflates to little is
+        // still work for the upstream.
         self.message_bytes = self.message_bytes.saturating_add(payload_len);
         if self.message_bytes > self.max_message_bytes {
             return Err(Violation::TooBig);
+        }
+        if first && header.rsv1 && self.inflation.is_none() {
+            // RFC 6455 section 5.2: a reserved bit no extension gave a meaning. Passed on, a
+            // compressed message would escape the size limit.
+            let Some(context_takeover) = self.deflate else {
+                return Err(Violation::Protocol("RSV1 set without permessage-deflate"));
+            };
+            self.inflation = Some(Box::new(Inflation::new(context_takeover)));
+        }
+        if let Some(inflation) = &mut self.inflation {
+            inflation.frame(
+                first,
+                header.rsv1,
+                header.mask,
+                payload_len,
+                fin,
+                self.max_message_bytes,
+            )?;
+            self.release_inflation();
         }
         if fin {
             self.in_message = false;
@@ -376,15 +472,99 @@ mod tests {
 
     const KEY: Option<[u8; 4]> = Some([7, 1, 9, 3]);
 
+    /// `text` compressed as a permessage-deflate message (its empty-block tail left off).
+    fn deflated(text: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut out = Vec::with_capacity(text.len() / 100 + 1024);
+        Compress::new(Compression::default(), false)
+            .compress_vec(text, &mut out, FlushCompress::Sync)
+            .unwrap();
+        assert!(out.len() < out.capacity(), "all compressed");
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    /// A frame of any payload length (the helper above takes short ones).
+    fn long_frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut bytes = vec![first, 126 | if mask.is_some() { 0x80 } else { 0 }];
+        bytes.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+        let mut body = payload.to_vec();
+        if let Some(key) = mask {
+            bytes.extend_from_slice(&key);
+            apply_mask(&mut body, key, 0);
+        }
+        bytes.extend(body);
+        bytes
+    }
+
+    #[test]
+    fn a_compressed_message_is_limited_by_its_inflated_size() {
+        let bomb = long_frame(0xC2, &deflated(&vec![0; 10_000_000]), KEY);
+        assert!(bomb.len() < 65_536);
+        // Refused whole when it came in one read; cut, past its header, when it did not.
+        for (chunk, cut) in [(bomb.len(), false), (4, true)] {
+            let mut tracker = Tracker::new(Source::Client, 65_536, None).with_deflate(true);
+            let (out, violation) = relay(&mut tracker, &bomb, chunk);
+            assert_eq!(violation, Some(Violation::TooBig), "chunk {chunk}");
+            assert_eq!(tracker.cut_mid_frame(), cut, "chunk {chunk}");
+            assert_eq!(out.is_empty(), !cut, "chunk {chunk}");
+        }
+        // The same bytes under a limit they fit: the inflated size of each message counts.
+        let small = frame(0xC1, &deflated(&[b'x'; 60_000]), KEY);
+        let mut input = small.clone();
+        input.extend(&small);
+        let mut tracker = Tracker::new(Source::Client, 65_536, None).with_deflate(true);
+        assert_eq!(relay(&mut tracker, &input, 5), (input, None));
+        let mut tracker = Tracker::new(Source::Client, 50_000, None).with_deflate(true);
+        assert_eq!(relay(&mut tracker, &small, 100).1, Some(Violation::TooBig));
+    }
+
+    #[test]
+    fn the_decoder_lives_only_while_the_window_is_needed() {
+        let plain = frame(0x81, b"plain", KEY);
+        let compressed = frame(0xC1, &deflated(b"compressed"), KEY);
+        for context_takeover in [true, false] {
+            let mut tracker =
+                Tracker::new(Source::Client, 1 << 20, None).with_deflate(context_takeover);
+            relay(&mut tracker, &plain, 100);
+            assert!(tracker.inflation.is_none(), "no compressed message yet");
+            relay(&mut tracker, &compressed, 3);
+            assert_eq!(tracker.inflation.is_some(), context_takeover);
+        }
+    }
+
+    #[test]
+    fn compressed_data_that_does_not_inflate_is_refused() {
+        let mut tracker = Tracker::new(Source::Upstream, 1 << 20, None).with_deflate(true);
+        let (out, violation) = relay(&mut tracker, &frame(0xC1, &[0xff; 20], None), 100);
+        assert_eq!(
+            (out.len(), violation),
+            (0, Some(Violation::BadCompressedData))
+        );
+    }
+
+    #[test]
+    fn rsv1_without_permessage_deflate_is_a_protocol_error() {
+        let mut tracker = Tracker::new(Source::Client, 1 << 20, None);
+        let (out, violation) = relay(&mut tracker, &frame(0xC1, &deflated(b"hi"), KEY), 100);
+        assert_eq!(
+            (out.len(), violation),
+            (
+                0,
+                Some(Violation::Protocol("RSV1 set without permessage-deflate"))
+            )
+        );
+    }
+
     #[test]
     fn frames_pass_unchanged_in_any_chunking() {
         let mut input = frame(0x81, b"hello", KEY);
         input.extend(frame(0x02, b"part one", KEY));
         input.extend(frame(0x89, b"client ping", KEY));
         input.extend(frame(0x80, b"part two", KEY));
-        input.extend(frame(0xC1, b"compressed", KEY));
+        input.extend(frame(0xC1, &deflated(b"compressed"), KEY));
         for chunk in 1..=input.len() {
-            let mut tracker = Tracker::new(Source::Client, 1 << 20, None);
+            let mut tracker = Tracker::new(Source::Client, 1 << 20, None).with_deflate(true);
             let (out, violation) = relay(&mut tracker, &input, chunk);
             assert_eq!(violation, None);
             assert_eq!(out, input, "chunk size {chunk}");

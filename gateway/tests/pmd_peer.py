@@ -4,6 +4,12 @@
                                   "extensions NAMES" (the negotiated extensions)
     pmd_peer.py client URL TEXT   sends TEXT once, prints one JSON line describing the echo
                                   frame as it arrived on the wire and after decoding
+    pmd_peer.py limit URL FROM N  exchanges messages under a 64 KiB limit, then has a message of
+                                  N repeated characters sent by FROM (client or upstream); prints
+                                  one JSON line: the echoes and how the big message ended
+
+The upstream sets no size limit of its own, so that only the gateway's limit applies; a text
+message "bomb:N" makes it answer with N repeated characters.
 """
 
 import asyncio
@@ -24,9 +30,12 @@ async def upstream():
         names = ",".join(ext.name for ext in ws.protocol.extensions) or "none"
         print(f"extensions {names}", flush=True)
         async for message in ws:
-            await ws.send(message)
+            if isinstance(message, str) and message.startswith("bomb:"):
+                await ws.send("a" * int(message.removeprefix("bomb:")))
+            else:
+                await ws.send(message)
 
-    async with serve(echo, "127.0.0.1", 0, compression="deflate") as server:
+    async with serve(echo, "127.0.0.1", 0, compression="deflate", max_size=None) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"listening {port}", flush=True)
         await server.serve_forever()
@@ -70,8 +79,35 @@ def client(url, text):
     sock.close()
 
 
+def limit(url, sender, size):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    report = {}
+    with connect(url, compression="deflate", max_size=None, open_timeout=20) as ws:
+        report["extensions"] = ws.response.headers.get("Sec-WebSocket-Extensions")
+        # Each inflates to 40 000 bytes, under the limit, and together to more than it; with
+        # context takeover the later ones are mostly references into the earlier ones.
+        text = ("wsfleet compresses nothing itself; " * 1200)[:40_000]
+        messages = [f"{n}{text}"[:40_000] for n in range(5)]
+        echoes = []
+        for message in messages:
+            ws.send(message)
+            echoes.append(ws.recv(timeout=20) == message)
+        report["echoes_match"] = echoes
+        ws.send("a" * size if sender == "client" else f"bomb:{size}")
+        try:
+            report["big_message_delivered"] = len(ws.recv(timeout=20))
+        except ConnectionClosed as closed:
+            report["close_code"] = closed.rcvd.code if closed.rcvd else None
+            report["close_reason"] = closed.rcvd.reason if closed.rcvd else None
+    print(json.dumps(report), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "upstream":
         asyncio.run(upstream())
+    elif sys.argv[1] == "limit":
+        limit(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         client(sys.argv[2], sys.argv[3])

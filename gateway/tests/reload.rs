@@ -141,3 +141,55 @@ async fn jwt_key_rotation_applies_to_new_handshakes() {
     );
     assert_eq!(round_trip(&mut live, "kept").await, "kept");
 }
+
+/// Only the files the config names (and Kubernetes' `..data` swap) trigger a reload, not a log
+/// written beside the config. To tell, the config is a symlink to a file outside the watched
+/// directory: its content changes without an event of its own, so a reload that follows can
+/// only come from the log's events.
+#[tokio::test]
+async fn a_log_file_beside_the_config_does_not_trigger_reloads() {
+    let upstream = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hidden = tempfile::tempdir().unwrap();
+    let target = hidden.path().join("gateway.yaml");
+    std::fs::write(&target, "").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("gateway.yaml")).unwrap();
+    let gateway = Gateway::start_in(dir, &upstream.url("/"), "").await;
+    let success = "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"success\"}";
+
+    let config = std::fs::read_to_string(&target).unwrap();
+    std::fs::write(
+        &target,
+        format!("{config}auth:\n  allowedOrigins: [https://app.test]\n"),
+    )
+    .unwrap();
+    let log = gateway.dir.path().join("gateway.log");
+    for line in 0..20 {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        writeln!(file, "line {line}").unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // Well past the reload's settling time: a reload the log triggered would have happened.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        gateway.metric(success).await,
+        0.0,
+        "the log triggered a reload"
+    );
+    assert!(
+        connect(&gateway.url("/"), &[]).await.is_ok(),
+        "the old config stays"
+    );
+
+    gateway.rewrite_config(
+        &upstream.url("/"),
+        "auth:\n  allowedOrigins: [https://app.test]\n",
+    );
+    gateway.wait_metric(success, 1.0).await;
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 403);
+}
