@@ -334,7 +334,8 @@ pub struct LimitsSpec {
     /// Messages per connection; beyond it the connection is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_connection: Option<RateSpec>,
-    /// Largest message; beyond it the connection is closed 1009.
+    /// Largest message, either direction; beyond it the connection is closed 1009. A message
+    /// compressed with permessage-deflate counts by its inflated size.
     #[serde(default = "default_max_message_bytes")]
     #[schemars(range(min = 125, max = 1_073_741_824))]
     pub max_message_bytes: i64,
