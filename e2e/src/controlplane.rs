@@ -2,8 +2,10 @@
 //! kube-scheduler in a temporary directory, stopped when dropped. Its nodes are either kwok's
 //! fakes (pods turn Ready without running; everything on loopback) or a real node
 //! ([`crate::node`]), for which the apiserver listens on the node's address so that pods
-//! reach it through the `kubernetes` Service.
+//! reach it through the `kubernetes` Service. Fault tests stop and start the apiserver and
+//! stall etcd of a control plane of their own.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -60,7 +62,34 @@ pub struct ControlPlane {
 struct Running {
     processes: Vec<ManagedProcess>,
     dir: TempDir,
+    /// How kube-apiserver was started, so that it starts again on the same port, certificates
+    /// and etcd.
+    apiserver: Recipe,
 }
+
+/// A program and its arguments, to spawn it again as it first was.
+struct Recipe {
+    program: OsString,
+    args: Vec<OsString>,
+}
+
+impl Recipe {
+    fn of(command: &Command) -> Self {
+        Self {
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        command
+    }
+}
+
+const ETCD: &str = "etcd";
+const APISERVER: &str = "kube-apiserver";
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
@@ -94,8 +123,8 @@ impl ControlPlane {
         eprintln!("control plane: {}", dir.path().display());
         let mut processes = Vec::new();
         let started = Self::start_components(&bin_dir, dir.path(), nodes, &mut processes);
-        let (kubeconfig, server) = match started {
-            Ok(addresses) => addresses,
+        let (kubeconfig, server, apiserver) = match started {
+            Ok(started) => started,
             Err(err) => {
                 // Show why before the directory and its logs go away.
                 let logs: String = processes
@@ -109,7 +138,11 @@ impl ControlPlane {
             bin_dir,
             kubeconfig,
             server,
-            running: Mutex::new(Some(Running { processes, dir })),
+            running: Mutex::new(Some(Running {
+                processes,
+                dir,
+                apiserver,
+            })),
             crd_installed: OnceLock::new(),
         })
     }
@@ -119,15 +152,76 @@ impl ControlPlane {
         dir: &Path,
         nodes: Nodes,
         processes: &mut Vec<ManagedProcess>,
-    ) -> Result<(PathBuf, String)> {
+    ) -> Result<(PathBuf, String, Recipe)> {
         let etcd_url = start_etcd(bin_dir, dir, processes)?;
-        let (kubeconfig, server) = start_apiserver(bin_dir, dir, &etcd_url, nodes, processes)?;
+        let (kubeconfig, server, apiserver) =
+            start_apiserver(bin_dir, dir, &etcd_url, nodes, processes)?;
         let kubectl = Kubectl::new(&bin_dir.join("kubectl"), &kubeconfig);
         start_controllers(bin_dir, dir, &kubeconfig, nodes, processes)?;
         if nodes == Nodes::Fake {
             start_fake_nodes(bin_dir, dir, &kubeconfig, &kubectl, processes)?;
         }
-        Ok((kubeconfig, server))
+        Ok((kubeconfig, server, apiserver))
+    }
+
+    /// SIGKILL to kube-apiserver, as when it crashes or is OOM-killed; etcd keeps the state.
+    pub fn stop_apiserver(&self) -> Result<()> {
+        self.with_process(APISERVER, |process, _| {
+            process.kill();
+            Ok(())
+        })
+    }
+
+    /// Starts kube-apiserver again as it first started (same port, certificates, etcd, audit
+    /// log) and waits until it is ready.
+    pub fn start_apiserver(&self) -> Result<()> {
+        let kubectl = self.kubectl();
+        self.with_process(APISERVER, |process, running| {
+            *process = ManagedProcess::spawn(
+                APISERVER,
+                running.apiserver.command(),
+                &running.dir.path().join("kube-apiserver.log"),
+            )?;
+            await_apiserver_ready(process, &kubectl)
+        })
+    }
+
+    /// SIGSTOP to etcd: it keeps its sockets but answers nothing, as in a stalled disk or VM.
+    pub fn pause_etcd(&self) -> Result<()> {
+        self.with_process(ETCD, |process, _| {
+            process.signal(libc::SIGSTOP);
+            Ok(())
+        })
+    }
+
+    /// SIGCONT after [`ControlPlane::pause_etcd`].
+    pub fn resume_etcd(&self) -> Result<()> {
+        self.with_process(ETCD, |process, _| {
+            process.signal(libc::SIGCONT);
+            Ok(())
+        })
+    }
+
+    fn with_process(
+        &self,
+        name: &str,
+        act: impl FnOnce(&mut ManagedProcess, &Running) -> Result<()>,
+    ) -> Result<()> {
+        let mut guard = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let running = guard.as_mut().context("the control plane was stopped")?;
+        let index = running
+            .processes
+            .iter()
+            .position(|process| process.name() == name)
+            .with_context(|| format!("no {name} in this control plane"))?;
+        // Taken out for the call, so that `act` may read the rest of `running`.
+        let mut process = running.processes.remove(index);
+        let acted = act(&mut process, running).with_context(|| format!("acting on {name}"));
+        running.processes.insert(index, process);
+        acted
     }
 
     /// kubectl (the one built with the control plane) bound to this cluster's kubeconfig.
@@ -143,6 +237,24 @@ impl ControlPlane {
     pub fn kubeconfig_of(&self, user: &str) -> Option<PathBuf> {
         let path = self.kubeconfig.with_file_name(format!("kubeconfig-{user}"));
         path.is_file().then_some(path)
+    }
+
+    /// A kubeconfig of one of [`REPLICA_USERS`] that reaches the apiserver at `server` (a relay
+    /// on 127.0.0.1, which the serving certificate covers on any port) instead.
+    pub fn kubeconfig_via(&self, user: &str, server: &str) -> Result<PathBuf> {
+        let direct = self
+            .kubeconfig_of(user)
+            .with_context(|| format!("{user} is not a replica user"))?;
+        let text = std::fs::read_to_string(&direct)
+            .with_context(|| format!("reading {}", direct.display()))?;
+        let port = server.rsplit(':').next().unwrap_or_default();
+        let path = direct.with_file_name(format!("kubeconfig-{user}-via-{port}"));
+        let redirected = text.replace(
+            &format!("server: {}\n", self.server),
+            &format!("server: {server}\n"),
+        );
+        std::fs::write(&path, redirected).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 
     /// Every write `user` made in `namespace` that the apiserver answered, oldest first.
@@ -163,6 +275,8 @@ impl ControlPlane {
             let field = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
             writes.push(AuditedWrite {
                 at: field(&event["requestReceivedTimestamp"]),
+                answered: field(&event["stageTimestamp"]),
+                code: event["responseStatus"]["code"].as_u64().unwrap_or_default(),
                 verb: field(&event["verb"]),
                 namespace: field(&event["objectRef"]["namespace"]),
                 resource: field(&event["objectRef"]["resource"]),
@@ -209,7 +323,10 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some(Running { mut processes, dir }) = running {
+        if let Some(Running {
+            mut processes, dir, ..
+        }) = running
+        {
             while let Some(mut process) = processes.pop() {
                 process.kill();
             }
@@ -247,7 +364,7 @@ fn start_etcd(bin_dir: &Path, dir: &Path, processes: &mut Vec<ManagedProcess>) -
         // Durability is pointless for a throwaway cluster and fsync is slow on shared disks.
         .arg("--unsafe-no-fsync")
         .arg("--log-level=warn");
-    processes.push(ManagedProcess::spawn("etcd", etcd, &dir.join("etcd.log"))?);
+    processes.push(ManagedProcess::spawn(ETCD, etcd, &dir.join("etcd.log"))?);
     let process = processes.last_mut().expect("etcd was just started");
     eventually("etcd /health", DEADLINE, || {
         process.ensure_running().map_err(give_up)?;
@@ -264,7 +381,7 @@ fn start_apiserver(
     etcd_url: &str,
     nodes: Nodes,
     processes: &mut Vec<ManagedProcess>,
-) -> Result<(PathBuf, String)> {
+) -> Result<(PathBuf, String, Recipe)> {
     let port = free_port()?;
     let ca = CertificateAuthority::new("wsfleet-e2e-ca")?;
     let (address, service_range, serving) = match nodes {
@@ -355,8 +472,9 @@ fn start_apiserver(
         // Logs and exec go to the node's address: its name is in no resolver.
         Nodes::Real { .. } => apiserver.arg("--kubelet-preferred-address-types=InternalIP"),
     };
+    let recipe = Recipe::of(&apiserver);
     processes.push(ManagedProcess::spawn(
-        "kube-apiserver",
+        APISERVER,
         apiserver,
         &dir.join("kube-apiserver.log"),
     )?);
@@ -378,13 +496,17 @@ fn start_apiserver(
         .with_context(|| format!("writing the kubeconfig of {user}"))?;
     }
     let kubectl = Kubectl::new(&bin_dir.join("kubectl"), &kubeconfig);
+    await_apiserver_ready(process, &kubectl)?;
+    Ok((kubeconfig, server, recipe))
+}
+
+fn await_apiserver_ready(process: &mut ManagedProcess, kubectl: &Kubectl) -> Result<()> {
     eventually("kube-apiserver /readyz", DEADLINE, || {
         process.ensure_running().map_err(give_up)?;
         let body = kubectl.raw("/readyz")?;
         ensure!(body.trim() == "ok", "/readyz says {body}");
         Ok(())
-    })?;
-    Ok((kubeconfig, server))
+    })
 }
 
 fn start_controllers(
@@ -497,6 +619,10 @@ rules:
 pub struct AuditedWrite {
     /// RFC 3339 in UTC with microseconds: strings of one shape compare as times do.
     pub at: String,
+    /// When the apiserver answered, in the same form: a write may take effect until then.
+    pub answered: String,
+    /// The HTTP status it was answered with.
+    pub code: u64,
     pub verb: String,
     pub namespace: String,
     pub resource: String,

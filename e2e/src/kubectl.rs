@@ -1,8 +1,8 @@
 //! kubectl, run exactly as a user would, against the harness's kubeconfig.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Lines, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -60,15 +60,37 @@ impl Kubectl {
         &self.binary
     }
 
-    /// Runs kubectl with `args` (and `stdin` piped in, if given), whatever the outcome.
-    pub fn outcome(&self, args: &[&str], stdin: Option<&str>) -> Result<Outcome> {
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.binary);
         command.arg("--kubeconfig").arg(&self.kubeconfig);
         if let Some(namespace) = &self.namespace {
             command.arg("--namespace").arg(namespace);
         }
+        command.args(args);
         command
-            .args(args)
+    }
+
+    /// The names of `kind` matching `selector` as `kubectl get --watch` reports them, the
+    /// existing ones first, then each change as it happens; ends when dropped.
+    pub fn watch_names(&self, kind: &str, selector: &str) -> Result<Watch> {
+        let mut child = self
+            .command(&["get", kind, "-l", selector, "--watch", "-o", "name"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("kubectl stdout was piped")?;
+        Ok(Watch {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// Runs kubectl with `args` (and `stdin` piped in, if given), whatever the outcome.
+    pub fn outcome(&self, args: &[&str], stdin: Option<&str>) -> Result<Outcome> {
+        let mut command = self.command(args);
+        command
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -138,5 +160,26 @@ impl Kubectl {
     /// `kubectl get --raw PATH`.
     pub fn raw(&self, path: &str) -> Result<String> {
         self.run(&["get", "--raw", path])
+    }
+}
+
+/// A running `kubectl get --watch`: an iterator over the lines it prints.
+pub struct Watch {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Iterator for Watch {
+    type Item = std::io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.lines.next()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

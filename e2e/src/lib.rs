@@ -3,12 +3,14 @@
 
 pub mod apiserver_metrics;
 pub mod binaries;
+pub mod blackhole;
 pub mod browser;
 pub mod certs;
 pub mod children;
 pub mod command;
 pub mod conditions;
 pub mod controlplane;
+pub mod convergence;
 pub mod discovery;
 pub mod fixtures;
 pub mod fleet;

@@ -63,6 +63,11 @@ impl TestNamespace {
     pub fn start_operator(&self, identity: &str) -> Result<Operator> {
         Operator::start(self.control_plane, &self.name, identity, self.dir())
     }
+
+    /// Like [`TestNamespace::start_operator`], with the client configuration in `kubeconfig`.
+    pub fn start_operator_with(&self, identity: &str, kubeconfig: &Path) -> Result<Operator> {
+        Operator::start_with(kubeconfig, &self.name, identity, self.dir())
+    }
 }
 
 impl Drop for TestNamespace {

@@ -30,6 +30,19 @@ impl Operator {
         identity: &str,
         log_dir: &Path,
     ) -> Result<Self> {
+        let kubeconfig = control_plane
+            .kubeconfig_of(identity)
+            .unwrap_or_else(|| control_plane.kubeconfig().to_owned());
+        Self::start_with(&kubeconfig, namespace, identity, log_dir)
+    }
+
+    /// Like [`Operator::start`], with the client configuration in `kubeconfig`.
+    pub fn start_with(
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        log_dir: &Path,
+    ) -> Result<Self> {
         let binary = wsfleet_binary("wsfleet-operator", "wsfleet-operator")?;
         let metrics_port = free_port()?;
         let mut command = Command::new(binary);
@@ -43,12 +56,7 @@ impl Operator {
             .arg(identity)
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
-            .env(
-                "KUBECONFIG",
-                control_plane
-                    .kubeconfig_of(identity)
-                    .unwrap_or_else(|| control_plane.kubeconfig().to_owned()),
-            )
+            .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -136,5 +144,11 @@ impl Operator {
 
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
+    }
+
+    /// The whole log, for what it said long ago.
+    pub fn log(&self) -> Result<String> {
+        let path = self.process.log_path();
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     }
 }

@@ -1,9 +1,13 @@
-//! Two operator replicas: only the Lease holder acts, and killing it hands over.
+//! Two operator replicas: only the Lease holder acts; killing, freezing or cutting it off from
+//! the apiserver hands over, and the two never act at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use wsfleet_e2e::blackhole::Blackhole;
+use wsfleet_e2e::controlplane::AuditedWrite;
 use wsfleet_e2e::fixtures::{create_backend_service, example_path};
+use wsfleet_e2e::poll::give_up;
 use wsfleet_e2e::{
     DEADLINE, Expected, Kubectl, Operator, TestNamespace, await_conditions, eventually,
 };
@@ -34,16 +38,29 @@ fn event_reporters(kubectl: &Kubectl, name: &str) -> Result<Vec<String>> {
 
 /// A namespace with replica-a leading, replica-b waiting, and the minimal example Ready.
 fn two_replicas_and_a_ready_fleet(name: &str) -> Result<(TestNamespace, Operator, Operator)> {
+    let namespace = namespace_with_upstream(name)?;
+    let first = namespace.start_operator("replica-a")?;
+    let (first, second) = standby_beside(&namespace, first)?;
+    Ok((namespace, first, second))
+}
+
+/// A namespace with the CRD and the minimal example's upstream Service.
+fn namespace_with_upstream(name: &str) -> Result<TestNamespace> {
     let namespace = TestNamespace::create(name)?;
     namespace.control_plane().install_crd()?;
+    create_backend_service(namespace.kubectl(), namespace.name())?;
+    Ok(namespace)
+}
+
+/// Waits for `first` to lead, starts replica-b beside it and makes the minimal example Ready;
+/// returns both replicas.
+fn standby_beside(namespace: &TestNamespace, mut first: Operator) -> Result<(Operator, Operator)> {
     let kubectl = namespace.kubectl();
-    create_backend_service(kubectl, namespace.name())?;
-    let mut first = namespace.start_operator("replica-a")?;
     first.await_leadership()?;
     let second = namespace.start_operator("replica-b")?;
     kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
     await_conditions(kubectl, "chat", &[Expected::new("Ready", "True")])?;
-    Ok((namespace, first, second))
+    Ok((first, second))
 }
 
 /// Sets the fleet's replicas and waits for the acting replica to carry them to the Deployment.
@@ -63,6 +80,35 @@ fn scale_through_the_leader(kubectl: &Kubectl, replicas: u32) -> Result<()> {
             Ok(())
         },
     )
+}
+
+/// The writes of `user` in the namespace other than to the Lease, oldest first.
+fn acting_writes(namespace: &TestNamespace, user: &str) -> Result<Vec<AuditedWrite>> {
+    Ok(namespace
+        .control_plane()
+        .audited_writes(user, namespace.name())?
+        .into_iter()
+        .filter(|write| write.resource != "leases")
+        .collect())
+}
+
+/// Per the audit log, no write of `old` was answered after the first write of its successor
+/// `new` arrived, so the two never acted in the same interval.
+fn ensure_no_write_after_successor(namespace: &TestNamespace, old: &str, new: &str) -> Result<()> {
+    let successor_first = acting_writes(namespace, new)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{new} wrote nothing"))?;
+    let stale: Vec<_> = acting_writes(namespace, old)?
+        .into_iter()
+        .filter(|write| write.answered >= successor_first.at)
+        .collect();
+    ensure!(
+        stale.is_empty(),
+        "{old} wrote after {new} began at {}: {stale:?}",
+        successor_first.at
+    );
+    Ok(())
 }
 
 #[test]
@@ -103,7 +149,6 @@ fn only_the_lease_holder_acts_and_killing_it_hands_over() -> Result<()> {
 #[test]
 fn a_leader_frozen_past_its_lease_never_writes_beside_its_successor() -> Result<()> {
     let (namespace, mut first, mut second) = two_replicas_and_a_ready_fleet("frozen-leader")?;
-    let control_plane = namespace.control_plane();
     let kubectl = namespace.kubectl();
 
     first.pause();
@@ -124,22 +169,7 @@ fn a_leader_frozen_past_its_lease_never_writes_beside_its_successor() -> Result<
     })?;
     scale_through_the_leader(kubectl, 4)?;
 
-    let is_lease = |write: &wsfleet_e2e::controlplane::AuditedWrite| write.resource == "leases";
-    let successor_first = control_plane
-        .audited_writes("replica-b", namespace.name())?
-        .into_iter()
-        .find(|write| !is_lease(write))
-        .context("replica-b wrote nothing")?;
-    let stale: Vec<_> = control_plane
-        .audited_writes("replica-a", namespace.name())?
-        .into_iter()
-        .filter(|write| !is_lease(write) && write.at >= successor_first.at)
-        .collect();
-    ensure!(
-        stale.is_empty(),
-        "replica-a wrote after replica-b began at {}: {stale:?}",
-        successor_first.at
-    );
+    ensure_no_write_after_successor(&namespace, "replica-a", "replica-b")?;
     // An apiserver that was merely out of reach is no reason to exit: it stands again.
     first.ensure_running()?;
     ensure!(
@@ -151,5 +181,74 @@ fn a_leader_frozen_past_its_lease_never_writes_beside_its_successor() -> Result<
         "replica-b does not lead"
     );
     second.terminate(Duration::from_secs(30));
+    Ok(())
+}
+
+/// How long replica-a's traffic is dropped: far past the lease, so the standby takes over.
+const PARTITION: Duration = Duration::from_secs(60);
+
+/// A leader whose traffic to the apiserver is dropped (only its own: it reaches the apiserver
+/// through a relay the test turns into a black hole) stops acting before its successor starts,
+/// and once the network heals it neither exits nor writes: it stands by, ready to take over.
+#[test]
+fn a_leader_cut_off_from_the_apiserver_steps_down_before_its_successor_acts() -> Result<()> {
+    let namespace = namespace_with_upstream("partitioned-leader")?;
+    let control_plane = namespace.control_plane();
+    let kubectl = namespace.kubectl();
+    let apiserver = control_plane
+        .server()
+        .trim_start_matches("https://")
+        .parse()
+        .context("the apiserver's address")?;
+    let relay = Blackhole::start(apiserver)?;
+    let through_relay = control_plane.kubeconfig_via("replica-a", &relay.url())?;
+    let first = namespace.start_operator_with("replica-a", &through_relay)?;
+    let (mut first, mut second) = standby_beside(&namespace, first)?;
+
+    relay.swallow();
+    let cut = Instant::now();
+    eventually("replica-a to step down", DEADLINE, || {
+        first.ensure_running().map_err(give_up)?;
+        let leader = first.metric("wsfleet_operator_leader")?;
+        ensure!(leader == 0.0, "wsfleet_operator_leader is {leader}");
+        Ok(())
+    })?;
+    let early = acting_writes(&namespace, "replica-b")?;
+    ensure!(
+        early.is_empty(),
+        "replica-b wrote before replica-a stepped down: {early:?}"
+    );
+    second.await_leadership()?;
+    scale_through_the_leader(kubectl, 3)?;
+    // The partition itself: a fixed length, not a condition.
+    std::thread::sleep(PARTITION.saturating_sub(cut.elapsed()));
+    relay.restore();
+
+    eventually(
+        "replica-a to stand by after the partition",
+        DEADLINE,
+        || {
+            first.ensure_running().map_err(give_up)?;
+            ensure!(
+                first.log()?.contains("standing for the lease again"),
+                "replica-a has not stood for the lease again"
+            );
+            Ok(())
+        },
+    )?;
+    scale_through_the_leader(kubectl, 4)?;
+    ensure_no_write_after_successor(&namespace, "replica-a", "replica-b")?;
+    ensure!(
+        first.metric("wsfleet_operator_leader")? == 0.0,
+        "replica-a leads beside replica-b"
+    );
+    // A standby in earnest: once replica-b is gone, replica-a acts again.
+    second.kill();
+    first.await_leadership()?;
+    ensure!(
+        lease_holder(kubectl)? == "replica-a",
+        "Lease not handed back to replica-a"
+    );
+    first.terminate(Duration::from_secs(30));
     Ok(())
 }
