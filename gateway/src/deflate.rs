@@ -1,29 +1,30 @@
 //! permessage-deflate (RFC 7692) as far as `limits.maxMessageBytes` needs it: what the
 //! upstream's answer negotiated, and how large each compressed message is once inflated.
-//! Messages are inflated only to be measured: the output is counted and dropped, and the
-//! frames pass on as they came.
+//! Messages are not inflated: [`length`] counts what they inflate to from the DEFLATE bit
+//! stream alone (`huffman` decodes its codes, `bits` buffers its bits), and the frames pass on
+//! as they came.
+
+mod bits;
+mod huffman;
+pub mod length;
 
 use std::cell::RefCell;
 
-use flate2::{Decompress, FlushDecompress, Status};
-
 use crate::frame::apply_mask;
+use length::{InflatedLength, Progress};
 
 /// Ends every compressed message, but the sender leaves it off the wire (RFC 7692 7.2.2).
 const MESSAGE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Compressed input is unmasked in pieces of this size.
 const PIECE_LEN: usize = 4 * 1024;
-/// Inflated output lands here and is dropped.
-const OUTPUT_LEN: usize = 16 * 1024;
 
 thread_local! {
-    /// One piece of unmasked input, then the output: per thread, not per connection.
-    static SCRATCH: RefCell<Box<[u8]>> =
-        RefCell::new(vec![0; PIECE_LEN + OUTPUT_LEN].into_boxed_slice());
+    /// One piece of unmasked input: per thread, not per connection.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; PIECE_LEN].into_boxed_slice());
 }
 
 /// What the upstream's answer negotiated: whether each side keeps its LZ77 window from one
-/// message to the next, so that the decoder must keep it too.
+/// message to the next, so that a message may refer back into the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
     pub client_context_takeover: bool,
@@ -32,8 +33,8 @@ pub struct Negotiated {
 
 impl Negotiated {
     /// permessage-deflate as the upstream's `Sec-WebSocket-Extensions` answer accepted it;
-    /// `None` when it did not. Window sizes need no attention: a decoder with the largest
-    /// window (32 KiB) decodes any smaller one.
+    /// `None` when it did not. Window sizes need no attention: counting allows distances up to
+    /// the largest window (32 KiB), which any smaller one stays within.
     pub fn from_answer(extensions: Option<&str>) -> Option<Self> {
         let accepted = extensions?.split(',').find(|extension| {
             let name = extension.split(';').next().unwrap_or_default();
@@ -62,12 +63,15 @@ pub enum InflateError {
 }
 
 /// Measures the compressed messages of one direction, fed frame by frame as the bytes pass.
-/// It holds a decoder of about 44 KB: create it at the first compressed message, and drop it
-/// between messages once [`Inflation::disposable`].
+/// Between messages it is about a hundred bytes (the counter's place in the stream and how much
+/// history a distance may reach); during a block with dynamic codes it holds those codes, under
+/// 1 KB. Create it at the first compressed message, and drop it between messages once
+/// [`Inflation::disposable`].
 #[derive(Debug)]
 pub struct Inflation {
     context_takeover: bool,
-    decoder: Decompress,
+    /// Where the DEFLATE stream is: it goes on from message to message under context takeover.
+    length: InflatedLength,
     /// The current message is compressed.
     compressed: bool,
     /// Inflated bytes of the current message.
@@ -88,8 +92,7 @@ impl Inflation {
     pub fn new(context_takeover: bool) -> Self {
         Self {
             context_takeover,
-            // Raw DEFLATE (no zlib header) with the largest window.
-            decoder: Decompress::new(false),
+            length: InflatedLength::new(),
             compressed: false,
             inflated: 0,
             stream_ended: false,
@@ -114,7 +117,11 @@ impl Inflation {
         if first {
             self.compressed = rsv1;
             self.inflated = 0;
-            self.stream_ended = false;
+            // A new stream: the sender starts afresh, or its last stream ended.
+            if rsv1 && (!self.context_takeover || self.stream_ended) {
+                self.length = InflatedLength::new();
+                self.stream_ended = false;
+            }
         }
         if !self.compressed {
             return Ok(());
@@ -140,20 +147,20 @@ impl Inflation {
         if !self.compressed {
             return Ok(());
         }
-        SCRATCH.with_borrow_mut(|scratch| {
-            let (piece, output) = scratch.split_at_mut(PIECE_LEN);
-            for chunk in bytes.chunks(PIECE_LEN) {
-                // A copy: the frame itself passes on as it came.
-                let piece = &mut piece[..chunk.len()];
-                piece.copy_from_slice(chunk);
-                if let Some(mask) = self.mask {
+        match self.mask {
+            None => self.inflate(bytes, limit)?,
+            Some(mask) => SCRATCH.with_borrow_mut(|scratch| {
+                for chunk in bytes.chunks(PIECE_LEN) {
+                    // A copy: the frame itself passes on as it came.
+                    let piece = &mut scratch[..chunk.len()];
+                    piece.copy_from_slice(chunk);
                     apply_mask(piece, mask, self.offset);
+                    self.offset += chunk.len();
+                    self.inflate(piece, limit)?;
                 }
-                self.offset += chunk.len();
-                self.inflate(piece, output, limit)?;
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?,
+        }
         self.remaining -= bytes.len() as u64;
         if self.remaining == 0 && self.fin {
             return self.end_message(limit);
@@ -162,47 +169,20 @@ impl Inflation {
     }
 
     fn end_message(&mut self, limit: u64) -> Result<(), InflateError> {
-        SCRATCH.with_borrow_mut(|scratch| {
-            self.inflate(&MESSAGE_TAIL, &mut scratch[PIECE_LEN..], limit)
-        })?;
+        self.inflate(&MESSAGE_TAIL, limit)?;
         self.compressed = false;
         Ok(())
     }
 
-    /// Inflates `input` into `output` as often as it takes, counting and dropping the output;
-    /// stops as soon as the message is too big.
-    fn inflate(
-        &mut self,
-        mut input: &[u8],
-        output: &mut [u8],
-        limit: u64,
-    ) -> Result<(), InflateError> {
+    /// Counts what `input` inflates to; stops as soon as the message is too big.
+    fn inflate(&mut self, input: &[u8], limit: u64) -> Result<(), InflateError> {
         if self.stream_ended {
             return Ok(());
         }
-        let decoder = &mut self.decoder;
-        loop {
-            let (in_before, out_before) = (decoder.total_in(), decoder.total_out());
-            let status = decoder
-                .decompress(input, output, FlushDecompress::None)
-                .map_err(|_| InflateError::Corrupt)?;
-            let consumed = (decoder.total_in() - in_before) as usize;
-            let produced = decoder.total_out() - out_before;
-            input = &input[consumed..];
-            self.inflated += produced;
-            if self.inflated > limit {
-                return Err(InflateError::TooBig);
-            }
-            if status == Status::StreamEnd {
-                self.stream_ended = true;
-                return Ok(());
-            }
-            // Output may still be pending with no input left (and need not fill `output`):
-            // done only once a call makes no progress.
-            if consumed == 0 && produced == 0 {
-                return Ok(());
-            }
+        if self.length.count(input, &mut self.inflated, limit)? == Progress::StreamEnded {
+            self.stream_ended = true;
         }
+        Ok(())
     }
 }
 
@@ -278,7 +258,8 @@ mod tests {
         }
     }
 
-    /// Messages larger than the 32 KiB window, so that the decoder's output wraps around it.
+    /// Messages larger than the 32 KiB window, so that distances reach back across messages
+    /// into a full window.
     #[test]
     fn counts_exactly_message_after_message() {
         let text = b"wsfleet compresses nothing itself; ".repeat(1200);
@@ -310,8 +291,8 @@ mod tests {
             feed(&mut inflation, &compressed, 16 * 1024, 65_536),
             Err(InflateError::TooBig)
         );
-        // Stopped within one scratch buffer of the limit, not after 10 MB.
-        assert!(inflation.inflated <= 65_536 + OUTPUT_LEN as u64);
+        // Stopped within one back-reference of the limit, not after 10 MB.
+        assert!(inflation.inflated <= 65_536 + 258);
     }
 
     #[test]
@@ -347,7 +328,7 @@ mod tests {
         let mut inflation = Inflation::new(true);
         inflation.frame(true, false, None, 64, true, 100).unwrap();
         inflation.payload(&[0xff; 64], 100).unwrap();
-        assert_eq!(inflation.decoder.total_in(), 0, "nothing inflated");
+        assert_eq!(inflation.inflated, 0, "nothing inflated");
     }
 
     #[test]
