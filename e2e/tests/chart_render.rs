@@ -123,6 +123,8 @@ fn expected_operator_grants() -> BTreeSet<(String, String, String)> {
         ("apps", "deployments", child),
         ("policy", "poddisruptionbudgets", child),
         ("autoscaling", "horizontalpodautoscalers", child),
+        // spec.autoscaling.keda
+        ("keda.sh", "scaledobjects", child),
         ("events.k8s.io", "events", "create,patch"),
     ]
     .into_iter()
@@ -365,6 +367,9 @@ fn alerts_use_configured_thresholds_and_only_metrics_the_binaries_export() {
             "WsfleetGatewayRefusalsRising",
             "WsfleetGatewayUpstreamErrors",
             "WsfleetGatewayReloadFailing",
+            "WsfleetGatewaySlowHandshakes",
+            "WsfleetGatewayUpstreamFailureRatio",
+            "WsfleetGatewayServedCertificateExpiring",
             "WsfleetServiceDegraded",
             "WsfleetServiceNotReady",
             "WsfleetCertificateExpiringSoon"

@@ -23,12 +23,12 @@ use crate::upstream::ForwardPlan;
 /// Budget for writing a refusal to a client that may not be reading.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves one accepted TCP connection to its end.
+/// Serves one connection, accepted at `accepted`, to its end.
 /// TCP_NODELAY is already set: accepted sockets inherit it from the listener.
-pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accepted: Instant) {
     // Accept, admit, upgrade. Boxed, so that none of the handshake's state stays in the task
     // of the connection for its whole life.
-    let Some(upgraded) = Box::pin(upgrade(&shared, tcp, peer)).await else {
+    let Some(upgraded) = Box::pin(upgrade(&shared, tcp, peer, accepted)).await else {
         return;
     };
 
@@ -52,7 +52,8 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     )
     .await;
 
-    // Close: the slot goes with the connection.
+    // Close: the slot goes with the connection. (The relay counted how it was closed.)
+    shared.metrics.connection_lasted(accepted.elapsed());
     tracing::debug!(%peer, ?ending, "connection closed");
     drop(slot);
 }
@@ -69,7 +70,12 @@ struct Upgraded {
 }
 
 /// The handshake: `None` when the client was refused (and answered) or went away.
-async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Option<Upgraded> {
+async fn upgrade(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+) -> Option<Upgraded> {
     // One policy for the whole connection, even if a reload swaps it meanwhile.
     let policy = shared.policy.load_full();
 
@@ -127,8 +133,12 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
             .and_then(|verifier| verifier.token_query_parameter()),
         set_headers: admitted.claim_headers,
     };
+    let connecting = Instant::now();
     let opened = match policy.upstream.open(&admitted.request, &plan).await {
-        Ok(opened) => opened,
+        Ok(opened) => {
+            shared.metrics.upstream_connect_took(connecting.elapsed());
+            opened
+        }
         Err(failure) => {
             shared.metrics.upstream_error(failure.kind);
             tracing::warn!(%peer, error = %failure, "upstream handshake failed");
@@ -146,6 +156,7 @@ async fn upgrade(shared: &Arc<Shared>, tcp: TcpStream, peer: SocketAddr) -> Opti
         return None;
     }
     shared.metrics.handshake(HandshakeOutcome::Success);
+    shared.metrics.handshake_took(accepted.elapsed());
     Some(Upgraded {
         client,
         upstream: opened.stream,

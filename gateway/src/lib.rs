@@ -5,6 +5,7 @@
 //! [`refusal`]), and [`relay`] moves frames once the handshake is done, checked by [`tracker`]
 //! ([`deflate`] measures compressed messages). [`server`] accepts ([`accept_backoff`] paces
 //! it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
+//! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
 
 pub mod accept_backoff;
 pub mod addresses;
@@ -16,6 +17,7 @@ pub mod deflate;
 pub mod drain;
 pub mod frame;
 pub mod handshake;
+pub mod histogram;
 pub mod jwt;
 pub mod metrics;
 pub mod pending;

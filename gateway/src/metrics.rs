@@ -1,10 +1,17 @@
 //! Gateway metrics: plain atomics, rendered in the Prometheus text format on request.
 //!
 //! Every label value is a fixed enum, so each series is one counter and recording is a single
-//! relaxed add, cheap enough for the relay's hot path.
+//! relaxed add, cheap enough for the relay's hot path. The histograms (see [`Histogram`]) are
+//! observed once per handshake or connection, never per message.
+//!
+//! No series names a fleet or a pod: one gateway serves one fleet, and the scrape adds
+//! `namespace`, `service` and `pod`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::histogram::Histogram;
 
 /// Outcome of a client handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +94,80 @@ impl ReloadKind {
     }
 }
 
-/// Every counter and gauge the gateway exports.
-#[derive(Debug, Default)]
+/// Which side closed a relayed connection first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// The client sent a close frame, or vanished without one.
+    Client,
+    /// The upstream sent a close frame, or vanished without one.
+    Upstream,
+    /// The gateway closed: drain, heartbeat timeout, a limit or a protocol violation.
+    Gateway,
+}
+
+impl ClosedBy {
+    const ALL: [Self; 3] = [Self::Client, Self::Upstream, Self::Gateway];
+    fn label(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Upstream => "upstream",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+/// Close codes with a `code` label of their own (RFC 6455 section 7.4.1 and the IANA
+/// registry); any other code, application codes 4000-4999 included, is `other`. 1005: a close
+/// frame without a code; 1006: a connection cut without a close frame.
+const CLOSE_CODES: [u16; 14] = [
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+];
+/// [`CLOSE_CODES`] and `other`.
+const CLOSE_CODE_LABELS: usize = CLOSE_CODES.len() + 1;
+
+/// The `code` label's index: a known code's place in [`CLOSE_CODES`], or the last for `other`
+/// (and for a close whose code could not be read).
+fn close_code_index(code: Option<u16>) -> usize {
+    code.and_then(|code| CLOSE_CODES.iter().position(|&known| known == code))
+        .unwrap_or(CLOSE_CODES.len())
+}
+
+/// Bounds of `wsfleet_gateway_handshake_duration_seconds`, in microseconds: 1 ms to 10 s.
+/// TLS and an upstream in the cluster take milliseconds; 1 s, the default alert threshold, is
+/// a bound, so whether the p99 is above it does not depend on interpolation.
+const HANDSHAKE_BOUNDS: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+/// Bounds of `wsfleet_gateway_upstream_connect_duration_seconds`, in microseconds: 0.5 ms
+/// (a connection within the node) to 10 s (the default upstream handshake timeout).
+const UPSTREAM_CONNECT_BOUNDS: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+/// Bounds of `wsfleet_gateway_connection_duration_seconds`, in microseconds: 100 ms (a
+/// connection that fails at once) to a day.
+const CONNECTION_BOUNDS: [u64; 13] = [
+    100_000,
+    1_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    900_000_000,
+    1_800_000_000,
+    3_600_000_000,
+    7_200_000_000,
+    14_400_000_000,
+    43_200_000_000,
+    86_400_000_000,
+];
+
+/// The certificate gauge's value while no certificate is served.
+const NO_CERTIFICATE: i64 = i64::MIN;
+
+/// Every counter, gauge and histogram the gateway exports.
+#[derive(Debug)]
 pub struct Metrics {
     active_connections: AtomicI64,
     handshakes: [AtomicU64; 3],
@@ -98,6 +177,32 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; 4],
     /// Indexed by kind, then success (0) or failure (1).
     reloads: [[AtomicU64; 2]; 2],
+    handshake_duration: Histogram,
+    upstream_connect_duration: Histogram,
+    connection_duration: Histogram,
+    /// Indexed by [`ClosedBy`], then by [`close_code_index`].
+    closes: [[AtomicU64; CLOSE_CODE_LABELS]; 3],
+    /// notAfter of the served certificate in Unix seconds; [`NO_CERTIFICATE`] without one.
+    certificate_not_after: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            active_connections: AtomicI64::default(),
+            handshakes: Default::default(),
+            refusals: Default::default(),
+            messages: Default::default(),
+            bytes: Default::default(),
+            upstream_errors: Default::default(),
+            reloads: Default::default(),
+            handshake_duration: Histogram::new(&HANDSHAKE_BOUNDS),
+            upstream_connect_duration: Histogram::new(&UPSTREAM_CONNECT_BOUNDS),
+            connection_duration: Histogram::new(&CONNECTION_BOUNDS),
+            closes: Default::default(),
+            certificate_not_after: AtomicI64::new(NO_CERTIFICATE),
+        }
+    }
 }
 
 impl Metrics {
@@ -138,9 +243,37 @@ impl Metrics {
         self.reloads[kind as usize][usize::from(!success)].fetch_add(1, Relaxed);
     }
 
+    /// A successful handshake: from accept until the 101 was written to the client.
+    pub fn handshake_took(&self, took: Duration) {
+        self.handshake_duration.observe(took);
+    }
+
+    /// A successful upstream connect and upgrade.
+    pub fn upstream_connect_took(&self, took: Duration) {
+        self.upstream_connect_duration.observe(took);
+    }
+
+    /// A relayed connection ended after `lifetime`, from accept to close.
+    pub fn connection_lasted(&self, lifetime: Duration) {
+        self.connection_duration.observe(lifetime);
+    }
+
+    /// A relayed connection was closed first by `by` with `code`; `None`: a code that could
+    /// not be read, counted as `other`.
+    pub fn closed(&self, code: Option<u16>, by: ClosedBy) {
+        self.closes[by as usize][close_code_index(code)].fetch_add(1, Relaxed);
+    }
+
+    /// The certificate now served expires at `not_after` (Unix seconds); `None` removes the
+    /// series.
+    pub fn certificate_served(&self, not_after: Option<i64>) {
+        self.certificate_not_after
+            .store(not_after.unwrap_or(NO_CERTIFICATE), Relaxed);
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
         family(
             &mut out,
             "wsfleet_gateway_active_connections",
@@ -238,6 +371,59 @@ impl Metrics {
                 );
             }
         }
+        for (name, help, histogram) in [
+            (
+                "wsfleet_gateway_handshake_duration_seconds",
+                "Successful client handshakes, from accept (TLS, auth, upstream) to the 101 written.",
+                &self.handshake_duration,
+            ),
+            (
+                "wsfleet_gateway_upstream_connect_duration_seconds",
+                "Successful upstream connects: lookup, TCP, TLS and the upgrade exchange.",
+                &self.upstream_connect_duration,
+            ),
+            (
+                "wsfleet_gateway_connection_duration_seconds",
+                "Lifetime of relayed connections, from accept to close.",
+                &self.connection_duration,
+            ),
+        ] {
+            family(&mut out, name, "histogram", help);
+            histogram.render(&mut out, name);
+        }
+        family(
+            &mut out,
+            "wsfleet_gateway_closes_total",
+            "counter",
+            "Relayed connections by close code and the side that closed first.",
+        );
+        for by in ClosedBy::ALL {
+            let codes = CLOSE_CODES.iter().map(|code| code.to_string());
+            for (index, code) in codes.chain(["other".to_owned()]).enumerate() {
+                let value = self.closes[by as usize][index].load(Relaxed);
+                series(
+                    &mut out,
+                    "wsfleet_gateway_closes_total",
+                    &format!("code=\"{code}\",by=\"{}\"", by.label()),
+                    value,
+                );
+            }
+        }
+        let not_after = self.certificate_not_after.load(Relaxed);
+        if not_after != NO_CERTIFICATE {
+            family(
+                &mut out,
+                "wsfleet_gateway_certificate_not_after_seconds",
+                "gauge",
+                "notAfter of the certificate served to new clients, in Unix seconds.",
+            );
+            series(
+                &mut out,
+                "wsfleet_gateway_certificate_not_after_seconds",
+                "",
+                not_after,
+            );
+        }
         out
     }
 }
@@ -280,5 +466,67 @@ mod tests {
             "wsfleet_gateway_reloads_total{kind=\"certificate\",outcome=\"failure\"} 1\n"
         ));
         assert!(text.contains("# TYPE wsfleet_gateway_handshakes_total counter\n"));
+    }
+
+    #[test]
+    fn renders_the_histograms_in_seconds() {
+        let metrics = Metrics::default();
+        metrics.handshake_took(Duration::from_millis(3));
+        metrics.upstream_connect_took(Duration::from_micros(700));
+        metrics.connection_lasted(Duration::from_secs(90));
+        let text = metrics.render();
+        for (name, bucket) in [
+            ("wsfleet_gateway_handshake_duration_seconds", "0.005"),
+            ("wsfleet_gateway_upstream_connect_duration_seconds", "0.001"),
+            ("wsfleet_gateway_connection_duration_seconds", "300"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} histogram\n")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("{name}_bucket{{le=\"{bucket}\"}} 1\n")),
+                "{text}"
+            );
+            assert!(text.contains(&format!("{name}_count 1\n")), "{text}");
+        }
+        assert!(
+            text.contains("wsfleet_gateway_handshake_duration_seconds_bucket{le=\"0.0025\"} 0\n")
+        );
+        assert!(text.contains("wsfleet_gateway_connection_duration_seconds_sum 90\n"));
+    }
+
+    #[test]
+    fn closes_are_counted_by_code_and_side_with_unknown_codes_as_other() {
+        let metrics = Metrics::default();
+        metrics.closed(Some(1000), ClosedBy::Client);
+        metrics.closed(Some(4001), ClosedBy::Upstream);
+        metrics.closed(Some(999), ClosedBy::Upstream);
+        metrics.closed(None, ClosedBy::Upstream);
+        metrics.closed(Some(1009), ClosedBy::Gateway);
+        let text = metrics.render();
+        assert!(text.contains("wsfleet_gateway_closes_total{code=\"1000\",by=\"client\"} 1\n"));
+        assert!(text.contains("wsfleet_gateway_closes_total{code=\"other\",by=\"upstream\"} 3\n"));
+        assert!(text.contains("wsfleet_gateway_closes_total{code=\"1009\",by=\"gateway\"} 1\n"));
+        assert!(text.contains("wsfleet_gateway_closes_total{code=\"1006\",by=\"client\"} 0\n"));
+        // Every code and side from the start, so that rates exist before the first close.
+        assert_eq!(
+            text.matches("wsfleet_gateway_closes_total{").count(),
+            CLOSE_CODE_LABELS * ClosedBy::ALL.len()
+        );
+    }
+
+    #[test]
+    fn the_certificate_gauge_exists_only_while_a_certificate_is_served() {
+        let metrics = Metrics::default();
+        assert!(!metrics.render().contains("certificate_not_after"));
+        metrics.certificate_served(Some(1_893_542_400));
+        assert!(
+            metrics
+                .render()
+                .contains("wsfleet_gateway_certificate_not_after_seconds 1893542400\n")
+        );
+        metrics.certificate_served(None);
+        assert!(!metrics.render().contains("certificate_not_after"));
     }
 }

@@ -26,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 use crate::config::{HeartbeatConfig, Rate};
 use crate::deflate::Negotiated;
 use crate::frame::ControlFrame;
-use crate::metrics::{Direction, Metrics, UpstreamError};
+use crate::metrics::{ClosedBy, Direction, Metrics, UpstreamError};
 use crate::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
 use crate::transport::Transport;
 use crate::wakes::{PartWakers, Parts};
@@ -48,10 +48,12 @@ mod part {
     pub const COUNT: usize = 3;
 }
 
-/// Close codes the gateway sends (RFC 6455 section 7.4.1).
+/// Close codes the gateway sends, and one it only reports (RFC 6455 section 7.4.1).
 pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Reported, never sent: a connection cut without a close frame.
+    pub const ABNORMAL: u16 = 1006;
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY_VIOLATION: u16 = 1008;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -104,6 +106,8 @@ pub struct Relay {
     drain_turn: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     wakers: PartWakers<{ part::COUNT }>,
     ending: Option<Ending>,
+    /// Who closed first and with which code (`None`: unreadable), counted when the relay ends.
+    first_close: Option<(Option<u16>, ClosedBy)>,
     metrics: Arc<Metrics>,
 }
 
@@ -190,6 +194,7 @@ impl Relay {
             drain_turn: Some(Box::pin(drain_turn)),
             wakers,
             ending: None,
+            first_close: None,
             metrics,
         }
     }
@@ -227,6 +232,12 @@ impl Relay {
             return;
         }
         self.ending = Some(ending);
+        let (code, by) = match ending {
+            Ending::ClientGone => (Some(close_code::ABNORMAL), ClosedBy::Client),
+            Ending::UpstreamFailed => (Some(close_code::ABNORMAL), ClosedBy::Upstream),
+            _ => (to_client.or(to_upstream), ClosedBy::Gateway),
+        };
+        self.note_close(code, by);
         self.outbound.control = to_client.map(|code| GatewayFrame::Close { code, reason });
         self.inbound.control = to_upstream.map(|code| GatewayFrame::Close { code, reason });
         // The client ends the closing handshake with its close frame; a TCP end before that
@@ -244,8 +255,14 @@ impl Relay {
         }
     }
 
+    /// Remembers the first close of the connection; later ones answer it.
+    fn note_close(&mut self, code: Option<u16>, by: ClosedBy) {
+        self.first_close.get_or_insert((code, by));
+    }
+
     fn on_inbound(&mut self, event: LaneEvent) {
         match event {
+            LaneEvent::CloseSeen { code } => self.note_close(code, ClosedBy::Client),
             // A side that said goodbye and ended: the other gets a moment to do the same.
             LaneEvent::SourceClosed { close_seen: true } => self.start_linger(),
             LaneEvent::SourceClosed { close_seen: false } => self.client_gone(),
@@ -276,6 +293,7 @@ impl Relay {
 
     fn on_outbound(&mut self, event: LaneEvent) {
         match event {
+            LaneEvent::CloseSeen { code } => self.note_close(code, ClosedBy::Upstream),
             LaneEvent::SourceClosed { close_seen: true } => self.start_linger(),
             LaneEvent::SourceClosed { close_seen: false } => self.upstream_failed(),
             LaneEvent::DestinationFailed => self.client_gone(),
@@ -386,6 +404,15 @@ impl Relay {
             self.metrics.relayed(lane.direction, messages, bytes);
         }
     }
+
+    /// The end: the last counters, and how the connection was closed.
+    fn finish(&mut self) -> Poll<Ending> {
+        self.flush_counters();
+        // Every way to the end passes a close frame or `begin_close`; `other` if not.
+        let (code, by) = self.first_close.unwrap_or((None, ClosedBy::Gateway));
+        self.metrics.closed(code, by);
+        Poll::Ready(self.ending.unwrap_or(Ending::Closed))
+    }
 }
 
 impl Future for Relay {
@@ -399,8 +426,7 @@ impl Future for Relay {
             woken = Parts::ALL;
             this.poll_drain_turn();
             if this.poll_timer().is_ready() {
-                this.flush_counters();
-                return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+                return this.finish();
             }
         }
         loop {
@@ -437,8 +463,7 @@ impl Future for Relay {
                 progressed |= inbound_owes || outbound_owes;
             }
             if this.inbound.is_finished() && this.outbound.is_finished() {
-                this.flush_counters();
-                return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+                return this.finish();
             }
             if !progressed {
                 break;
@@ -447,8 +472,7 @@ impl Future for Relay {
             // timer needs a first poll.
             woken = Parts::ALL;
             if this.poll_timer().is_ready() {
-                this.flush_counters();
-                return Poll::Ready(this.ending.unwrap_or(Ending::Closed));
+                return this.finish();
             }
         }
         this.flush_counters();
@@ -499,6 +523,11 @@ enum Mode {
 /// Something the relay must react to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LaneEvent {
+    /// The source's close frame passed, with its code (`None`: it passed unread after a
+    /// violation).
+    CloseSeen {
+        code: Option<u16>,
+    },
     /// The source ended (EOF or error); `close_seen` tells whether it said goodbye first.
     SourceClosed {
         close_seen: bool,
@@ -702,8 +731,13 @@ impl Lane {
                 self.discarded = self.discarded.saturating_add(read);
                 return Poll::Ready(None);
             }
+            let closed = self.tracker.close_seen();
             let processed = self.tracker.process(&mut buf[start..CARRY_ROOM + read]);
             let output = &buf[start..start + processed.forward];
+            // Once per connection at most: the source's close frame went out in this read.
+            let close_seen = (!closed && self.tracker.close_seen()).then(|| LaneEvent::CloseSeen {
+                code: self.tracker.close_code(),
+            });
             // Only what is passed on counts: not a refused frame, nor what is swallowed.
             self.bytes += output.len() as u64;
             let mut written = 0;
@@ -722,7 +756,7 @@ impl Lane {
                 self.mode = Mode::Discard;
                 return Poll::Ready(Some(LaneEvent::Violation(violation)));
             }
-            Poll::Ready(None)
+            Poll::Ready(close_seen)
         })
     }
 }

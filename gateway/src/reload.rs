@@ -176,6 +176,9 @@ impl Reloader {
             Ok(false) => {}
             Ok(true) => {
                 self.shared.metrics.reload(ReloadKind::Certificate, true);
+                if let Some(certificate) = &self.shared.certificate {
+                    self.shared.served_certificate_changed(certificate);
+                }
                 tracing::info!("certificate reloaded");
             }
             Err(err) => {

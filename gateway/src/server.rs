@@ -48,6 +48,15 @@ impl Shared {
             HandshakeOutcome::Refused
         });
     }
+
+    /// Exports the notAfter of the certificate `certificate` serves now.
+    pub fn served_certificate_changed(&self, certificate: &ReloadingCertificate) {
+        let not_after = certificate.not_after();
+        if not_after.is_none() {
+            tracing::warn!("cannot read the served certificate's notAfter; its metric is removed");
+        }
+        self.metrics.certificate_served(not_after);
+    }
 }
 
 /// The client-facing listener. TCP_NODELAY is set here once: Linux copies it to every
@@ -90,6 +99,9 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         certificate,
         ready: AtomicBool::new(false),
     });
+    if let Some(certificate) = &shared.certificate {
+        shared.served_certificate_changed(certificate);
+    }
 
     let admin_listener = TcpListener::bind(metrics_address)
         .await
@@ -108,7 +120,8 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
     loop {
         tokio::select! {
             (tcp, peer) = backoff.accept(&listener, "clients") => {
-                tokio::spawn(connection::serve(shared.clone(), tcp, peer));
+                let accepted = std::time::Instant::now();
+                tokio::spawn(connection::serve(shared.clone(), tcp, peer, accepted));
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

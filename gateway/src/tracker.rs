@@ -16,6 +16,9 @@ use crate::frame::{
 };
 use crate::rate::TokenBucket;
 
+/// The close code reported for a close frame that carries none (RFC 6455 section 7.1.5).
+pub const NO_STATUS_CODE: u16 = 1005;
+
 /// Payload of the gateway's heartbeat pings; a client pong carrying it is not forwarded.
 pub const HEARTBEAT_PAYLOAD: &[u8] = b"wsfleet-heartbeat";
 
@@ -75,6 +78,9 @@ pub struct Tracker {
     /// Complete messages seen since the counter was last taken.
     messages: u64,
     close_seen: bool,
+    /// The code of the close frame that passed (1005 when it had none); `None` before, or when
+    /// it passed unread while discarding.
+    close_code: Option<u16>,
     /// Set when the gateway closes: nothing after the current frame is forwarded.
     stopping: bool,
     /// Past a stop or a limit: frames are followed only to notice the peer's close frame, and
@@ -102,6 +108,7 @@ impl Tracker {
             carry_len: 0,
             messages: 0,
             close_seen: false,
+            close_code: None,
             stopping: false,
             discarding: false,
             cut_mid_frame: false,
@@ -136,6 +143,12 @@ impl Tracker {
     /// True once a close frame has passed in this direction.
     pub fn close_seen(&self) -> bool {
         self.close_seen
+    }
+
+    /// The status code of the close frame that passed in this direction, 1005 for one
+    /// without a code; `None` if none passed, or one passed unread after a violation.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// Messages completed since the last call.
@@ -342,6 +355,16 @@ impl Tracker {
         match opcode {
             Opcode::Close => {
                 self.close_seen = true;
+                self.close_code = Some(match payload {
+                    [high, low, ..] => {
+                        let mut code = [*high, *low];
+                        if let Some(key) = mask {
+                            apply_mask(&mut code, key, 0);
+                        }
+                        u16::from_be_bytes(code)
+                    }
+                    _ => NO_STATUS_CODE,
+                });
                 false
             }
             Opcode::Pong
@@ -726,6 +749,19 @@ mod tests {
         let (out, _) = relay(&mut tracker, close.as_bytes(), 2);
         assert_eq!(out, close.as_bytes());
         assert!(tracker.close_seen());
+        assert_eq!(tracker.close_code(), Some(4000));
+    }
+
+    #[test]
+    fn close_codes_are_read_unmasked_and_default_to_1005() {
+        let masked = ControlFrame::close(1000, "bye", KEY);
+        let mut tracker = Tracker::new(Source::Client, 1 << 20, None);
+        assert_eq!(tracker.close_code(), None);
+        relay(&mut tracker, masked.as_bytes(), 1);
+        assert_eq!(tracker.close_code(), Some(1000));
+        let mut tracker = Tracker::new(Source::Upstream, 1 << 20, None);
+        relay(&mut tracker, &[0x88, 0x00], 1);
+        assert_eq!(tracker.close_code(), Some(NO_STATUS_CODE));
     }
 
     #[test]

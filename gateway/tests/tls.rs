@@ -39,11 +39,19 @@ impl Authority {
 
     /// A leaf for `localhost`: (certificate PEM, key PEM).
     fn leaf(&self) -> (String, String) {
+        self.leaf_with(CertificateParams::new(vec!["localhost".to_owned()]).unwrap())
+    }
+
+    /// A leaf for `localhost` that expires at midnight UTC of the day given.
+    fn leaf_expiring(&self, year: i32, month: u8, day: u8) -> (String, String) {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        self.leaf_with(params)
+    }
+
+    fn leaf_with(&self, params: CertificateParams) -> (String, String) {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
 
@@ -184,6 +192,50 @@ async fn certificates_reload_under_live_connections() {
     let (_, presented) = connect_tls(&gateway, authority.client_config()).await;
     assert_eq!(presented, der(&second_cert));
     assert_eq!(round_trip(&mut live, "still").await, "still");
+}
+
+#[tokio::test]
+async fn the_served_certificates_expiry_is_exported_and_follows_reloads() {
+    const NOT_AFTER: &str = "wsfleet_gateway_certificate_not_after_seconds";
+    let authority = Authority::new();
+    let upstream = EchoUpstream::start().await;
+    // 2030-01-02T00:00:00Z.
+    let (first_cert, first_key) = authority.leaf_expiring(2030, 1, 2);
+    let (gateway, tls_dir) = start_tls_gateway(&upstream.url("/"), &first_cert, &first_key).await;
+    assert_eq!(gateway.metric(NOT_AFTER).await, 1_893_542_400.0);
+
+    // 2031-03-04T00:00:00Z, once reloaded.
+    let (second_cert, second_key) = authority.leaf_expiring(2031, 3, 4);
+    publish_secret(&tls_dir, 2, &second_cert, &second_key);
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_reloads_total{kind=\"certificate\",outcome=\"success\"}",
+            1.0,
+        )
+        .await;
+    assert_eq!(gateway.metric(NOT_AFTER).await, 1_930_348_800.0);
+    let (_, presented) = connect_tls(&gateway, authority.client_config()).await;
+    assert_eq!(
+        presented,
+        der(&second_cert),
+        "the exported one is the one served"
+    );
+
+    // A refused pair changes nothing: the previous certificate is still served.
+    let (third_cert, _) = authority.leaf_expiring(2032, 1, 1);
+    publish_secret(&tls_dir, 3, &third_cert, &second_key);
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_reloads_total{kind=\"certificate\",outcome=\"failure\"}",
+            1.0,
+        )
+        .await;
+    assert_eq!(gateway.metric(NOT_AFTER).await, 1_930_348_800.0);
+
+    // Without TLS there is no such series.
+    let plain = Gateway::start(&upstream.url("/"), "").await;
+    let (_, body) = http_get(plain.metrics_address, "/metrics").await.unwrap();
+    assert!(!body.contains(NOT_AFTER), "{body}");
 }
 
 #[tokio::test]
