@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use serde_json::json;
 use wsfleet_e2e::fleet::await_ready_pods;
-use wsfleet_e2e::inspect::secret_value;
 use wsfleet_e2e::wire::{Ending, Endpoint};
 use wsfleet_e2e::{DEADLINE, eventually};
 
-use crate::setup::{Fleet, NAME, TLS_SECRET, block_on, ensure_talked_whole, with_room_for_load};
+use crate::setup::{
+    Fleet, NAME, block_on, ensure_talked_whole, with_quick_renewal, with_room_for_load,
+};
 
 const CONNECTIONS: usize = 1_000;
 /// Each connection's pace: 1,000 messages a second in all, each way.
@@ -21,9 +22,7 @@ const INTERVAL: Duration = Duration::from_secs(1);
 fn a_thousand_connections_talk_through_renewal_reload_and_rollout() -> Result<()> {
     let fleet = Fleet::production_with("load", |manifest| {
         with_room_for_load(manifest);
-        // Renewed 20 s after each issuance.
-        manifest["spec"]["tls"]["duration"] = json!("60s");
-        manifest["spec"]["tls"]["renewBefore"] = json!("40s");
+        with_quick_renewal(manifest);
         manifest["spec"]["drain"]["gracePeriodSeconds"] = json!(20);
         // Both pods carry connections, although every client is the host.
         manifest["spec"]["sessionAffinity"] = json!({"type": "None"});
@@ -33,8 +32,7 @@ fn a_thousand_connections_talk_through_renewal_reload_and_rollout() -> Result<()
     let lives = fleet.pod_lives()?;
     let endpoint = fleet.endpoint()?;
     let token = fleet.token("ada")?;
-    let first_certificate = block_on(endpoint.connect(&token))?.certificate;
-    let issued = secret_value(kubectl, TLS_SECRET, "tls.crt")?;
+    let before = fleet.certificates()?;
     let load = fleet.open_load_every(CONNECTIONS, INTERVAL)?;
 
     // A reload and a renewal at once, under the same connections.
@@ -49,22 +47,7 @@ fn a_thousand_connections_talk_through_renewal_reload_and_rollout() -> Result<()
         block_on(other_origin.connect(&token))?;
         Ok(())
     })?;
-    eventually("the operator to renew the certificate", DEADLINE, || {
-        ensure!(secret_value(kubectl, TLS_SECRET, "tls.crt")? != issued);
-        Ok(())
-    })?;
-    eventually(
-        "new handshakes to get the renewed certificate",
-        DEADLINE,
-        || {
-            let session = block_on(endpoint.connect(&token))?;
-            ensure!(
-                session.certificate != first_certificate,
-                "the first certificate is served"
-            );
-            Ok(())
-        },
-    )?;
+    fleet.await_renewal(&before)?;
     ensure!(
         load.ended() == 0,
         "{} connections ended during renewal and reload",

@@ -10,9 +10,10 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use wsfleet_e2e::fixtures::{RsaKeyFiles, create_jwt_secret, example_path};
 use wsfleet_e2e::fleet::{deploy_upstream, endpoint, install_chart, pods_of};
+use wsfleet_e2e::inspect::secret_value;
 use wsfleet_e2e::node::RealCluster;
 use wsfleet_e2e::wire::{Endpoint, Swarm, Talk, sign_token};
-use wsfleet_e2e::{Expected, Kubectl, TestNamespace, await_conditions};
+use wsfleet_e2e::{DEADLINE, Expected, Kubectl, TestNamespace, await_conditions, eventually};
 
 /// The production example's name and TLS Secret.
 pub const NAME: &str = "chat-prod";
@@ -43,6 +44,18 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 pub fn with_room_for_load(manifest: &mut Value) {
     manifest["spec"]["limits"]["connectionsPerIP"] =
         serde_json::json!({"perSecond": 1000, "burst": 1000});
+}
+
+/// Certificates that renew 20 s after each issuance.
+pub fn with_quick_renewal(manifest: &mut Value) {
+    manifest["spec"]["tls"]["duration"] = serde_json::json!("60s");
+    manifest["spec"]["tls"]["renewBefore"] = serde_json::json!("40s");
+}
+
+/// A fleet's certificate as issued (its Secret's `tls.crt`) and as served to a handshake.
+pub struct Certificates {
+    issued: String,
+    served: Vec<u8>,
 }
 
 /// A production-example fleet, Ready, with an echo upstream, in namespace `namespace`.
@@ -103,6 +116,36 @@ impl Fleet {
     /// How a client on the host reaches the fleet: the Service's ClusterIP.
     pub fn endpoint(&self) -> Result<Endpoint> {
         endpoint(self.kubectl(), self.namespace.name(), NAME, TLS_SECRET)
+    }
+
+    /// The certificate issued and the one a new handshake gets, now.
+    pub fn certificates(&self) -> Result<Certificates> {
+        let served = block_on(self.endpoint()?.connect(&self.token("ada")?))?.certificate;
+        let issued = secret_value(self.kubectl(), TLS_SECRET, "tls.crt")?;
+        Ok(Certificates { issued, served })
+    }
+
+    /// Waits for the operator to renew the certificate of `before`, then for new handshakes to
+    /// get the renewed one.
+    pub fn await_renewal(&self, before: &Certificates) -> Result<()> {
+        eventually("the operator to renew the certificate", DEADLINE, || {
+            let issued = secret_value(self.kubectl(), TLS_SECRET, "tls.crt")?;
+            ensure!(issued != before.issued, "tls.crt unchanged");
+            Ok(())
+        })?;
+        let (endpoint, token) = (self.endpoint()?, self.token("ada")?);
+        eventually(
+            "new handshakes to get the renewed certificate",
+            DEADLINE,
+            || {
+                let session = block_on(endpoint.connect(&token))?;
+                ensure!(
+                    session.certificate != before.served,
+                    "the gateway still presents the earlier certificate"
+                );
+                Ok(())
+            },
+        )
     }
 
     /// `kubectl patch wss chat-prod --type merge -p PATCH`.
