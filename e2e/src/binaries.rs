@@ -1,6 +1,6 @@
 //! Where the harness finds the programs it runs: the control plane built from Go modules
-//! by `e2e/controlplane/build.sh` (cached under ~/.cache/wsfleet), and wsfleet's own
-//! binaries from the cargo target directory.
+//! by `e2e/controlplane/build.sh` and the autoscaling add-ons by `e2e/addons/build.sh` (both
+//! cached under ~/.cache/wsfleet), and wsfleet's own binaries from the cargo target directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,9 @@ const CONTROL_PLANE_PROGRAMS: [&str; 11] = [
     "crane",
 ];
 
+/// The programs `e2e/addons/build.sh` must have produced.
+const ADDON_PROGRAMS: [&str; 3] = ["keda-operator", "keda-adapter", "metrics-server"];
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,7 +47,7 @@ pub fn control_plane_bin_dir() -> Result<PathBuf> {
 fn locate_control_plane() -> Result<PathBuf> {
     let dir = match std::env::var_os("WSFLEET_CONTROLPLANE_BIN") {
         Some(dir) => PathBuf::from(dir),
-        None => run_build_script()?,
+        None => run_build_script("e2e/controlplane/build.sh")?,
     };
     for program in CONTROL_PLANE_PROGRAMS {
         let path = dir.join(program);
@@ -55,8 +58,32 @@ fn locate_control_plane() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn run_build_script() -> Result<PathBuf> {
-    let script = workspace_root().join("e2e/controlplane/build.sh");
+/// The directory holding the autoscaling add-ons (KEDA's operator and metrics adapter, its
+/// CRDs under `keda-crds/`, and metrics-server): `$WSFLEET_ADDONS_BIN`, or whatever
+/// `e2e/addons/build.sh` prints (a warm cache answers at once; a cold build takes long).
+pub fn addons_bin_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| locate_addons().map_err(|err| format!("{err:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn locate_addons() -> Result<PathBuf> {
+    let dir = match std::env::var_os("WSFLEET_ADDONS_BIN") {
+        Some(dir) => PathBuf::from(dir),
+        None => run_build_script("e2e/addons/build.sh")?,
+    };
+    for program in ADDON_PROGRAMS {
+        let path = dir.join(program);
+        if !path.is_file() {
+            bail!("add-on program {} is missing", path.display());
+        }
+    }
+    Ok(dir)
+}
+
+fn run_build_script(relative: &str) -> Result<PathBuf> {
+    let script = workspace_root().join(relative);
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())

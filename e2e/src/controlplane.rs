@@ -469,8 +469,11 @@ fn start_apiserver(
             .arg("--disable-admission-plugins=ServiceAccount,TaintNodesByCondition")
             // The kubernetes Service would point at 127.0.0.1, which Endpoints refuse.
             .arg("--endpoint-reconciler-type=none"),
-        // Logs and exec go to the node's address: its name is in no resolver.
-        Nodes::Real { .. } => apiserver.arg("--kubelet-preferred-address-types=InternalIP"),
+        // Logs and exec go to the node's address: its name is in no resolver. The aggregation
+        // layer serves metrics-server and KEDA's metrics adapter, which run on the host.
+        Nodes::Real { .. } => apiserver
+            .arg("--kubelet-preferred-address-types=InternalIP")
+            .args(crate::aggregation::apiserver_flags(dir)?),
     };
     let recipe = Recipe::of(&apiserver);
     processes.push(ManagedProcess::spawn(

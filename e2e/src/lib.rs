@@ -1,6 +1,7 @@
 //! End-to-end harness for wsfleet: a local Kubernetes control plane built from Go modules,
 //! the real operator binary, and kubectl, used exactly as a platform engineer would.
 
+pub mod aggregation;
 pub mod apiserver_metrics;
 pub mod binaries;
 pub mod blackhole;
@@ -16,7 +17,9 @@ pub mod fixtures;
 pub mod fleet;
 pub mod helm;
 pub mod inspect;
+pub mod keda;
 pub mod kubectl;
+pub mod metrics_server;
 pub mod monitoring;
 pub mod namespace;
 pub mod net;

@@ -110,6 +110,11 @@ impl Prometheus {
         Ok(prometheus)
     }
 
+    /// Prometheus' HTTP address on loopback, for clients on the host (such as KEDA's operator).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// Fails with the log tail if Prometheus has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         self.process.ensure_running()

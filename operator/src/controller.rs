@@ -16,6 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Resource, ResourceExt};
 
+use crate::build::scaled_object::ScaledObject;
 use crate::crd::WebSocketService;
 use crate::error::Error;
 use crate::names::{ChildNames, FIELD_MANAGER};
@@ -59,6 +60,14 @@ pub async fn run(
     let store = controller.store();
     let secret_store = store.clone();
     let outcomes = ctx.clone();
+    // ScaledObjects are watched only where KEDA's CRD is served: a watch of a resource that
+    // does not exist would fail for good. A cluster that gains KEDA later needs an operator
+    // restart for the watch; the ScaledObjects are created either way.
+    let controller = if keda_installed(&client).await {
+        controller.owns(scoped!(ScaledObject), children.clone())
+    } else {
+        controller
+    };
     controller
         .owns(scoped!(ConfigMap), children.clone())
         .owns(scoped!(Deployment), children.clone())
@@ -88,6 +97,40 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
+}
+
+/// How long the operator waits at start for the answer to whether KEDA is installed.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the apiserver serves KEDA's ScaledObjects (keda.sh/v1alpha1).
+async fn keda_installed(client: &kube::Client) -> bool {
+    let group_version = ScaledObject::api_version(&());
+    let discovered = tokio::time::timeout(
+        DISCOVERY_TIMEOUT,
+        client.list_api_group_resources(&group_version),
+    )
+    .await;
+    let plural = ScaledObject::plural(&());
+    let installed = match discovered {
+        Ok(Ok(resources)) => resources
+            .resources
+            .iter()
+            .any(|resource| resource.name == plural),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "discovering {group_version}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("no answer about {group_version} within {DISCOVERY_TIMEOUT:?}");
+            false
+        }
+    };
+    tracing::info!(
+        installed,
+        "KEDA ScaledObjects ({group_version}) are {}watched",
+        if installed { "" } else { "not " }
+    );
+    installed
 }
 
 /// Logs what the controller did with one request, and forgets the failures of deleted objects.

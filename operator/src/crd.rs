@@ -404,7 +404,8 @@ pub struct SessionAffinitySpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
-    validation = Rule::new("has(self.targetConnectionsPerPod) || has(self.targetCPUUtilization)").message("autoscaling needs targetConnectionsPerPod or targetCPUUtilization (or both)"),
+    validation = Rule::new("has(self.targetConnectionsPerPod) || has(self.targetCPUUtilization) || has(self.targetMemoryUtilization)").message("autoscaling needs targetConnectionsPerPod, targetCPUUtilization or targetMemoryUtilization"),
+    validation = Rule::new("!has(self.keda) || has(self.targetConnectionsPerPod)").message("autoscaling.keda needs autoscaling.targetConnectionsPerPod, the Prometheus trigger's threshold per pod"),
 )]
 pub struct AutoscalingSpec {
     #[serde(default = "default_min_replicas")]
@@ -424,10 +425,42 @@ pub struct AutoscalingSpec {
     )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization: Option<i32>,
+    /// Average memory utilization (percent of the request) to aim for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_memory_utilization: Option<i32>,
     /// How long load must stay low before pods are removed (closing their connections).
     #[serde(default = "default_scale_down_stabilization")]
     #[schemars(range(min = 0, max = 3600))]
     pub scale_down_stabilization_seconds: i32,
+    /// Present: a KEDA ScaledObject `<name>-gateway` scales the gateways (KEDA makes the HPA)
+    /// instead of the operator's own HorizontalPodAutoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keda: Option<KedaSpec>,
+}
+
+/// Scaling through KEDA, which queries Prometheus itself: no custom-metrics adapter is needed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KedaSpec {
+    /// Where KEDA reads the connection count from.
+    pub prometheus: KedaPrometheusSpec,
+}
+
+/// The Prometheus trigger of the ScaledObject.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KedaPrometheusSpec {
+    /// Prometheus' HTTP address as KEDA's operator reaches it, such as
+    /// `http://prometheus-operated.monitoring.svc:9090`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+')").message("autoscaling.keda.prometheus.serverAddress must be http://host[:port][/path] or https://host[:port][/path]"))]
+    pub server_address: String,
+    /// The fleet's total connections; default
+    /// `sum(wsfleet_gateway_active_connections{namespace="<namespace>",service="<name>"})`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: Option<String>,
 }
 
 /// Shutdown of a gateway pod.
@@ -933,7 +966,43 @@ mod tests {
         );
         refused_with(
             json!({"upstream": service_upstream(), "autoscaling": {"maxReplicas": 4}}),
-            "autoscaling needs targetConnectionsPerPod or targetCPUUtilization",
+            "autoscaling needs targetConnectionsPerPod, targetCPUUtilization or targetMemoryUtilization",
+        );
+        assert!(
+            cel_errors(&with_spec(
+                json!({"upstream": service_upstream(), "autoscaling": {"maxReplicas": 4, "targetMemoryUtilization": 80}})
+            ))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn keda_needs_a_connection_target_and_a_prometheus_url() {
+        let keda = |address: &str| json!({"prometheus": {"serverAddress": address}});
+        refused_with(
+            json!({"upstream": service_upstream(), "autoscaling": {"maxReplicas": 4, "targetCPUUtilization": 50, "keda": keda("http://prometheus:9090")}}),
+            "autoscaling.keda needs autoscaling.targetConnectionsPerPod",
+        );
+        for address in [
+            "prometheus:9090",
+            "ftp://prometheus",
+            "http://",
+            "http:///x",
+        ] {
+            refused_with(
+                json!({"upstream": service_upstream(), "autoscaling": {"maxReplicas": 4, "targetConnectionsPerPod": 50, "keda": keda(address)}}),
+                "autoscaling.keda.prometheus.serverAddress must be http://host",
+            );
+        }
+        let fine = json!({"upstream": service_upstream(), "autoscaling": {"maxReplicas": 4, "targetConnectionsPerPod": 50,
+                          "keda": {"prometheus": {"serverAddress": "https://prometheus.monitoring.svc:9090/prom", "query": "sum(x)"}}}});
+        assert_eq!(cel_errors(&with_spec(fine)), Vec::<String>::new());
+        let keda =
+            &schema()["properties"]["spec"]["properties"]["autoscaling"]["properties"]["keda"];
+        assert_eq!(keda["required"], json!(["prometheus"]));
+        assert_eq!(
+            keda["properties"]["prometheus"]["required"],
+            json!(["serverAddress"])
         );
     }
 

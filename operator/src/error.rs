@@ -67,6 +67,11 @@ impl Error {
         }
     }
 
+    /// Whether the apiserver answered 404: the object, or its resource type, does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Kube { source, .. } if matches!(source.as_ref(), kube::Error::Api(status) if status.is_not_found()))
+    }
+
     /// Metric label and Event reason.
     pub fn reason(&self) -> &'static str {
         match self {

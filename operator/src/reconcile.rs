@@ -17,6 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::apply::{apply, delete_owned, hand_over_replicas};
+use crate::build::scaled_object::{self, ScaledObject};
 use crate::build::{
     autoscaler, config_map, deployment, disruption_budget, owner_reference, service,
 };
@@ -32,6 +33,9 @@ use crate::status::{Observation, Problem, invalid_status, reconciled_status};
 const RESYNC: Duration = Duration::from_secs(3600);
 const RETRY_MIN: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How often a fleet that asks for KEDA looks again for KEDA's CRD.
+const KEDA_RECHECK: Duration = Duration::from_secs(30);
+const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
 
 /// What every reconcile shares.
 pub struct Context {
@@ -196,7 +200,11 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     };
     problems.extend(check_references(ctx, &plan).await?);
 
-    let deployment = apply_children(wss, ctx, &plan, &owner).await?;
+    let deployment = apply_children(wss, ctx, &plan, &owner, &mut problems).await?;
+    if problems.iter().any(|p| p.reason == KEDA_NOT_INSTALLED) {
+        // No watch tells the operator when KEDA arrives.
+        requeue = requeue.min(KEDA_RECHECK);
+    }
 
     announce_problems(wss, ctx, &previous, &problems).await;
     let observation = Observation {
@@ -213,12 +221,14 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     Ok(Action::requeue(requeue))
 }
 
-/// Applies every child (each only when it differs) and returns the gateway Deployment.
+/// Applies every child (each only when it differs) and returns the gateway Deployment; a child
+/// the cluster cannot hold (KEDA's ScaledObject without KEDA) is added to `problems`.
 async fn apply_children(
     wss: &WebSocketService,
     ctx: &Context,
     plan: &Plan,
     owner: &OwnerReference,
+    problems: &mut Vec<Problem>,
 ) -> Result<Deployment, Error> {
     let namespace = &plan.names.namespace;
     let gateway = plan.names.gateway();
@@ -238,21 +248,7 @@ async fn apply_children(
     let deployment = apply(&deployments, desired, observed).await?;
 
     apply_named(ctx, namespace, service::service(plan, &wss.spec, owner)).await?;
-    match &wss.spec.autoscaling {
-        Some(autoscaling) => {
-            apply_named(
-                ctx,
-                namespace,
-                autoscaler::autoscaler(plan, autoscaling, owner),
-            )
-            .await?;
-        }
-        None => {
-            let autoscalers: Api<HorizontalPodAutoscaler> = ctx.api(namespace);
-            let observed = get(&autoscalers, namespace, &gateway).await?;
-            delete_owned(&autoscalers, observed, &owner.uid).await?;
-        }
-    }
+    apply_autoscaler(wss, ctx, plan, owner, problems).await?;
     apply_named(
         ctx,
         namespace,
@@ -260,6 +256,57 @@ async fn apply_children(
     )
     .await?;
     Ok(deployment)
+}
+
+/// The operator's own HPA, or KEDA's ScaledObject (KEDA then makes the HPA), or neither; the
+/// one not wanted is deleted first, so that two autoscalers never scale the Deployment at once.
+async fn apply_autoscaler(
+    wss: &WebSocketService,
+    ctx: &Context,
+    plan: &Plan,
+    owner: &OwnerReference,
+    problems: &mut Vec<Problem>,
+) -> Result<(), Error> {
+    let namespace = &plan.names.namespace;
+    let gateway = plan.names.gateway();
+    let autoscaling = wss.spec.autoscaling.as_ref();
+    let keda = autoscaling.and_then(|autoscaling| autoscaling.keda.as_ref());
+    if autoscaling.is_none() || keda.is_some() {
+        let autoscalers: Api<HorizontalPodAutoscaler> = ctx.api(namespace);
+        let observed = get(&autoscalers, namespace, &gateway).await?;
+        delete_owned(&autoscalers, observed, &owner.uid).await?;
+    }
+    if keda.is_none() {
+        // Without KEDA's CRD the read answers 404, which reads as absent: nothing to delete.
+        let scaled_objects: Api<ScaledObject> = ctx.api(namespace);
+        let observed = get(&scaled_objects, namespace, &gateway).await?;
+        delete_owned(&scaled_objects, observed, &owner.uid).await?;
+    }
+    match (autoscaling, keda) {
+        (Some(autoscaling), Some(keda)) => {
+            let desired = scaled_object::scaled_object(plan, autoscaling, keda, owner);
+            match apply_named(ctx, namespace, desired).await {
+                Ok(_) => {}
+                Err(err) if err.is_not_found() => problems.push(Problem {
+                    reason: KEDA_NOT_INSTALLED,
+                    message: format!(
+                        "autoscaling.keda needs KEDA: the CustomResourceDefinition scaledobjects.keda.sh is not installed, so ScaledObject {namespace}/{gateway} cannot be created"
+                    ),
+                }),
+                Err(err) => return Err(err),
+            }
+        }
+        (Some(autoscaling), None) => {
+            apply_named(
+                ctx,
+                namespace,
+                autoscaler::autoscaler(plan, autoscaling, owner),
+            )
+            .await?;
+        }
+        (None, _) => {}
+    }
+    Ok(())
 }
 
 /// Reads the child named like `desired` and applies `desired` if it differs.

@@ -3,6 +3,7 @@
 //! use, host restored at exit), one namespace per test. Needs root, as kubelet does.
 
 mod affinity;
+mod autoscaling;
 mod browser;
 mod chart;
 mod isolation;

@@ -43,14 +43,14 @@ pub fn autoscaler(
             ..MetricSpec::default()
         });
     }
-    if let Some(cpu) = autoscaling.target_cpu_utilization {
+    for (resource, utilization) in resource_targets(autoscaling) {
         metrics.push(MetricSpec {
             type_: "Resource".to_owned(),
             resource: Some(ResourceMetricSource {
-                name: "cpu".to_owned(),
+                name: resource.to_owned(),
                 target: MetricTarget {
                     type_: "Utilization".to_owned(),
-                    average_utilization: Some(cpu),
+                    average_utilization: Some(utilization),
                     ..MetricTarget::default()
                 },
             }),
@@ -68,23 +68,38 @@ pub fn autoscaler(
             min_replicas: Some(autoscaling.min_replicas),
             max_replicas: autoscaling.max_replicas,
             metrics: Some(metrics),
-            behavior: Some(HorizontalPodAutoscalerBehavior {
-                scale_down: Some(HPAScalingRules {
-                    stabilization_window_seconds: Some(
-                        autoscaling.scale_down_stabilization_seconds,
-                    ),
-                    select_policy: Some("Min".to_owned()),
-                    policies: Some(vec![HPAScalingPolicy {
-                        type_: "Pods".to_owned(),
-                        value: SCALE_DOWN_PODS,
-                        period_seconds: SCALE_DOWN_PERIOD_SECONDS,
-                    }]),
-                    ..HPAScalingRules::default()
-                }),
-                scale_up: None,
-            }),
+            behavior: Some(behavior(autoscaling)),
         }),
         ..HorizontalPodAutoscaler::default()
+    }
+}
+
+/// The CPU and memory utilization targets the spec sets: `(resource name, percent)`.
+pub fn resource_targets(autoscaling: &AutoscalingSpec) -> Vec<(&'static str, i32)> {
+    [
+        ("cpu", autoscaling.target_cpu_utilization),
+        ("memory", autoscaling.target_memory_utilization),
+    ]
+    .into_iter()
+    .filter_map(|(name, target)| target.map(|percent| (name, percent)))
+    .collect()
+}
+
+/// Scale-down after the stabilization window, one pod per minute; scale-up as fast as the
+/// HPA's defaults allow. The same for the operator's HPA and for the one KEDA makes.
+pub fn behavior(autoscaling: &AutoscalingSpec) -> HorizontalPodAutoscalerBehavior {
+    HorizontalPodAutoscalerBehavior {
+        scale_down: Some(HPAScalingRules {
+            stabilization_window_seconds: Some(autoscaling.scale_down_stabilization_seconds),
+            select_policy: Some("Min".to_owned()),
+            policies: Some(vec![HPAScalingPolicy {
+                type_: "Pods".to_owned(),
+                value: SCALE_DOWN_PODS,
+                period_seconds: SCALE_DOWN_PERIOD_SECONDS,
+            }]),
+            ..HPAScalingRules::default()
+        }),
+        scale_up: None,
     }
 }
 
@@ -162,6 +177,40 @@ mod tests {
         assert_eq!(resource.target.average_utilization, Some(70));
         let down = spec.behavior.unwrap().scale_down.unwrap();
         assert_eq!(down.stabilization_window_seconds, Some(300));
+    }
+
+    #[test]
+    fn memory_target_is_a_resource_utilization_beside_cpu() {
+        let mut wss = example("hpa-cpu.yaml");
+        wss.spec
+            .autoscaling
+            .as_mut()
+            .unwrap()
+            .target_memory_utilization = Some(80);
+        let hpa = autoscaler(
+            &plan_of(&wss),
+            wss.spec.autoscaling.as_ref().unwrap(),
+            &owner(&wss),
+        );
+        let metrics = hpa.spec.unwrap().metrics.unwrap();
+        let targets: Vec<_> = metrics
+            .iter()
+            .map(|metric| {
+                let resource = metric.resource.as_ref().unwrap();
+                (
+                    resource.name.as_str(),
+                    resource.target.type_.as_str(),
+                    resource.target.average_utilization,
+                )
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("cpu", "Utilization", Some(70)),
+                ("memory", "Utilization", Some(80))
+            ]
+        );
     }
 
     #[test]

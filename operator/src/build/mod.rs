@@ -5,6 +5,7 @@ pub mod autoscaler;
 pub mod config_map;
 pub mod deployment;
 pub mod disruption_budget;
+pub mod scaled_object;
 pub mod service;
 pub mod tls_secret;
 
