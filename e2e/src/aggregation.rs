@@ -11,12 +11,12 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use rcgen::ExtendedKeyUsagePurpose;
 
 use crate::kubectl::Kubectl;
+use crate::pki::CertificateAuthority;
 use crate::poll::{DEADLINE, eventually, give_up};
 use crate::process::ManagedProcess;
 
@@ -27,17 +27,16 @@ pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 /// Writes the front-proxy CA and client certificate into `dir` and returns the apiserver's
 /// aggregation-layer flags.
 pub fn apiserver_flags(dir: &Path) -> Result<Vec<String>> {
-    let ca = new_ca("wsfleet-e2e-front-proxy-ca")?;
-    let (cert, key) = issue(
-        &ca,
+    let ca = CertificateAuthority::new("wsfleet-e2e-front-proxy-ca")?;
+    let client = ca.issue(
         FRONT_PROXY_CLIENT,
         &[],
         &[ExtendedKeyUsagePurpose::ClientAuth],
     )?;
     let files = [
-        ("front-proxy-ca.crt", ca.pem()),
-        ("front-proxy-client.crt", cert),
-        ("front-proxy-client.key", key),
+        ("front-proxy-ca.crt", ca.cert_pem()),
+        ("front-proxy-client.crt", client.cert_pem),
+        ("front-proxy-client.key", client.key_pem),
     ];
     for (name, contents) in &files {
         std::fs::write(dir.join(name), contents)
@@ -68,9 +67,8 @@ pub fn apiserver_flags(dir: &Path) -> Result<Vec<String>> {
 /// APIService's `caBundle`.
 pub fn write_tls_dir(dir: &Path, names: &[&str]) -> Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ca = new_ca("wsfleet-e2e-extension-ca")?;
-    let (cert, key) = issue(
-        &ca,
+    let ca = CertificateAuthority::new("wsfleet-e2e-extension-ca")?;
+    let pair = ca.issue(
         names.first().copied().unwrap_or("server"),
         names,
         &[
@@ -78,11 +76,16 @@ pub fn write_tls_dir(dir: &Path, names: &[&str]) -> Result<String> {
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
     )?;
-    for (name, contents) in [("ca.crt", ca.pem()), ("tls.crt", cert), ("tls.key", key)] {
+    let files = [
+        ("ca.crt", ca.cert_pem()),
+        ("tls.crt", pair.cert_pem),
+        ("tls.key", pair.key_pem),
+    ];
+    for (name, contents) in files {
         std::fs::write(dir.join(name), contents)
             .with_context(|| format!("writing {}", dir.join(name).display()))?;
     }
-    Ok(ca.pem())
+    Ok(ca.cert_pem())
 }
 
 /// An API group served by a process on the host, as an APIService sees it.
@@ -118,7 +121,7 @@ impl Extension<'_> {
     /// APIService, then waits until the apiserver reports the APIService Available; gives up
     /// as soon as `alive` fails (the server exited).
     pub fn register(&self, kubectl: &Kubectl, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
-        let bundle = base64(self.ca_pem.as_bytes());
+        let bundle = BASE64_STANDARD.encode(self.ca_pem.as_bytes());
         let (namespace, service, port, address) =
             (self.namespace, self.service, self.port, self.address);
         kubectl.apply(&format!(
@@ -213,90 +216,5 @@ pub fn await_available(
 
 /// The resident memory of a host process now, in MiB (`VmRSS`).
 pub fn resident_mib(process: &ManagedProcess) -> Result<f64> {
-    let path = format!("/proc/{}/status", process.pid());
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in {path}"))?;
-    Ok(kib / 1024.0)
-}
-
-fn new_ca(common_name: &str) -> Result<CertifiedIssuer<'static, KeyPair>> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate()?)
-        .with_context(|| format!("issuing CA {common_name}"))
-}
-
-/// A certificate for `common_name` with `names` as subject alternative names: (cert, key) PEM.
-fn issue(
-    ca: &CertifiedIssuer<'static, KeyPair>,
-    common_name: &str,
-    names: &[&str],
-    usages: &[ExtendedKeyUsagePurpose],
-) -> Result<(String, String)> {
-    let sans: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-    let mut params =
-        CertificateParams::new(sans).with_context(|| format!("certificate names {names:?}"))?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = usages.to_vec();
-    let key = KeyPair::generate()?;
-    let cert = params
-        .signed_by(&key, ca)
-        .with_context(|| format!("issuing a certificate for {common_name}"))?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-/// Standard base64 with padding, as the API's byte fields carry them.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let word = chunk.iter().enumerate().fold(0u32, |word, (index, byte)| {
-            word | u32::from(*byte) << (16 - 8 * index)
-        });
-        for index in 0..4 {
-            if index <= chunk.len() {
-                text.push(char::from(
-                    ALPHABET[(word >> (18 - 6 * index)) as usize & 63],
-                ));
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_the_standard_alphabet_and_padding() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("any carnal pleas", "YW55IGNhcm5hbCBwbGVhcw=="),
-        ] {
-            assert_eq!(super::base64(plain.as_bytes()), encoded);
-        }
-    }
+    Ok(crate::process::rss_kib(process.pid())? as f64 / 1024.0)
 }

@@ -7,12 +7,12 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 
-/// A certificate authority that signs serving certificates.
+/// A certificate authority that signs serving and client certificates.
 pub struct CertificateAuthority {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
-/// A serving certificate and its key, PEM encoded.
+/// A certificate and its key, PEM encoded.
 pub struct ServingCertificate {
     pub cert_pem: String,
     pub key_pem: String,
@@ -41,22 +41,36 @@ impl CertificateAuthority {
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn issue_serving(&self, names: &[&str]) -> Result<ServingCertificate> {
+        self.issue(
+            names.first().copied().unwrap_or("server"),
+            names,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
+        )
+    }
+
+    /// A certificate for `common_name`, with `names` (DNS names or IP addresses) as its
+    /// alternative names, good for `usages`.
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<ServingCertificate> {
         let sans: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let mut params =
             CertificateParams::new(sans).with_context(|| format!("certificate names {names:?}"))?;
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().copied().unwrap_or("server"),
-        );
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages.to_vec();
         let key = KeyPair::generate()?;
         let cert = params
             .signed_by(&key, &self.issuer)
-            .with_context(|| format!("issuing serving certificate for {names:?}"))?;
+            .with_context(|| format!("issuing a certificate for {common_name}"))?;
         Ok(ServingCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

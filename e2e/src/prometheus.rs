@@ -162,13 +162,7 @@ impl Prometheus {
 
     /// Prometheus' resident memory in bytes, from /proc.
     pub fn resident_bytes(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))?;
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .context("no VmRSS in /proc/PID/status")?;
-        Ok(kib.parse::<u64>()? * 1024)
+        Ok(crate::process::rss_kib(self.process.pid())? * 1024)
     }
 
     fn api(&self, path: &str) -> Result<Value> {
