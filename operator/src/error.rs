@@ -69,7 +69,7 @@ impl Error {
 
     /// Whether the apiserver answered 404: the object, or its resource type, does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Kube { source, .. } if matches!(source.as_ref(), kube::Error::Api(status) if status.is_not_found()))
+        matches!(self, Self::Kube { source, .. } if is_not_found(source))
     }
 
     /// Metric label and Event reason.
@@ -99,6 +99,19 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_type_not_served_reads_as_not_found() {
+        // What kube makes of the apiserver's bare "404 page not found" for an absent CRD.
+        let unserved =
+            kube::core::Status::failure("404 page not found", "Failed to parse error data")
+                .with_code(404);
+        assert!(is_not_found(&kube::Error::Api(unserved.boxed())));
+        let missing = kube::core::Status::failure("chat not found", "NotFound").with_code(404);
+        assert!(is_not_found(&kube::Error::Api(missing.boxed())));
+        let forbidden = kube::core::Status::failure("no", "Forbidden").with_code(403);
+        assert!(!is_not_found(&kube::Error::Api(forbidden.boxed())));
+    }
+
+    #[test]
     fn reasons_name_the_failed_step() {
         let api_error =
             || kube::Error::Api(kube::core::Status::failure("boom", "InternalError").boxed());
@@ -118,4 +131,11 @@ mod tests {
             "CreateFailed"
         );
     }
+}
+
+/// Whether the apiserver answered 404. A resource type that is not served (a CRD not
+/// installed) gets a bare "404 page not found", not a `Status` with reason NotFound, so the
+/// code decides.
+pub(crate) fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_not_found() || status.code == 404)
 }

@@ -352,9 +352,12 @@ pub(crate) async fn get<K>(api: &Api<K>, namespace: &str, name: &str) -> Result<
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.get_opt(name)
-        .await
-        .map_err(Error::kube("get", K::kind(&()), namespace, name))
+    match api.get(name).await {
+        Ok(object) => Ok(Some(object)),
+        // Absent, or its type is not served (KEDA's ScaledObject without KEDA).
+        Err(err) if crate::error::is_not_found(&err) => Ok(None),
+        Err(err) => Err(Error::kube("get", K::kind(&()), namespace, name)(err)),
+    }
 }
 
 /// Problems with objects the spec refers to but the operator does not own.
