@@ -25,6 +25,7 @@ pub mod namespace;
 pub mod net;
 pub mod node;
 pub mod operator;
+pub mod panels;
 pub mod pki;
 pub mod poll;
 pub mod process;

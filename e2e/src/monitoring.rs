@@ -120,6 +120,16 @@ pub fn dashboard(objects: &[Value]) -> Result<Value> {
     .context("parsing the dashboard JSON")
 }
 
+/// Every panel of the dashboard, those inside collapsed rows too (they sit in the row's own
+/// `panels`).
+pub fn panels(board: &Value) -> impl Iterator<Item = &Value> {
+    let top = board["panels"].as_array().into_iter().flatten();
+    let nested = top
+        .clone()
+        .flat_map(|panel| panel["panels"].as_array().into_iter().flatten());
+    top.chain(nested)
+}
+
 /// Every query of the dashboard: template variables first, then each panel's targets.
 pub fn dashboard_queries(board: &Value) -> Vec<DashboardQuery> {
     let mut queries = Vec::new();
@@ -136,12 +146,7 @@ pub fn dashboard_queries(board: &Value) -> Vec<DashboardQuery> {
             });
         }
     }
-    let panels = board["panels"].as_array().into_iter().flatten();
-    // Panels inside collapsed rows sit in the row's own `panels`.
-    let nested = panels
-        .clone()
-        .flat_map(|panel| panel["panels"].as_array().into_iter().flatten());
-    for panel in panels.chain(nested) {
+    for panel in panels(board) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let legend = target["legendFormat"].as_str().unwrap_or_default();
             queries.push(DashboardQuery {

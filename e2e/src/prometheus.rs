@@ -42,6 +42,25 @@ pub struct Sample {
     pub value: String,
 }
 
+/// One series of a range query: its labels and its (Unix seconds, value) points.
+pub struct RangeSeries {
+    pub labels: serde_json::Map<String, Value>,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl RangeSeries {
+    /// Its labels as `name=value` pairs, the metric name left out.
+    pub fn name(&self) -> String {
+        let pairs: Vec<String> = self
+            .labels
+            .iter()
+            .filter(|(name, _)| *name != "__name__")
+            .map(|(name, value)| format!("{name}={}", value.as_str().unwrap_or_default()))
+            .collect();
+        pairs.join(", ")
+    }
+}
+
 impl Prometheus {
     /// Starts Prometheus with `jobs`, their targets discovered in the cluster `kubectl` talks
     /// to, evaluating `rules` (a rules file's YAML, or none) every `interval`, and waits until
@@ -140,6 +159,43 @@ impl Prometheus {
             .map(|series| Sample {
                 labels: series["metric"].as_object().cloned().unwrap_or_default(),
                 value: series["value"][1].as_str().unwrap_or_default().to_owned(),
+            })
+            .collect())
+    }
+
+    /// The range query `expr` from `start` to `end` (Unix seconds), a point every `step`.
+    pub fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>> {
+        let data = self.api(&format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={}",
+            encode(expr),
+            step.as_secs_f64()
+        ))?;
+        ensure!(
+            data["resultType"] == "matrix",
+            "{expr} returned a {}, not a matrix",
+            data["resultType"]
+        );
+        Ok(data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|series| RangeSeries {
+                labels: series["metric"].as_object().cloned().unwrap_or_default(),
+                points: series["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|point| {
+                        let value = point[1].as_str()?.parse().ok()?;
+                        Some((point[0].as_f64()?, value))
+                    })
+                    .collect(),
             })
             .collect())
     }

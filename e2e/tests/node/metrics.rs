@@ -4,14 +4,16 @@
 //! series: one that returns nothing names a metric or a label that does not exist.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 use wsfleet_e2e::fleet::await_ready_pods;
 use wsfleet_e2e::monitoring::{
-    alert_rules, dashboard, dashboard_queries, label_values, render_monitoring, rules_file,
+    alert_rules, dashboard, dashboard_queries, label_values, panels, render_monitoring, rules_file,
     scrape_jobs, substitute_variables, without_threshold,
 };
+use wsfleet_e2e::panels::{Panel, render_png};
 use wsfleet_e2e::poll::{eventually, give_up};
 use wsfleet_e2e::prometheus::{Prometheus, Sample};
 
@@ -57,6 +59,7 @@ spec:
         INTERVAL,
     )?;
 
+    let scraping_since = unix_now();
     // Traffic: connections that talk, and one refused handshake.
     let lives = fleet.pod_lives()?;
     let load = fleet.open_load_every(3, Duration::from_millis(200))?;
@@ -243,18 +246,79 @@ spec:
         },
     )?;
 
+    let picture = draw_panels(&prometheus, &board, &variables, scraping_since)?;
     let resident = prometheus.resident_bytes()?;
     load.ensure_undisturbed(&fleet, &lives)
         .context("the connections behind the metrics")?;
     eprintln!(
         "checked against a real Prometheus:\n  {}\nskipped (no kube-state-metrics):\n  {}\n\
-         Prometheus resident memory {} MiB; story took {:.1}s",
+         Prometheus resident memory {} MiB; story took {:.1}s; the panels: {}",
         checked.join("\n  "),
         skipped.join("\n  "),
         resident / (1024 * 1024),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        picture.display()
     );
     Ok(())
+}
+
+/// The panels this picture shows: the ones a person looks at first.
+const PICTURED: [&str; 6] = [
+    "Active connections",
+    "Handshakes/s by outcome",
+    "Handshake duration p50 and p99",
+    "Messages/s",
+    "Refusals/s by reason",
+    "Closes/s by code and side",
+];
+
+/// Draws the main panels from what Prometheus recorded since `since` into a PNG beside the
+/// test's other outputs, and returns its path. Each pictured panel must have a line to draw.
+fn draw_panels(
+    prometheus: &Prometheus,
+    board: &serde_json::Value,
+    variables: &[(&str, &str)],
+    since: f64,
+) -> Result<PathBuf> {
+    let mut pictured = Vec::new();
+    for panel in panels(board) {
+        let title = panel["title"].as_str().unwrap_or_default();
+        if !PICTURED.contains(&title) {
+            continue;
+        }
+        let mut series = Vec::new();
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            let expr = substitute_variables(expr, RATE_INTERVAL, variables);
+            series.extend(prometheus.query_range(&expr, since, unix_now(), INTERVAL)?);
+        }
+        ensure!(
+            series.iter().any(|series| series.points.len() >= 2),
+            "panel {title:?} has no line to draw"
+        );
+        pictured.push(Panel {
+            title: title.to_owned(),
+            series,
+        });
+    }
+    let missing: Vec<&str> = PICTURED
+        .iter()
+        .filter(|title| !pictured.iter().any(|panel| panel.title == **title))
+        .copied()
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the dashboard has no panels {missing:?}"
+    );
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wsfleet-dashboard.png");
+    render_png(&pictured, &out)?;
+    Ok(out)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
 }
 
 fn label(sample: &Sample, name: &str) -> String {
