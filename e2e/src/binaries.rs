@@ -39,20 +39,29 @@ pub fn workspace_root() -> PathBuf {
 /// whatever `build.sh` prints (a warm cache answers at once; a cold build takes minutes).
 pub fn control_plane_bin_dir() -> Result<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| locate_control_plane().map_err(|err| format!("{err:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
+    DIR.get_or_init(|| {
+        locate(
+            "WSFLEET_CONTROLPLANE_BIN",
+            "e2e/controlplane/build.sh",
+            &CONTROL_PLANE_PROGRAMS,
+        )
+        .map_err(|err| format!("{err:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
 
-fn locate_control_plane() -> Result<PathBuf> {
-    let dir = match std::env::var_os("WSFLEET_CONTROLPLANE_BIN") {
+/// The directory `env` names, or the one `script` builds and prints; every one of `programs`
+/// must be in it.
+fn locate(env: &str, script: &str, programs: &[&str]) -> Result<PathBuf> {
+    let dir = match std::env::var_os(env) {
         Some(dir) => PathBuf::from(dir),
-        None => run_build_script("e2e/controlplane/build.sh")?,
+        None => run_build_script(script)?,
     };
-    for program in CONTROL_PLANE_PROGRAMS {
+    for program in programs {
         let path = dir.join(program);
         if !path.is_file() {
-            bail!("control-plane program {} is missing", path.display());
+            bail!("{} is missing (from {env} or {script})", path.display());
         }
     }
     Ok(dir)
@@ -63,23 +72,12 @@ fn locate_control_plane() -> Result<PathBuf> {
 /// `e2e/addons/build.sh` prints (a warm cache answers at once; a cold build takes long).
 pub fn addons_bin_dir() -> Result<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| locate_addons().map_err(|err| format!("{err:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn locate_addons() -> Result<PathBuf> {
-    let dir = match std::env::var_os("WSFLEET_ADDONS_BIN") {
-        Some(dir) => PathBuf::from(dir),
-        None => run_build_script("e2e/addons/build.sh")?,
-    };
-    for program in ADDON_PROGRAMS {
-        let path = dir.join(program);
-        if !path.is_file() {
-            bail!("add-on program {} is missing", path.display());
-        }
-    }
-    Ok(dir)
+    DIR.get_or_init(|| {
+        locate("WSFLEET_ADDONS_BIN", "e2e/addons/build.sh", &ADDON_PROGRAMS)
+            .map_err(|err| format!("{err:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
 
 fn run_build_script(relative: &str) -> Result<PathBuf> {
