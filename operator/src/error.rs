@@ -85,6 +85,13 @@ impl Error {
     }
 }
 
+/// Whether the apiserver answered 404. A resource type that is not served (a CRD not
+/// installed) gets a bare "404 page not found", not a `Status` with reason NotFound, so the
+/// code decides.
+pub(crate) fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_not_found() || status.code == 404)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,11 +138,4 @@ mod tests {
             "CreateFailed"
         );
     }
-}
-
-/// Whether the apiserver answered 404. A resource type that is not served (a CRD not
-/// installed) gets a bare "404 page not found", not a `Status` with reason NotFound, so the
-/// code decides.
-pub(crate) fn is_not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.is_not_found() || status.code == 404)
 }
