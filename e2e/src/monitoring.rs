@@ -275,6 +275,24 @@ pub struct ScrapeJob {
     pub namespaces: Option<Vec<String>>,
 }
 
+/// A panel target's `legendFormat` filled in as Grafana does: `{{label}}` becomes the series'
+/// value of that label (empty if it has none).
+pub fn legend_text(format: &str, labels: &serde_json::Map<String, Value>) -> String {
+    let mut text = String::new();
+    let mut rest = format;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
+        text.push_str(&rest[..start]);
+        let name = rest[start + 2..start + end].trim();
+        text.push_str(labels.get(name).and_then(Value::as_str).unwrap_or_default());
+        rest = &rest[start + end + 2..];
+    }
+    text.push_str(rest);
+    text
+}
+
 /// The scrape jobs the Prometheus Operator generates from the chart's ServiceMonitors, every
 /// `interval`: its relabelling that keeps the selected Services' port, and sets `namespace`,
 /// `service`, `pod`, `container`, `job` (the Service's name) and `endpoint`, over the meta
@@ -374,6 +392,16 @@ pub fn sanitize(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_legend_format_takes_the_series_labels() {
+        let labels = serde_json::from_str(r#"{"service": "chat", "code": "1001"}"#).unwrap();
+        assert_eq!(
+            legend_text("{{service}} {{code}} by {{ by }}", &labels),
+            "chat 1001 by "
+        );
+        assert_eq!(legend_text("p99 {{unclosed", &labels), "p99 {{unclosed");
+    }
 
     #[test]
     fn thresholds_and_absent_are_stripped() {

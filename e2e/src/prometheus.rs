@@ -48,19 +48,6 @@ pub struct RangeSeries {
     pub points: Vec<(f64, f64)>,
 }
 
-impl RangeSeries {
-    /// Its labels as `name=value` pairs, the metric name left out.
-    pub fn name(&self) -> String {
-        let pairs: Vec<String> = self
-            .labels
-            .iter()
-            .filter(|(name, _)| *name != "__name__")
-            .map(|(name, value)| format!("{name}={}", value.as_str().unwrap_or_default()))
-            .collect();
-        pairs.join(", ")
-    }
-}
-
 impl Prometheus {
     /// Starts Prometheus with `jobs`, their targets discovered in the cluster `kubectl` talks
     /// to, evaluating `rules` (a rules file's YAML, or none) every `interval`, and waits until

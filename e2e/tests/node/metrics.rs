@@ -10,14 +10,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, ensure};
 use wsfleet_e2e::fleet::await_ready_pods;
 use wsfleet_e2e::monitoring::{
-    alert_rules, dashboard, dashboard_queries, label_values, panels, render_monitoring, rules_file,
-    scrape_jobs, substitute_variables, without_threshold,
+    alert_rules, dashboard, dashboard_queries, label_values, legend_text, panels,
+    render_monitoring, rules_file, scrape_jobs, substitute_variables, without_threshold,
 };
-use wsfleet_e2e::panels::{Panel, render_png};
+use wsfleet_e2e::panels::{Line, Panel, render_png};
 use wsfleet_e2e::poll::{eventually, give_up};
 use wsfleet_e2e::prometheus::{Prometheus, Sample};
 
-use crate::setup::{Fleet, NAME, block_on, cluster};
+use crate::setup::{Fleet, NAME, block_on, cluster, ensure_talked_whole};
 
 /// Scrape and rule evaluation interval: short, so a rate has two samples within seconds.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -25,6 +25,8 @@ const INTERVAL: Duration = Duration::from_secs(2);
 const RATE_INTERVAL: &str = "1m";
 /// How long one query may take to show series once the traffic behind it happened.
 const QUERY_DEADLINE: Duration = Duration::from_secs(90);
+/// Points each pictured line needs: half a minute of scrapes, so the picture shows a change.
+const PICTURE_POINTS: usize = 15;
 /// A fleet the operator cannot serve: its upstream Service does not exist.
 const BROKEN: &str = "no-upstream";
 /// Why the operator fails to reconcile [`BROKEN`].
@@ -246,6 +248,25 @@ spec:
         },
     )?;
 
+    // Traffic that changes while the picture's range fills: connections that talk and close,
+    // and more refusals.
+    let more = fleet.open_load_every(12, Duration::from_millis(500))?;
+    for _ in 0..3 {
+        let status = block_on(endpoint.refusal("not-a-token", &endpoint.origin))?;
+        ensure!(status == 401, "a bad token got {status}");
+    }
+    eventually("the picture's connections to talk", QUERY_DEADLINE, || {
+        ensure!(more.echoed() >= 24, "{} echoes", more.echoed());
+        Ok(())
+    })?;
+    ensure_talked_whole(&more.finish()?).context("the connections opened for the picture")?;
+    let closes_expr = format!(
+        r#"sum(wsfleet_gateway_closes_total{{namespace="{namespace}", by="client"}}) >= 12"#
+    );
+    eventually("their closes in the metrics", QUERY_DEADLINE, || {
+        ensure!(!prometheus.query(&closes_expr)?.is_empty(), "not yet");
+        Ok(())
+    })?;
     let picture = draw_panels(&prometheus, &board, &variables, scraping_since)?;
     let resident = prometheus.resident_bytes()?;
     load.ensure_undisturbed(&fleet, &lives)
@@ -273,7 +294,8 @@ const PICTURED: [&str; 6] = [
 ];
 
 /// Draws the main panels from what Prometheus recorded since `since` into a PNG beside the
-/// test's other outputs, and returns its path. Each pictured panel must have a line to draw.
+/// test's other outputs, and returns its path. Each pictured panel must come to have a line to
+/// draw.
 fn draw_panels(
     prometheus: &Prometheus,
     board: &serde_json::Value,
@@ -286,19 +308,38 @@ fn draw_panels(
         if !PICTURED.contains(&title) {
             continue;
         }
-        let mut series = Vec::new();
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().unwrap_or_default();
-            let expr = substitute_variables(expr, RATE_INTERVAL, variables);
-            series.extend(prometheus.query_range(&expr, since, unix_now(), INTERVAL)?);
-        }
-        ensure!(
-            series.iter().any(|series| series.points.len() >= 2),
-            "panel {title:?} has no line to draw"
-        );
+        // A rate has a point once two scrapes fall in its window: the story may reach here
+        // within a few scrapes of the first, before a line worth looking at exists.
+        let lines = eventually(
+            &format!("panel {title:?} to have a line to draw"),
+            QUERY_DEADLINE,
+            || {
+                let mut lines = Vec::new();
+                for target in panel["targets"].as_array().into_iter().flatten() {
+                    let expr = target["expr"].as_str().unwrap_or_default();
+                    let expr = substitute_variables(expr, RATE_INTERVAL, variables);
+                    let format = target["legendFormat"].as_str().unwrap_or_default();
+                    for series in prometheus.query_range(&expr, since, unix_now(), INTERVAL)? {
+                        lines.push(Line {
+                            legend: legend_text(format, &series.labels),
+                            points: series.points,
+                        });
+                    }
+                }
+                ensure!(
+                    lines.iter().any(|line| line.points.len() >= PICTURE_POINTS),
+                    "no series with {PICTURE_POINTS} points: {:?}",
+                    lines
+                        .iter()
+                        .map(|line| (&line.legend, line.points.len()))
+                        .collect::<Vec<_>>()
+                );
+                Ok(lines)
+            },
+        )?;
         pictured.push(Panel {
             title: title.to_owned(),
-            series,
+            lines,
         });
     }
     let missing: Vec<&str> = PICTURED
