@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the autoscaling add-ons the real-node tests run on the host: KEDA's operator and
-# metrics adapter (from the module in keda/, which pins KEDA and its one replace directive) and
-# metrics-server (a plain module, installed at a pinned version), plus KEDA's CRDs from the
-# module. Everything goes into a cache directory keyed by keda/go.mod, keda/go.sum and this
+# metrics adapter (from the module in keda/, which pins KEDA and its one replace directive),
+# the sample adapter of sigs.k8s.io/custom-metrics-apiserver (in KEDA's module graph; it stands
+# where prometheus-adapter would serve custom.metrics.k8s.io) and metrics-server (a plain
+# module, installed at a pinned version), plus KEDA's CRDs from the module. Everything goes into a cache directory keyed by keda/go.mod, keda/go.sum and this
 # script; prints that directory. A warm cache returns at once; a cold build takes 10-50 minutes
 # on 2 busy cores (KEDA is large: its operator binary is about 180 MB).
 set -euo pipefail
@@ -25,6 +26,7 @@ build() { # name package
 }
 build keda-operator github.com/kedacore/keda/v2/cmd/operator
 build keda-adapter github.com/kedacore/keda/v2/cmd/adapter
+build custom-metrics-adapter sigs.k8s.io/custom-metrics-apiserver/test-adapter
 keda_dir=$(cd "$here/keda" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)
 # All of them: the operator waits for every kind it watches (eventing.keda.sh too), and exits
 # after two minutes if one is missing.

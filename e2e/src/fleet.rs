@@ -119,6 +119,32 @@ pub fn pods_of(kubectl: &Kubectl, name: &str) -> Result<Vec<serde_json::Value>> 
     kubectl.list("pods", &format!("app.kubernetes.io/instance={name}"))
 }
 
+/// One line per gateway pod of fleet `name`: its phase, whether it is being deleted and since
+/// when, and each container's state, for messages that must say why pods linger.
+pub fn describe_pods(kubectl: &Kubectl, name: &str) -> Result<String> {
+    let pods = pods_of(kubectl, name)?;
+    Ok(pods
+        .iter()
+        .map(|pod| {
+            let containers: Vec<String> = pod["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|status| format!("{}={}", status["name"], status["state"]))
+                .collect();
+            format!(
+                "{} phase {} deleting since {} grace {} [{}]",
+                pod["metadata"]["name"],
+                pod["status"]["phase"],
+                pod["metadata"]["deletionTimestamp"],
+                pod["metadata"]["deletionGracePeriodSeconds"],
+                containers.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 /// The fleet's running gateway pods: pod IP to pod name.
 pub fn gateway_pods(kubectl: &Kubectl, name: &str) -> Result<BTreeMap<String, String>> {
     let pods = pods_of(kubectl, name)?;

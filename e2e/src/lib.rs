@@ -12,6 +12,7 @@ pub mod command;
 pub mod conditions;
 pub mod controlplane;
 pub mod convergence;
+pub mod custom_metrics;
 pub mod discovery;
 pub mod fixtures;
 pub mod fleet;

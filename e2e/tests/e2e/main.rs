@@ -1,6 +1,7 @@
 //! End-to-end tests: one control plane for this test binary, one namespace per test, and
 //! the real operator binary started by each test that needs it.
 
+mod autoscaler_switch;
 mod crash_recovery;
 mod examples;
 mod leader;

@@ -4,8 +4,11 @@
 //!    ScaledObject; KEDA's operator queries a real Prometheus (scraping the gateways as the
 //!    chart's ServiceMonitor says), its metrics adapter serves the value through the
 //!    aggregation layer, and kube-controller-manager's HPA controller scales the Deployment.
-//! 2. CPU and memory utilization through metrics-server, with the operator's own HPA.
-//! 3. `kubectl scale` through the scale subresource: it sets the count without an autoscaler,
+//! 2. Live connections through the operator's own HPA: its Pods metric served on
+//!    `custom.metrics.k8s.io` by the rule the docs ship for prometheus-adapter, evaluated against
+//!    the real Prometheus, through the sample adapter of `custom-metrics-apiserver`.
+//! 3. CPU and memory utilization through metrics-server, with the operator's own HPA.
+//! 4. `kubectl scale` through the scale subresource: it sets the count without an autoscaler,
 //!    and is accepted but has no effect while an HPA owns the count.
 
 use std::sync::{Mutex, OnceLock};
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use wsfleet_e2e::Kubectl;
+use wsfleet_e2e::custom_metrics::{AdapterRule, CustomMetricsAdapter};
 use wsfleet_e2e::fleet::{await_ready_pods, gateway_pods};
 use wsfleet_e2e::inspect::table_row;
 use wsfleet_e2e::keda::Keda;
@@ -232,7 +236,8 @@ fn keda_scales_the_fleet_on_live_connections_and_scale_down_drains_with_1001() -
         let all = wsfleet_e2e::fleet::pods_of(kubectl, NAME)?.len();
         ensure!(
             desired == 1 && ready == 1 && pods.len() == 1 && all == 1,
-            "Deployment {desired} desired, {ready} Ready, {all} pods"
+            "Deployment {desired} desired, {ready} Ready, {all} pods:\n{}",
+            wsfleet_e2e::fleet::describe_pods(kubectl, NAME)?
         );
         Ok(())
     })
@@ -300,6 +305,103 @@ fn check_drained(
         "scale-down drained {drained} of {} connections with 1001; {} stayed on the surviving pod",
         talks.len(),
         talks.len() - drained
+    );
+    Ok(())
+}
+
+#[test]
+fn the_operators_hpa_scales_on_connections_served_as_a_custom_metric() -> Result<()> {
+    let control_plane = cluster().control_plane();
+    let mut adapter = CustomMetricsAdapter::start(control_plane, NODE_IP)?;
+    let rules =
+        AdapterRule::parse_all(include_str!("../../../docs/prometheus-adapter-rules.yaml"))?;
+    let rule = rules.first().context("the docs ship no rule")?;
+    let objects = render_monitoring()?;
+    let mut prometheus = Prometheus::start(
+        &scrape_jobs(&objects, SCRAPE)?,
+        &cluster().kubectl(),
+        None,
+        SCRAPE,
+    )?;
+    let fleet = Fleet::production_with("autoscale-custom", |manifest| {
+        with_room_for_load(manifest);
+        manifest["spec"]["sessionAffinity"] = json!({"type": "None"});
+        manifest["spec"]["autoscaling"] = json!({
+            "minReplicas": 1,
+            "maxReplicas": MAX_REPLICAS,
+            "targetConnectionsPerPod": TARGET_PER_POD,
+        });
+    })?;
+    let kubectl = fleet.kubectl();
+    let namespace = fleet.namespace.name().to_owned();
+    await_ready_pods(kubectl, NAME, 1)?;
+
+    // The operator's HPA asks for exactly the metric the rule serves.
+    let hpa = spec_of(kubectl, "hpa", OWN_HPA)?;
+    let pods_metric = hpa["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|metric| metric["type"] == "Pods")
+        .with_context(|| format!("no Pods metric in {hpa}"))?;
+    ensure!(
+        pods_metric["pods"]["metric"]["name"] == rule.metric()
+            && pods_metric["pods"]["target"]["averageValue"].as_str()
+                == Some(TARGET_PER_POD.to_string().as_str()),
+        "the HPA's Pods metric {pods_metric} is not the rule's {}",
+        rule.metric()
+    );
+
+    let load = fleet.open_load_every(CONNECTIONS, Duration::from_secs(2))?;
+    let opened = Instant::now();
+    let mut served = Vec::new();
+    eventually(
+        &format!("{MAX_REPLICAS} Ready gateway pods"),
+        SCALE_UP_DEADLINE,
+        || {
+            adapter.ensure_running().map_err(give_up)?;
+            prometheus.ensure_running().map_err(give_up)?;
+            // prometheus-adapter's part: the rule's query for the fleet's pods, answered now.
+            let pods = gateway_pods(kubectl, NAME)?;
+            let names: Vec<&str> = pods.values().map(String::as_str).collect();
+            served = rule.serve_pods(&prometheus, &adapter, &namespace, &names)?;
+            let (desired, ready) = deployment_counts(kubectl)?;
+            ensure!(
+                ready == MAX_REPLICAS as i64,
+                "Deployment {desired} desired, {ready} Ready; served {served:?}; HPA status {}",
+                kubectl.get("hpa", OWN_HPA)?["status"]
+            );
+            Ok(())
+        },
+    )?;
+    eprintln!(
+        "180th connection -> {MAX_REPLICAS} Ready pods through custom.metrics.k8s.io: {:.1}s \
+         (served per pod: {served:?})",
+        opened.elapsed().as_secs_f64()
+    );
+
+    // What the HPA reads, and what a user sees of it.
+    let listed: Value = serde_json::from_str(&kubectl.raw(&format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/pods/*/{}",
+        rule.metric()
+    ))?)?;
+    ensure!(
+        listed["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty()),
+        "custom.metrics.k8s.io lists no values: {listed}"
+    );
+    let described = kubectl.run(&["describe", "hpa", OWN_HPA])?;
+    eprintln!("{described}");
+    ensure!(
+        described.contains("SuccessfulRescale")
+            && described.contains(&format!("\"{}\" on pods", rule.metric())),
+        "kubectl describe hpa {OWN_HPA}:\n{described}"
+    );
+    let talks = load.finish()?;
+    ensure!(
+        talks.iter().all(|talk| talk.ending.is_none()),
+        "connections ended while the fleet scaled up"
     );
     Ok(())
 }
