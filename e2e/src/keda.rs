@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use tempfile::TempDir;
 
 use crate::aggregation::{Extension, Registration, resident_mib, write_tls_dir};
@@ -16,7 +16,6 @@ use crate::binaries::addons_bin_dir;
 use crate::controlplane::ControlPlane;
 use crate::kubectl::Kubectl;
 use crate::net::free_port;
-use crate::poll::{DEADLINE, eventually};
 use crate::process::ManagedProcess;
 
 /// Where KEDA keeps its cluster-wide objects, as its chart installs it.
@@ -154,26 +153,8 @@ impl Drop for Keda {
     }
 }
 
-/// Applies all of KEDA's CRDs (server-side: they are too large for the last-applied
-/// annotation; all: its operator exits when a kind it watches is missing, eventing.keda.sh
-/// included) and waits until ScaledObjects are served.
+/// Applies all of KEDA's CRDs (all: its operator exits when a kind it watches is missing,
+/// eventing.keda.sh included) and waits until ScaledObjects are served.
 pub fn install_crds(kubectl: &Kubectl, dir: &Path) -> Result<()> {
-    kubectl.run(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        &dir.display().to_string(),
-    ])?;
-    // Not `kubectl wait`: it fails at once while a new CRD has no conditions yet.
-    eventually("CRD scaledobjects.keda.sh Established", DEADLINE, || {
-        let crd = kubectl.get("crd", "scaledobjects.keda.sh")?;
-        let established = crd["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Established" && c["status"] == "True");
-        ensure!(established, "conditions: {}", crd["status"]["conditions"]);
-        Ok(())
-    })
+    kubectl.install_crds(dir, "scaledobjects.keda.sh")
 }

@@ -7,6 +7,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use crate::poll::{DEADLINE, eventually};
+
 /// The result of one kubectl invocation, successful or not.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -160,6 +162,29 @@ impl Kubectl {
     /// `kubectl get --raw PATH`.
     pub fn raw(&self, path: &str) -> Result<String> {
         self.run(&["get", "--raw", path])
+    }
+
+    /// Applies every CRD in `dir` (server-side: some are too large for the last-applied
+    /// annotation) and waits until the CRD `established` is served.
+    pub fn install_crds(&self, dir: &Path, established: &str) -> Result<()> {
+        self.run(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &dir.display().to_string(),
+        ])?;
+        // Not `kubectl wait`: it fails at once while a new CRD has no conditions yet.
+        eventually(&format!("CRD {established} Established"), DEADLINE, || {
+            let crd = self.get("crd", established)?;
+            let served = crd["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Established" && c["status"] == "True");
+            anyhow::ensure!(served, "conditions: {}", crd["status"]["conditions"]);
+            Ok(())
+        })
     }
 }
 

@@ -6,6 +6,7 @@ pub mod apiserver_metrics;
 pub mod binaries;
 pub mod blackhole;
 pub mod browser;
+pub mod cert_manager;
 pub mod certs;
 pub mod children;
 pub mod command;

@@ -48,6 +48,20 @@ impl CertificateAuthority {
         )
     }
 
+    /// A server certificate for `names` that expires at the start of `(year, month, day)`.
+    pub fn issue_serving_until(
+        &self,
+        names: &[&str],
+        (year, month, day): (i32, u8, u8),
+    ) -> Result<ServingCertificate> {
+        self.issue_with(
+            names.first().copied().unwrap_or("server"),
+            names,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
+            |params| params.not_after = rcgen::date_time_ymd(year, month, day),
+        )
+    }
+
     /// A certificate for `common_name`, with `names` (DNS names or IP addresses) as its
     /// alternative names, good for `usages`.
     pub fn issue(
@@ -55,6 +69,16 @@ impl CertificateAuthority {
         common_name: &str,
         names: &[&str],
         usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<ServingCertificate> {
+        self.issue_with(common_name, names, usages, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        usages: &[ExtendedKeyUsagePurpose],
+        adjust: impl FnOnce(&mut CertificateParams),
     ) -> Result<ServingCertificate> {
         let sans: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let mut params =
@@ -67,6 +91,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = usages.to_vec();
+        adjust(&mut params);
         let key = KeyPair::generate()?;
         let cert = params
             .signed_by(&key, &self.issuer)

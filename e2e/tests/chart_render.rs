@@ -125,6 +125,8 @@ fn expected_operator_grants() -> BTreeSet<(String, String, String)> {
         ("autoscaling", "horizontalpodautoscalers", child),
         // spec.autoscaling.keda
         ("keda.sh", "scaledobjects", child),
+        // tls.mode CertManager
+        ("cert-manager.io", "certificates", child),
         ("events.k8s.io", "events", "create,patch"),
     ]
     .into_iter()

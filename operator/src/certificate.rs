@@ -1,5 +1,5 @@
-//! The certificate step of a reconcile: issue and renew a SelfSigned certificate, or check the
-//! user's Secret (which is only ever read).
+//! The certificate step of a reconcile: issue and renew a SelfSigned certificate, check the
+//! user's Secret (which is only ever read), or hand over to cert-manager (`cert_manager`).
 //!
 //! Several fleets may name the same SelfSigned `tls.secretName`. A Secret is never taken from
 //! another owner: an absent one is created (not applied), so of fleets racing for one name
@@ -43,11 +43,26 @@ pub async fn ensure_certificate(
         secret_name: tls.secret_name.clone(),
         state,
     };
-    if tls.mode == TlsMode::Secret {
-        return Ok((
-            certificate(check_user_secret(namespace, tls, existing.as_ref(), now)),
-            None,
-        ));
+    match tls.mode {
+        TlsMode::Secret => {
+            return Ok((
+                certificate(check_user_secret(namespace, tls, existing.as_ref(), now)),
+                None,
+            ));
+        }
+        TlsMode::CertManager => {
+            let state = crate::cert_manager::ensure_certificate(
+                ctx,
+                plan,
+                tls,
+                owner,
+                existing.as_ref(),
+                now,
+            )
+            .await?;
+            return Ok((certificate(state), None));
+        }
+        TlsMode::SelfSigned => {}
     }
     if let Some(secret) = &existing
         && let Err(problem) = ensure_ours(secret, owner)
@@ -205,8 +220,9 @@ fn ensure_ours(secret: &Secret, owner: &OwnerReference) -> Result<(), Problem> {
     })
 }
 
-/// Checks a user-provided Secret without ever writing it.
-fn check_user_secret(
+/// Checks a Secret the operator does not write (the user's, or cert-manager's) without ever
+/// writing it.
+pub(crate) fn check_user_secret(
     namespace: &str,
     tls: &TlsPlan,
     secret: Option<&Secret>,

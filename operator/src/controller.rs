@@ -16,6 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Resource, ResourceExt};
 
+use crate::build::cert_manager::Certificate as CertManagerCertificate;
 use crate::build::scaled_object::ScaledObject;
 use crate::crd::WebSocketService;
 use crate::error::Error;
@@ -60,11 +61,17 @@ pub async fn run(
     let store = controller.store();
     let secret_store = store.clone();
     let outcomes = ctx.clone();
-    // ScaledObjects are watched only where KEDA's CRD is served: a watch of a resource that
-    // does not exist would fail for good. A cluster that gains KEDA later needs an operator
-    // restart for the watch; the ScaledObjects are created either way.
-    let controller = if keda_installed(&client).await {
+    // KEDA's ScaledObjects and cert-manager's Certificates are watched only where their CRDs
+    // are served: a watch of a resource that does not exist would fail for good. A cluster that
+    // gains them later needs an operator restart for the watch; meanwhile the fleets that use
+    // them look again every 30 s.
+    let controller = if served::<ScaledObject>(&client, "KEDA").await {
         controller.owns(scoped!(ScaledObject), children.clone())
+    } else {
+        controller
+    };
+    let controller = if served::<CertManagerCertificate>(&client, "cert-manager").await {
+        controller.owns(scoped!(CertManagerCertificate), children.clone())
     } else {
         controller
     };
@@ -99,18 +106,18 @@ pub async fn run(
         .await;
 }
 
-/// How long the operator waits at start for the answer to whether KEDA is installed.
+/// How long the operator waits at start for the answer to whether a CRD is served.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether the apiserver serves KEDA's ScaledObjects (keda.sh/v1alpha1).
-async fn keda_installed(client: &kube::Client) -> bool {
-    let group_version = ScaledObject::api_version(&());
+/// Whether the apiserver serves the custom resource `K` (of the add-on `owner`).
+async fn served<K: Resource<DynamicType = ()>>(client: &kube::Client, owner: &str) -> bool {
+    let group_version = K::api_version(&());
     let discovered = tokio::time::timeout(
         DISCOVERY_TIMEOUT,
         client.list_api_group_resources(&group_version),
     )
     .await;
-    let plural = ScaledObject::plural(&());
+    let plural = K::plural(&());
     let installed = match discovered {
         Ok(Ok(resources)) => resources
             .resources
@@ -127,7 +134,7 @@ async fn keda_installed(client: &kube::Client) -> bool {
     };
     tracing::info!(
         installed,
-        "KEDA ScaledObjects ({group_version}) are {}watched",
+        "{owner} {plural} ({group_version}) are {}watched",
         if installed { "" } else { "not " }
     );
     installed

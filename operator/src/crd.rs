@@ -172,6 +172,26 @@ pub enum TlsMode {
     SelfSigned,
     /// The user provides a `kubernetes.io/tls` Secret; the operator only reads it.
     Secret,
+    /// cert-manager issues and renews the certificate: the operator writes a cert-manager
+    /// `Certificate` for `tls.issuerRef` and serves the Secret cert-manager fills.
+    CertManager,
+}
+
+/// The cert-manager issuer that signs a `CertManager` certificate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// The Issuer or ClusterIssuer's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in the fleet's namespace), `ClusterIssuer`, or an external issuer's kind.
+    #[serde(default = "default_issuer_kind")]
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// The issuer's API group; external issuers have their own.
+    #[serde(default = "default_issuer_group")]
+    #[schemars(length(min = 1, max = 253))]
+    pub group: String,
 }
 
 /// Serving TLS for clients (`wss://`).
@@ -179,30 +199,35 @@ pub enum TlsMode {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.mode != 'Secret' || has(self.secretName)").message("tls.secretName is required when tls.mode is Secret"),
+    validation = Rule::new("(self.mode == 'CertManager') == has(self.issuerRef)").message("tls.issuerRef is required when tls.mode is CertManager, and allowed only then"),
     validation = Rule::new(renew_before_rule()).message("tls.renewBefore must be shorter than tls.duration"),
 )]
 pub struct TlsSpec {
     #[serde(default)]
     pub mode: TlsMode,
-    /// The `kubernetes.io/tls` Secret; default `<name>-tls` (SelfSigned only).
+    /// The `kubernetes.io/tls` Secret; default `<name>-tls` (SelfSigned and CertManager).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
-    /// Extra names on a SelfSigned certificate; the Service's cluster names are always added.
+    /// Extra names on a SelfSigned or CertManager certificate; the Service's cluster names are
+    /// always added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100), inner(length(min = 1, max = 253)))]
     #[x_kube(validation = Rule::new(r"self.all(n, n.matches('^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))").message("tls.dnsNames entries must be lowercase DNS names (a leading '*.' is allowed)"))]
     pub dns_names: Option<Vec<String>>,
-    /// Lifetime of a SelfSigned certificate.
+    /// Lifetime of a SelfSigned or CertManager certificate.
     #[serde(default = "default_cert_duration")]
     #[schemars(length(min = 2, max = 64))]
     #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.duration must be a positive duration in h, m, s or ms such as 2160h"))]
     pub duration: String,
-    /// A SelfSigned certificate is renewed this long before it expires.
+    /// A SelfSigned or CertManager certificate is renewed this long before it expires.
     #[serde(default = "default_renew_before")]
     #[schemars(length(min = 2, max = 64))]
     #[x_kube(validation = Rule::new(positive_duration_rule()).message("tls.renewBefore must be a positive duration in h, m, s or ms such as 360h"))]
     pub renew_before: String,
+    /// CertManager: the issuer cert-manager asks for the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
 }
 
 /// Who may connect.
@@ -538,6 +563,12 @@ fn default_listen_port() -> i32 {
 }
 fn default_path() -> String {
     "/".to_owned()
+}
+fn default_issuer_kind() -> String {
+    "Issuer".to_owned()
+}
+fn default_issuer_group() -> String {
+    "cert-manager.io".to_owned()
 }
 fn default_cert_duration() -> String {
     "2160h".to_owned()
@@ -1026,7 +1057,7 @@ mod tests {
         );
         assert_eq!(
             spec["tls"]["properties"]["mode"]["enum"],
-            json!(["SelfSigned", "Secret"])
+            json!(["SelfSigned", "Secret", "CertManager"])
         );
         assert_eq!(
             spec["compression"]["enum"],

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod cert_manager;
 pub mod certificate;
 pub mod certs;
 pub mod conditions;

@@ -11,7 +11,7 @@ use wsfleet_gateway::config::{
     self as gw, GatewayConfig, HeartbeatConfig, JwtConfig, TlsConfig, duration_text,
 };
 
-use crate::crd::{self, SecretKeyRef, TlsMode, WebSocketService, WebSocketServiceSpec};
+use crate::crd::{self, IssuerRef, SecretKeyRef, TlsMode, WebSocketService, WebSocketServiceSpec};
 use crate::error::InvalidSpec;
 use crate::names::{self, ChildNames};
 use crate::quantity::stored_resources;
@@ -36,10 +36,13 @@ pub struct Plan {
 pub struct TlsPlan {
     pub mode: TlsMode,
     pub secret_name: String,
-    /// SelfSigned: `spec.tls.dnsNames` followed by the Service's cluster names, without repeats.
+    /// SelfSigned and CertManager: `spec.tls.dnsNames` followed by the Service's cluster
+    /// names, without repeats.
     pub dns_names: Vec<String>,
     pub duration: Duration,
     pub renew_before: Duration,
+    /// CertManager: the issuer named in `spec.tls.issuerRef`.
+    pub issuer_ref: Option<IssuerRef>,
 }
 
 /// Checks `wss` and derives its [`Plan`].
@@ -80,6 +83,21 @@ fn plan_tls(tls: &crd::TlsSpec, names: &ChildNames) -> Result<TlsPlan, InvalidSp
             ),
         ));
     }
+    match (tls.mode, &tls.issuer_ref) {
+        (TlsMode::CertManager, None) => {
+            return Err(InvalidSpec::new(
+                "spec.tls.issuerRef",
+                "is required when tls.mode is CertManager",
+            ));
+        }
+        (TlsMode::SelfSigned | TlsMode::Secret, Some(_)) => {
+            return Err(InvalidSpec::new(
+                "spec.tls.issuerRef",
+                "is allowed only when tls.mode is CertManager",
+            ));
+        }
+        _ => {}
+    }
     let secret_name = tls_secret_name(tls, names).ok_or_else(|| {
         InvalidSpec::new("spec.tls.secretName", "is required when tls.mode is Secret")
     })?;
@@ -96,15 +114,16 @@ fn plan_tls(tls: &crd::TlsSpec, names: &ChildNames) -> Result<TlsPlan, InvalidSp
         dns_names,
         duration,
         renew_before,
+        issuer_ref: tls.issuer_ref.clone(),
     })
 }
 
 /// The Secret holding the serving certificate: `tls.secretName`, by default `<name>-tls` for
-/// SelfSigned; `None` when `tls.mode` is Secret and no name is given.
+/// SelfSigned and CertManager; `None` when `tls.mode` is Secret and no name is given.
 pub fn tls_secret_name(tls: &crd::TlsSpec, names: &ChildNames) -> Option<String> {
     match (tls.mode, &tls.secret_name) {
         (_, Some(name)) => Some(name.clone()),
-        (TlsMode::SelfSigned, None) => Some(names.default_tls_secret()),
+        (TlsMode::SelfSigned | TlsMode::CertManager, None) => Some(names.default_tls_secret()),
         (TlsMode::Secret, None) => None,
     }
 }

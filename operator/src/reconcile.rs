@@ -33,9 +33,17 @@ use crate::status::{Observation, Problem, invalid_status, reconciled_status};
 const RESYNC: Duration = Duration::from_secs(3600);
 const RETRY_MIN: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
-/// How often a fleet that asks for KEDA looks again for KEDA's CRD.
-const KEDA_RECHECK: Duration = Duration::from_secs(30);
+/// How often a fleet waiting on another controller looks again: for KEDA's or cert-manager's
+/// CRD, or for cert-manager to issue (their objects are watched only when their CRDs were
+/// served at the operator's start).
+const RECHECK: Duration = Duration::from_secs(30);
 const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
+/// Problems that no watch ends.
+const RECHECKED: [&str; 3] = [
+    KEDA_NOT_INSTALLED,
+    crate::cert_manager::CERT_MANAGER_NOT_INSTALLED,
+    crate::cert_manager::CERTIFICATE_NOT_READY,
+];
 
 /// What every reconcile shares.
 pub struct Context {
@@ -201,9 +209,9 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     problems.extend(check_references(ctx, &plan).await?);
 
     let deployment = apply_children(wss, ctx, &plan, &owner, &mut problems).await?;
-    if problems.iter().any(|p| p.reason == KEDA_NOT_INSTALLED) {
-        // No watch tells the operator when KEDA arrives.
-        requeue = requeue.min(KEDA_RECHECK);
+    crate::cert_manager::remove_unwanted(ctx, &plan, &owner).await?;
+    if problems.iter().any(|p| RECHECKED.contains(&p.reason)) {
+        requeue = requeue.min(RECHECK);
     }
 
     announce_problems(wss, ctx, &previous, &problems).await;
@@ -310,7 +318,7 @@ async fn apply_autoscaler(
 }
 
 /// Reads the child named like `desired` and applies `desired` if it differs.
-async fn apply_named<K>(ctx: &Context, namespace: &str, desired: K) -> Result<K, Error>
+pub(crate) async fn apply_named<K>(ctx: &Context, namespace: &str, desired: K) -> Result<K, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

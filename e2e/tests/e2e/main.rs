@@ -2,6 +2,7 @@
 //! the real operator binary started by each test that needs it.
 
 mod autoscaler_switch;
+mod cert_manager;
 mod crash_recovery;
 mod examples;
 mod leader;

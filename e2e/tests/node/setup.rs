@@ -81,6 +81,31 @@ impl Fleet {
     }
 
     fn create(namespace: &str, change: impl FnOnce(&mut Value)) -> Result<Self> {
+        Self::create_then(namespace, change, |_| Ok(()))
+    }
+
+    /// Like [`Fleet::production_with`], with `meanwhile` run once the fleet is applied and
+    /// before it must be Ready: where another controller's part is played.
+    pub fn production_then(
+        namespace: &str,
+        change: impl FnOnce(&mut Value),
+        meanwhile: impl FnOnce(&Kubectl) -> Result<()>,
+    ) -> Result<Self> {
+        Self::create_then(
+            namespace,
+            |manifest| {
+                manifest["spec"]["resources"]["requests"]["cpu"] = serde_json::json!("20m");
+                change(manifest);
+            },
+            meanwhile,
+        )
+    }
+
+    fn create_then(
+        namespace: &str,
+        change: impl FnOnce(&mut Value),
+        meanwhile: impl FnOnce(&Kubectl) -> Result<()>,
+    ) -> Result<Self> {
         operator()?;
         let namespace = TestNamespace::create_on(cluster().control_plane(), namespace)?;
         let kubectl = namespace.kubectl();
@@ -92,6 +117,7 @@ impl Fleet {
         )?;
         change(&mut manifest);
         kubectl.apply(&serde_yaml::to_string(&manifest)?)?;
+        meanwhile(kubectl)?;
         await_conditions(
             kubectl,
             NAME,

@@ -2,6 +2,7 @@
 //! state. No client, no clock; every field is covered by the unit tests beside each builder.
 
 pub mod autoscaler;
+pub mod cert_manager;
 pub mod config_map;
 pub mod deployment;
 pub mod disruption_budget;
