@@ -139,7 +139,9 @@ impl RealCluster {
         self.control_plane.kubectl()
     }
 
-    fn log_tails(&self) -> String {
+    /// The end of each node process' log (containerd, kubelet, kube-proxy, CoreDNS), for
+    /// failures that the node may explain.
+    pub fn log_tails(&self) -> String {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running
             .iter()

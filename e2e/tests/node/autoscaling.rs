@@ -241,7 +241,7 @@ fn keda_scales_the_fleet_on_live_connections_and_scale_down_drains_with_1001() -
         );
         Ok(())
     })
-    .map_err(|err| err.context(keda.log_tails()))?;
+    .map_err(|err| err.context(keda.log_tails()).context(cluster().log_tails()))?;
     let scale_down = closed.elapsed();
     eprintln!(
         "close -> 1 pod: {:.1}s (stabilization {STABILIZATION_SECONDS}s, then one pod a minute)",
