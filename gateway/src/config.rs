@@ -324,6 +324,16 @@ impl GatewayConfig {
                 format!("must start with '/', got {:?}", self.listen.path),
             ));
         }
+        // Requests with such a path are refused, so this one could never match.
+        if !crate::path::is_unambiguous(&self.listen.path) {
+            return Err(ConfigError::new(
+                "listen.path",
+                format!(
+                    "must not hold '.' or '..' segments, '%2f', '%5c' or '\\', got {:?}",
+                    self.listen.path
+                ),
+            ));
+        }
         if self.listen.address == self.metrics.address {
             return Err(ConfigError::new(
                 "metrics.address",
@@ -667,6 +677,13 @@ mod tests {
         let err = error_of("upstream:\n  url: http://x:1/\n");
         assert_eq!(err.field, "upstream.url");
         assert!(err.message.contains("http://x:1/"), "{err}");
+    }
+
+    #[test]
+    fn listen_path_with_dot_segments_is_refused() {
+        let err = error_of(&format!("{MINIMAL}listen: {{path: /ws/../admin}}\n"));
+        assert_eq!(err.field, "listen.path");
+        assert!(err.message.contains("/ws/../admin"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::path;
 use crate::refusal::Refusal;
 
 /// Headers beyond this count are refused like an oversized head.
@@ -108,6 +109,11 @@ impl UpgradeRequest {
         }
         if parsed.header("sec-websocket-version") != Some("13") {
             return Err(Refusal::UnsupportedVersion);
+        }
+        // Refused here, so that route matching and forwarding only ever see a path that
+        // every upstream reads the same way.
+        if !path::is_unambiguous(&parsed.path) {
+            return Err(Refusal::UnsafePath);
         }
         Ok(parsed)
     }
@@ -318,6 +324,17 @@ mod tests {
                 .response()
                 .contains("Sec-WebSocket-Version: 13\r\n")
         );
+    }
+
+    #[test]
+    fn paths_with_dot_segments_are_unsafe_and_their_query_is_not_judged() {
+        let traversal = UPGRADE.replacen("/ws/room?", "/ws/%2e%2E/admin?", 1);
+        assert_eq!(
+            UpgradeRequest::parse(traversal.as_bytes()),
+            Err(Refusal::UnsafePath)
+        );
+        let dots_in_query = UPGRADE.replacen("x=1", "next=/../a", 1);
+        assert!(UpgradeRequest::parse(dots_in_query.as_bytes()).is_ok());
     }
 
     #[test]

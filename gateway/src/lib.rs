@@ -1,7 +1,7 @@
 //! wsfleet-gateway: a WebSocket gateway with TLS, authentication, limits, heartbeats and draining.
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
-//! applies lives in small modules ([`admission`], [`pending`], [`jwt`], [`rate`],
+//! applies lives in small modules ([`admission`], [`path`], [`pending`], [`jwt`], [`rate`],
 //! [`refusal`]), and [`relay`] moves frames once the handshake is done, checked by [`tracker`]
 //! ([`deflate`] measures compressed messages). [`server`] accepts ([`accept_backoff`] paces
 //! it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
@@ -20,6 +20,7 @@ pub mod handshake;
 pub mod histogram;
 pub mod jwt;
 pub mod metrics;
+pub mod path;
 pub mod pending;
 pub mod policy;
 pub mod rate;

@@ -15,6 +15,8 @@ pub enum Refusal {
     BadRequest,
     /// A WebSocket version other than 13.
     UnsupportedVersion,
+    /// A path with dot segments or encoded separators (see [`crate::path`]).
+    UnsafePath,
     /// The path is outside `listen.path`.
     NotFound,
     /// The client address is denied or not allowed.
@@ -39,12 +41,13 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in metric order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::HandshakeTimeout,
         Self::TooManyPendingHandshakes,
         Self::HeadersTooLarge,
         Self::BadRequest,
         Self::UnsupportedVersion,
+        Self::UnsafePath,
         Self::NotFound,
         Self::IpDenied,
         Self::OriginDenied,
@@ -62,7 +65,7 @@ impl Refusal {
         match self {
             Self::HandshakeTimeout => (408, "Request Timeout"),
             Self::HeadersTooLarge => (431, "Request Header Fields Too Large"),
-            Self::BadRequest => (400, "Bad Request"),
+            Self::BadRequest | Self::UnsafePath => (400, "Bad Request"),
             Self::UnsupportedVersion => (426, "Upgrade Required"),
             Self::NotFound => (404, "Not Found"),
             Self::IpDenied | Self::OriginDenied => (403, "Forbidden"),
@@ -82,6 +85,7 @@ impl Refusal {
             Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest => "bad_request",
             Self::UnsupportedVersion => "unsupported_version",
+            Self::UnsafePath => "unsafe_path",
             Self::NotFound => "not_found",
             Self::IpDenied => "ip_denied",
             Self::OriginDenied => "origin_denied",

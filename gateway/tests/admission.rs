@@ -90,6 +90,41 @@ async fn per_ip_rate_is_429() {
 }
 
 #[tokio::test]
+async fn paths_with_dot_segments_are_400_and_never_reach_the_upstream() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/app"), "listen:\n  path: /ws\n").await;
+    // A real client, and raw heads for the spellings a client library might tidy up.
+    assert_eq!(
+        refused_status(&gateway.url("/ws/%2e%2e/admin"), &[]).await,
+        400
+    );
+    let probes = [
+        "/ws/../admin",
+        "/ws/./x",
+        "/ws/%2E./admin",
+        "/ws/..%2fadmin",
+        "/ws/..%5Cadmin",
+    ];
+    for path in probes {
+        assert_eq!(
+            raw_status(gateway.address, &upgrade_head(path, "")).await,
+            400,
+            "{path}"
+        );
+    }
+    let refused = 1.0 + probes.len() as f64;
+    assert_eq!(gateway.metric(&refusals("unsafe_path")).await, refused);
+    assert!(upstream.records.requests().is_empty());
+
+    // Dots that are not whole segments are ordinary names.
+    let (mut client, _) = connect(&gateway.url("/ws/.well-known/a..b"), &[])
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&mut client, "fine").await, "fine");
+    assert_eq!(upstream.records.requests()[0].uri, "/app/.well-known/a..b");
+}
+
+#[tokio::test]
 async fn max_connections_is_503() {
     let upstream = EchoUpstream::start().await;
     let gateway = Gateway::start(&upstream.url("/"), "limits:\n  maxConnections: 1\n").await;

@@ -157,10 +157,14 @@ pub struct ListenSpec {
     #[schemars(range(min = 1024, max = 65535))]
     #[x_kube(validation = Rule::new("self != 9090").message("listen.port must not be 9090, the gateway's metrics port"))]
     pub port: i32,
-    /// Only upgrades on this path are accepted.
+    /// Only upgrades on this path are accepted. A request path holding a `.` or `..` segment
+    /// (also percent-encoded, `%2e`), `%2f`, `%5c` or a backslash is refused with 400 (reason
+    /// `unsafe_path`) before it is matched: no WebSocket client sends one, and an upstream could
+    /// resolve it outside this path.
     #[serde(default = "default_path")]
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("listen.path must start with '/'"))]
+    #[x_kube(validation = Rule::new(r"!self.matches('(^|/)(\\.|%2[eE]){1,2}(/|$)') && !self.matches('%2[fF]|%5[cC]|\\\\')").message("listen.path must not hold '.' or '..' segments, '%2f', '%5c' or a backslash"))]
     pub path: String,
 }
 
@@ -808,6 +812,27 @@ mod tests {
             json!({"upstream": service_upstream(), "listen": {"path": "ws"}}),
             "listen.path must start with '/'",
         );
+    }
+
+    #[test]
+    fn listen_path_has_no_dot_segments_nor_encoded_separators() {
+        for path in [
+            "/ws/..",
+            "/ws/./x",
+            "/%2E%2e/x",
+            "/ws%2fx",
+            "/ws%5Cx",
+            "/ws\\x",
+        ] {
+            refused_with(
+                json!({"upstream": service_upstream(), "listen": {"path": path}}),
+                "listen.path must not hold '.' or '..' segments",
+            );
+        }
+        for path in ["/", "/ws", "/ws/.well-known", "/a..b/..."] {
+            let spec = json!({"upstream": service_upstream(), "listen": {"path": path}});
+            assert_eq!(cel_errors(&with_spec(spec)), Vec::<String>::new(), "{path}");
+        }
     }
 
     #[test]
