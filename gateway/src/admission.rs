@@ -1,12 +1,14 @@
-//! Who may connect: the client's address (through trusted proxies), IP lists and Origin.
+//! Who may connect: the client's address (through trusted proxies), IP lists, Origin and the
+//! subprotocols offered.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, ValidationConfig};
 use crate::handshake::UpgradeRequest;
+use crate::jwt::SUBPROTOCOL_PREFIX;
 use crate::refusal::Refusal;
 
 /// Where a request comes from, as far as the gateway can vouch: the client, then every
@@ -87,6 +89,33 @@ pub fn check_origin(request: &UpgradeRequest, auth: &AuthConfig) -> Result<(), R
         }
         _ => Err(Refusal::OriginDenied),
     }
+}
+
+/// Applies `validation.allowedSubprotocols` (empty: any offer, or none): the client must offer
+/// one of them. A client offering none at all is refused too, since the fleet then speaks
+/// only the listed protocols.
+pub fn check_subprotocols(
+    request: &UpgradeRequest,
+    validation: &ValidationConfig,
+) -> Result<(), Refusal> {
+    let allowed = &validation.allowed_subprotocols;
+    if allowed.is_empty() || forwarded_subprotocols(request, allowed).next().is_some() {
+        Ok(())
+    } else {
+        Err(Refusal::SubprotocolDenied)
+    }
+}
+
+/// The offered subprotocols the upstream may see and select: never a `bearer.<token>` entry,
+/// and only those in `allowed` unless it is empty.
+pub fn forwarded_subprotocols<'a>(
+    request: &'a UpgradeRequest,
+    allowed: &'a [String],
+) -> impl Iterator<Item = &'a str> + 'a {
+    request
+        .list("sec-websocket-protocol")
+        .filter(|entry| !entry.starts_with(SUBPROTOCOL_PREFIX))
+        .filter(|entry| allowed.is_empty() || allowed.iter().any(|name| name == entry))
 }
 
 /// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`; lists name them as IPv4.
@@ -190,6 +219,37 @@ mod tests {
         assert_eq!(check_ip(ip("10.6.2.3"), &auth), Err(Refusal::IpDenied));
         assert_eq!(check_ip(ip("192.0.2.1"), &auth), Err(Refusal::IpDenied));
         assert_eq!(check_ip(ip("192.0.2.1"), &AuthConfig::default()), Ok(()));
+    }
+
+    #[test]
+    fn an_offer_must_name_an_allowed_subprotocol() {
+        let validation = ValidationConfig {
+            allowed_subprotocols: vec!["chat.v2".into(), "chat.v1".into()],
+            ..ValidationConfig::default()
+        };
+        let offer = request("Sec-WebSocket-Protocol: x, chat.v1, bearer.t, chat.v2\r\n");
+        assert_eq!(check_subprotocols(&offer, &validation), Ok(()));
+        assert_eq!(
+            forwarded_subprotocols(&offer, &validation.allowed_subprotocols).collect::<Vec<_>>(),
+            ["chat.v1", "chat.v2"]
+        );
+        for refused in [
+            "",
+            "Sec-WebSocket-Protocol: x, CHAT.V1\r\n",
+            "Sec-WebSocket-Protocol: bearer.chat.v1\r\n",
+        ] {
+            assert_eq!(
+                check_subprotocols(&request(refused), &validation),
+                Err(Refusal::SubprotocolDenied),
+                "{refused}"
+            );
+        }
+        let any = ValidationConfig::default();
+        assert_eq!(check_subprotocols(&request(""), &any), Ok(()));
+        assert_eq!(
+            forwarded_subprotocols(&offer, &any.allowed_subprotocols).collect::<Vec<_>>(),
+            ["x", "chat.v1", "chat.v2"]
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub compression: Compression,
     #[serde(default)]
+    pub validation: ValidationConfig,
+    #[serde(default)]
     pub drain: DrainConfig,
 }
 
@@ -243,6 +245,21 @@ pub enum Compression {
     Disabled,
 }
 
+/// Checks on what clients send, beyond what RFC 6455 framing requires.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// A text message from a client that is not UTF-8 closes the connection with 1007.
+    /// Needs `compression: Disabled`: compressed messages are measured, never inflated.
+    #[serde(default)]
+    pub utf8: bool,
+    /// `Sec-WebSocket-Protocol` values the fleet speaks; a client offering none of them (or
+    /// no subprotocol at all) is refused with 400, and other offered values are not
+    /// forwarded. Empty: any offer, or none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_subprotocols: Vec<String>,
+}
+
 /// Shutdown on SIGTERM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -286,6 +303,7 @@ impl GatewayConfig {
             limits: LimitsConfig::default(),
             heartbeat: default_heartbeat(),
             compression: Compression::default(),
+            validation: ValidationConfig::default(),
             drain: DrainConfig::default(),
         }
     }
@@ -355,6 +373,23 @@ impl GatewayConfig {
             }
         }
         self.limits.validate()?;
+        if self.validation.utf8 && self.compression != Compression::Disabled {
+            return Err(ConfigError::new(
+                "validation.utf8",
+                "needs compression: Disabled; the gateway measures compressed messages \
+                 without inflating them, so it cannot check their text",
+            ));
+        }
+        for (index, name) in self.validation.allowed_subprotocols.iter().enumerate() {
+            if !is_token(name) || name.starts_with(crate::jwt::SUBPROTOCOL_PREFIX) {
+                return Err(ConfigError::new(
+                    format!("validation.allowedSubprotocols[{index}]"),
+                    format!(
+                        "must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~) not starting with 'bearer.', got {name:?}"
+                    ),
+                ));
+            }
+        }
         if let Some(heartbeat) = &self.heartbeat {
             positive("heartbeat.interval", heartbeat.interval)?;
             positive("heartbeat.timeout", heartbeat.timeout)?;
@@ -492,6 +527,14 @@ impl Rate {
         }
         Ok(())
     }
+}
+
+/// An HTTP token (RFC 9110 section 5.6.2), the form of a subprotocol name.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn positive(field: &str, value: Duration) -> Result<(), ConfigError> {
@@ -684,6 +727,27 @@ mod tests {
         let err = error_of(&format!("{MINIMAL}listen: {{path: /ws/../admin}}\n"));
         assert_eq!(err.field, "listen.path");
         assert!(err.message.contains("/ws/../admin"), "{err}");
+    }
+
+    #[test]
+    fn utf8_validation_needs_compression_disabled() {
+        let err = error_of(&format!("{MINIMAL}validation: {{utf8: true}}\n"));
+        assert_eq!(err.field, "validation.utf8");
+        let config = GatewayConfig::from_yaml(&format!(
+            "{MINIMAL}validation: {{utf8: true}}\ncompression: Disabled\n"
+        ))
+        .unwrap();
+        assert!(config.validation.utf8);
+    }
+
+    #[test]
+    fn allowed_subprotocols_are_tokens_and_not_token_carriers() {
+        for bad in ["\"\"", "\"chat v2\"", "bearer.x", "\"a,b\""] {
+            let err = error_of(&format!(
+                "{MINIMAL}validation: {{allowedSubprotocols: [chat, {bad}]}}\n"
+            ));
+            assert_eq!(err.field, "validation.allowedSubprotocols[1]", "{bad}");
+        }
     }
 
     #[test]

@@ -127,6 +127,7 @@ async fn upgrade(
         client_tls,
         path_suffix: &admitted.path_suffix,
         compression: policy.config.compression,
+        allowed_subprotocols: &policy.config.validation.allowed_subprotocols,
         token_query_parameter: policy
             .jwt
             .as_ref()
@@ -167,6 +168,7 @@ async fn upgrade(
             message_rate: limits.messages_per_connection,
             heartbeat: policy.config.heartbeat,
             deflate,
+            validate_utf8: policy.config.validation.utf8,
         },
         slot: admitted.slot,
     })
@@ -256,6 +258,7 @@ fn admit(
         .try_open(config.limits.max_connections)
         .ok_or(Refusal::TooManyConnections)?;
     admission::check_origin(&request, &config.auth)?;
+    admission::check_subprotocols(&request, &config.validation)?;
     let claim_headers = match &policy.jwt {
         None => Vec::new(),
         Some(verifier) => match verifier.verify_request(&request) {

@@ -3,8 +3,9 @@
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
 //! applies lives in small modules ([`admission`], [`path`], [`pending`], [`jwt`], [`rate`],
 //! [`refusal`]), and [`relay`] moves frames once the handshake is done, checked by [`tracker`]
-//! ([`deflate`] measures compressed messages). [`server`] accepts ([`accept_backoff`] paces
-//! it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
+//! ([`deflate`] measures compressed messages, [`utf8`] checks text). [`server`] accepts
+//! ([`accept_backoff`] paces it when out of descriptors) and [`reload`] swaps in changes to
+//! the files [`watched`] names.
 //! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
 
 pub mod accept_backoff;
@@ -32,5 +33,6 @@ pub mod tls;
 pub mod tracker;
 pub mod transport;
 pub mod upstream;
+pub mod utf8;
 pub mod wakes;
 pub mod watched;

@@ -23,6 +23,8 @@ pub enum Refusal {
     IpDenied,
     /// The `Origin` header is not in `auth.allowedOrigins`.
     OriginDenied,
+    /// No subprotocol offered is in `validation.allowedSubprotocols`.
+    SubprotocolDenied,
     /// No token where `auth.jwt.tokenFrom` looks.
     TokenMissing,
     /// The token failed signature, expiry, issuer or audience checks.
@@ -41,7 +43,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in metric order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::HandshakeTimeout,
         Self::TooManyPendingHandshakes,
         Self::HeadersTooLarge,
@@ -51,6 +53,7 @@ impl Refusal {
         Self::NotFound,
         Self::IpDenied,
         Self::OriginDenied,
+        Self::SubprotocolDenied,
         Self::TokenMissing,
         Self::TokenInvalid,
         Self::RateLimited,
@@ -65,7 +68,7 @@ impl Refusal {
         match self {
             Self::HandshakeTimeout => (408, "Request Timeout"),
             Self::HeadersTooLarge => (431, "Request Header Fields Too Large"),
-            Self::BadRequest | Self::UnsafePath => (400, "Bad Request"),
+            Self::BadRequest | Self::UnsafePath | Self::SubprotocolDenied => (400, "Bad Request"),
             Self::UnsupportedVersion => (426, "Upgrade Required"),
             Self::NotFound => (404, "Not Found"),
             Self::IpDenied | Self::OriginDenied => (403, "Forbidden"),
@@ -89,6 +92,7 @@ impl Refusal {
             Self::NotFound => "not_found",
             Self::IpDenied => "ip_denied",
             Self::OriginDenied => "origin_denied",
+            Self::SubprotocolDenied => "subprotocol_denied",
             Self::TokenMissing => "token_missing",
             Self::TokenInvalid => "token_invalid",
             Self::RateLimited => "rate_limited",

@@ -72,6 +72,8 @@ pub struct RelaySettings {
     pub heartbeat: Option<HeartbeatConfig>,
     /// permessage-deflate as the upstream accepted it.
     pub deflate: Option<Negotiated>,
+    /// Text messages from the client must be UTF-8 (`validation.utf8`).
+    pub validate_utf8: bool,
 }
 
 /// Why a relayed connection ended.
@@ -131,10 +133,15 @@ impl Relay {
     ) -> Self {
         let lane = |source, direction, early, context_takeover: Option<bool>| {
             let tracker = Tracker::new(source, settings.max_message_bytes, settings.message_rate);
+            let tracker = match context_takeover {
+                Some(keep) => tracker.with_deflate(keep),
+                None => tracker,
+            };
             Lane {
-                tracker: match context_takeover {
-                    Some(keep) => tracker.with_deflate(keep),
-                    None => tracker,
+                tracker: if settings.validate_utf8 && source == Source::Client {
+                    tracker.with_utf8_check()
+                } else {
+                    tracker
                 },
                 direction,
                 early,
@@ -270,7 +277,9 @@ impl Relay {
             LaneEvent::Violation(violation) => {
                 let to_client = match violation {
                     Violation::TooBig => close_code::MESSAGE_TOO_BIG,
-                    Violation::BadCompressedData => close_code::INVALID_PAYLOAD,
+                    Violation::BadCompressedData | Violation::InvalidUtf8 => {
+                        close_code::INVALID_PAYLOAD
+                    }
                     Violation::RateExceeded => close_code::POLICY_VIOLATION,
                     Violation::Protocol(_) => close_code::PROTOCOL_ERROR,
                 };
@@ -304,7 +313,8 @@ impl Relay {
                         (close_code::POLICY_VIOLATION, close_code::POLICY_VIOLATION)
                     }
                     // The upstream broke the protocol: for the client, an internal error.
-                    Violation::BadCompressedData => {
+                    // (Its text is not checked: `validation.utf8` guards the upstream.)
+                    Violation::BadCompressedData | Violation::InvalidUtf8 => {
                         (close_code::INTERNAL_ERROR, close_code::INVALID_PAYLOAD)
                     }
                     Violation::Protocol(_) => {
@@ -313,7 +323,7 @@ impl Relay {
                 };
                 if matches!(
                     violation,
-                    Violation::BadCompressedData | Violation::Protocol(_)
+                    Violation::BadCompressedData | Violation::InvalidUtf8 | Violation::Protocol(_)
                 ) {
                     self.metrics.upstream_error(UpstreamError::Relay);
                 }
@@ -484,6 +494,7 @@ fn violation_reason(violation: Violation) -> &'static str {
     match violation {
         Violation::TooBig => "message too big",
         Violation::BadCompressedData => "invalid compressed data",
+        Violation::InvalidUtf8 => "text message not UTF-8",
         Violation::RateExceeded => "message rate exceeded",
         Violation::Protocol(reason) => reason,
     }

@@ -1,5 +1,6 @@
 //! Follows the frames of one direction of a relayed connection: counts messages, enforces the
-//! size and rate limits, and drops the client's answers to the gateway's own heartbeats.
+//! size and rate limits, checks text when asked to (`validation.utf8`), and drops the client's
+//! answers to the gateway's own heartbeats.
 //!
 //! Bytes are processed in place in the relay's read buffer: the output is the input minus the
 //! frames the gateway swallows, minus an incomplete header (or control frame) at the end, which
@@ -15,6 +16,7 @@ use crate::frame::{
     parse_header,
 };
 use crate::rate::TokenBucket;
+use crate::utf8::{InvalidUtf8, Utf8Check};
 
 /// The close code reported for a close frame that carries none (RFC 6455 section 7.1.5).
 pub const NO_STATUS_CODE: u16 = 1005;
@@ -39,10 +41,18 @@ pub enum Violation {
     TooBig,
     /// A compressed message that does not inflate.
     BadCompressedData,
+    /// A text message that is not UTF-8 (`validation.utf8`).
+    InvalidUtf8,
     /// More messages, pings and pongs than `limits.messagesPerConnection` allows.
     RateExceeded,
     /// Frames that break RFC 6455.
     Protocol(&'static str),
+}
+
+impl From<InvalidUtf8> for Violation {
+    fn from(_: InvalidUtf8) -> Self {
+        Self::InvalidUtf8
+    }
 }
 
 impl From<InflateError> for Violation {
@@ -93,6 +103,15 @@ pub struct Tracker {
     /// Created at the first compressed message (most connections never send one), and kept
     /// between messages only while the sender's window is needed.
     inflation: Option<Box<Inflation>>,
+    /// Text messages are checked for UTF-8 (`validation.utf8`).
+    check_utf8: bool,
+    /// The check of the text message under way, when `check_utf8`.
+    text: Option<Utf8Check>,
+    /// The current data frame's masking key, where its payload has come to modulo 4, and
+    /// whether it ends its message: what checking its text needs.
+    frame_mask: Option<[u8; 4]>,
+    mask_offset: usize,
+    frame_fin: bool,
 }
 
 impl Tracker {
@@ -114,7 +133,19 @@ impl Tracker {
             cut_mid_frame: false,
             deflate: None,
             inflation: None,
+            check_utf8: false,
+            text: None,
+            frame_mask: None,
+            mask_offset: 0,
+            frame_fin: false,
         }
+    }
+
+    /// Checks that text messages are UTF-8 (RFC 6455 section 8.1), incrementally, so a
+    /// character may straddle reads and frames.
+    pub fn with_utf8_check(mut self) -> Self {
+        self.check_utf8 = true;
+        self
     }
 
     /// Measures compressed messages by their inflated size; `context_takeover`: the source
@@ -199,7 +230,8 @@ impl Tracker {
                 let take =
                     (len - read).min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
                 if !self.discarding {
-                    match self.inflate(&buf[read..read + take]) {
+                    let frame_done = take as u64 == self.payload_left;
+                    match self.check_payload(&buf[read..read + take], frame_done) {
                         Ok(()) => {
                             move_front(buf, read, take, write);
                             write += take;
@@ -289,13 +321,35 @@ impl Tracker {
         }
     }
 
-    /// Measures payload bytes of a data frame when its message is compressed.
-    fn inflate(&mut self, payload: &[u8]) -> Result<(), Violation> {
+    /// Measures payload bytes of a data frame when its message is compressed, and checks
+    /// them when it is text to be checked; `frame_done`: they end the frame.
+    fn check_payload(&mut self, payload: &[u8], frame_done: bool) -> Result<(), Violation> {
         if let Some(inflation) = &mut self.inflation {
             inflation.payload(payload, self.max_message_bytes)?;
             self.release_inflation();
         }
+        if let Some(text) = &mut self.text {
+            // Unmasked through a small copy: the frame itself passes on as it came.
+            let mut plain = [0u8; 1024];
+            for piece in payload.chunks(plain.len()) {
+                let plain = &mut plain[..piece.len()];
+                plain.copy_from_slice(piece);
+                if let Some(key) = self.frame_mask {
+                    apply_mask(plain, key, self.mask_offset);
+                }
+                self.mask_offset = (self.mask_offset + piece.len()) % 4;
+                text.feed(plain)?;
+            }
+            if frame_done && self.frame_fin {
+                self.finish_text()?;
+            }
+        }
         Ok(())
+    }
+
+    /// The text message under way has ended: a character left unfinished is invalid.
+    fn finish_text(&mut self) -> Result<(), InvalidUtf8> {
+        self.text.take().map_or(Ok(()), |mut text| text.finish())
     }
 
     /// Frees the decoder between messages once nothing in it is needed.
@@ -413,8 +467,18 @@ impl Tracker {
                 self.take_message_token()?;
                 self.in_message = true;
                 self.message_bytes = 0;
+                if self.check_utf8 && opcode == Opcode::Text {
+                    self.text = Some(Utf8Check::default());
+                }
             }
             _ => {}
+        }
+        self.frame_mask = header.mask;
+        self.mask_offset = 0;
+        self.frame_fin = fin;
+        if fin && payload_len == 0 {
+            // No payload will come to end the message's text.
+            self.finish_text()?;
         }
         // The wire size counts for compressed messages too: data that inflates to little is
         // still work for the upstream.
@@ -593,6 +657,63 @@ mod tests {
             assert_eq!(out, input, "chunk size {chunk}");
             assert_eq!(tracker.take_messages(), 3);
             assert!(tracker.at_frame_boundary());
+        }
+    }
+
+    #[test]
+    fn text_split_inside_characters_across_frames_and_reads_is_utf8() {
+        let text = "é日本𝄞".as_bytes();
+        // The first frame ends inside 日, the second inside 𝄞; a ping sits between them.
+        let mut input = frame(0x01, &text[..3], KEY);
+        input.extend(frame(0x89, b"ping", KEY));
+        input.extend(frame(0x00, &text[3..9], KEY));
+        input.extend(frame(0x80, &text[9..], KEY));
+        input.extend(frame(0x81, b"", KEY));
+        input.extend(frame(0x82, b"\xff binary is not text", KEY));
+        for chunk in 1..=input.len() {
+            let mut tracker = Tracker::new(Source::Client, 1 << 20, None).with_utf8_check();
+            let (out, violation) = relay(&mut tracker, &input, chunk);
+            assert_eq!(violation, None, "chunk size {chunk}");
+            assert_eq!(out, input, "chunk size {chunk}");
+            assert_eq!(tracker.take_messages(), 3);
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_when_checked() {
+        let valid = frame(0x81, b"fine", KEY);
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("an invalid byte", frame(0x81, b"bad \xC0\xAF", KEY)),
+            (
+                "a message ending inside a character",
+                frame(0x81, b"cut \xE6\x97", KEY),
+            ),
+            ("a character cut by an empty final frame", {
+                let mut cut = frame(0x01, b"\xF0\x9D", KEY);
+                cut.extend(frame(0x80, b"", KEY));
+                cut
+            }),
+            ("a surrogate across frames", {
+                let mut surrogate = frame(0x01, b"\xED", KEY);
+                surrogate.extend(frame(0x80, b"\xA0\x80", KEY));
+                surrogate
+            }),
+        ];
+        for (case, bad) in cases {
+            let mut input = valid.clone();
+            input.extend(&bad);
+            for chunk in [1, 3, input.len()] {
+                let mut tracker = Tracker::new(Source::Client, 1 << 20, None).with_utf8_check();
+                let (out, violation) = relay(&mut tracker, &input, chunk);
+                assert_eq!(violation, Some(Violation::InvalidUtf8), "{case}, {chunk}");
+                assert!(out.starts_with(&valid), "{case}: the valid message passes");
+                assert!(
+                    out.len() < input.len(),
+                    "{case}: the invalid frame does not"
+                );
+            }
+            let mut unchecked = Tracker::new(Source::Client, 1 << 20, None);
+            assert_eq!(relay(&mut unchecked, &input, input.len()), (input, None));
         }
     }
 

@@ -11,10 +11,9 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use crate::addresses::UpstreamAddresses;
-use crate::admission::ClientChain;
+use crate::admission::{self, ClientChain};
 use crate::config::{Compression, UpstreamConfig};
 use crate::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
-use crate::jwt::SUBPROTOCOL_PREFIX;
 use crate::metrics::UpstreamError;
 use crate::refusal::Refusal;
 use crate::transport::Transport;
@@ -67,6 +66,8 @@ pub struct ForwardPlan<'a> {
     /// The client's path beyond `listen.path`, appended to the upstream's path.
     pub path_suffix: &'a str,
     pub compression: Compression,
+    /// `validation.allowedSubprotocols`: other offered entries are dropped.
+    pub allowed_subprotocols: &'a [String],
     /// The query parameter the client's token may come in: dropped, like the subprotocol
     /// token entry, so the upstream (and its logs) never see the token.
     pub token_query_parameter: Option<&'a str>,
@@ -274,9 +275,7 @@ impl UpstreamTarget {
         push_list(
             &mut out,
             "Sec-WebSocket-Protocol",
-            request
-                .list("sec-websocket-protocol")
-                .filter(|entry| !entry.starts_with(SUBPROTOCOL_PREFIX)),
+            admission::forwarded_subprotocols(request, plan.allowed_subprotocols),
         );
         if plan.compression == Compression::Passthrough {
             push_list(
@@ -383,6 +382,7 @@ mod tests {
             client_tls: true,
             path_suffix: suffix,
             compression: Compression::Passthrough,
+            allowed_subprotocols: &[],
             token_query_parameter: Some("access_token"),
             set_headers: vec![("X-User".into(), "alice".into())],
         }

@@ -125,6 +125,35 @@ async fn paths_with_dot_segments_are_400_and_never_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn offers_without_an_allowed_subprotocol_are_400() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "validation:\n  allowedSubprotocols: [chat, chat.v2]\n",
+    )
+    .await;
+    let offer = |protocols| [("Sec-WebSocket-Protocol", protocols)];
+    assert_eq!(refused_status(&gateway.url("/"), &offer("mqtt")).await, 400);
+    assert_eq!(refused_status(&gateway.url("/"), &[]).await, 400);
+    assert_eq!(gateway.metric(&refusals("subprotocol_denied")).await, 2.0);
+    assert!(upstream.records.requests().is_empty());
+
+    // Only the allowed entries reach the upstream, which selects among them.
+    let (mut client, response) = connect(&gateway.url("/"), &offer("mqtt, chat"))
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&mut client, "hi").await, "hi");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"]
+            .to_str()
+            .unwrap(),
+        "chat"
+    );
+    let seen = upstream.records.requests();
+    assert_eq!(seen[0].header("sec-websocket-protocol"), Some("chat"));
+}
+
+#[tokio::test]
 async fn max_connections_is_503() {
     let upstream = EchoUpstream::start().await;
     let gateway = Gateway::start(&upstream.url("/"), "limits:\n  maxConnections: 1\n").await;

@@ -182,6 +182,61 @@ async fn oversized_messages_close_1009_in_both_directions() {
     );
 }
 
+/// Sends `pieces` as one text message, a frame each.
+async fn send_text_frames(client: &mut Client, pieces: &[&[u8]]) {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    for (index, piece) in pieces.iter().enumerate() {
+        let opcode = OpCode::Data(if index == 0 {
+            Data::Text
+        } else {
+            Data::Continue
+        });
+        let fin = index + 1 == pieces.len();
+        let frame = Frame::message(piece.to_vec(), opcode, fin);
+        client.send(Message::Frame(frame)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_closes_1007_when_validated() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "validation:\n  utf8: true\ncompression: Disabled\n",
+    )
+    .await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    // Characters cut across frames are whole again at the upstream.
+    let text = "é日本𝄞".as_bytes();
+    send_text_frames(
+        &mut client,
+        &[&text[..1], &text[1..4], &text[4..12], &text[12..]],
+    )
+    .await;
+    match within("the echo", client.next()).await {
+        Some(Ok(Message::Text(echo))) => assert_eq!(echo.as_str(), "é日本𝄞"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+
+    // A character started in one frame and broken in the next.
+    send_text_frames(&mut client, &[b"ok \xE6\x97", b"\x41"]).await;
+    assert_eq!(
+        next_close(&mut client).await.map(|close| close.0),
+        Some(1007)
+    );
+    eventually("the upstream to hear 1001, not the broken text", || async {
+        upstream.records.events() == [Seen::Close(Some((1001, "text message not UTF-8".into())))]
+    })
+    .await;
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_closes_total{code=\"1007\",by=\"gateway\"}",
+            1.0,
+        )
+        .await;
+}
+
 /// After its 1009 the gateway keeps the connection open until the client's close frame
 /// arrives, and only then ends it (FIN, not a reset): the client's closing handshake completes,
 /// so browsers report `wasClean: true`.

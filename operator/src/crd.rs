@@ -68,6 +68,9 @@ const DURATION_RE: &str = "^([0-9]+(ms|s|m|h))+$";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.validation) || !has(self.validation.utf8) || !self.validation.utf8 || (has(self.compression) && self.compression == 'Disabled')").message("validation.utf8 needs compression: Disabled; compressed messages are measured, never inflated, so their text cannot be checked"),
+)]
 pub struct WebSocketServiceSpec {
     /// The WebSocket server the gateways forward to.
     pub upstream: UpstreamSpec,
@@ -93,6 +96,9 @@ pub struct WebSocketServiceSpec {
     /// What happens to permessage-deflate.
     #[serde(default)]
     pub compression: Compression,
+    /// Checks on what clients send, beyond RFC 6455 framing.
+    #[serde(default)]
+    pub validation: ValidationSpec,
     /// Stickiness of clients to gateway pods at the Service.
     #[serde(default)]
     pub session_affinity: SessionAffinitySpec,
@@ -406,6 +412,27 @@ pub enum Compression {
     /// The offer is removed from the forwarded handshake. (Not `Off`: YAML 1.1 readers such as
     /// kubectl turn an unquoted `Off` into `false`.)
     Disabled,
+}
+
+/// Checks on what clients send, beyond RFC 6455 framing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationSpec {
+    /// A text message from a client that is not UTF-8 closes its connection with 1007, and
+    /// the upstream hears 1001 instead of the message (checked incrementally, so a character
+    /// may straddle frames). Costs 0.2 (ASCII) to 1.5 (mostly non-ASCII) ns of CPU per byte
+    /// of text; see docs/operations.md. Needs `compression: Disabled`: compressed messages
+    /// are measured without being inflated, so their text cannot be checked.
+    #[serde(default)]
+    pub utf8: bool,
+    /// `Sec-WebSocket-Protocol` values the fleet speaks. A client that offers none of them,
+    /// or no subprotocol at all, is refused with 400 (reason `subprotocol_denied`); offered
+    /// values not listed are not forwarded, so the upstream can only select a listed one.
+    /// Absent: any offer, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 50), inner(length(min = 1, max = 128)))]
+    #[x_kube(validation = Rule::new(r#"self.all(p, p.matches("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$") && !p.startsWith('bearer.'))"#).message("validation.allowedSubprotocols entries must be HTTP tokens (letters, digits and !#$%&'*+-.^_`|~) not starting with 'bearer.'"))]
+    pub allowed_subprotocols: Option<Vec<String>>,
 }
 
 /// Service session affinity.
@@ -833,6 +860,37 @@ mod tests {
             let spec = json!({"upstream": service_upstream(), "listen": {"path": path}});
             assert_eq!(cel_errors(&with_spec(spec)), Vec::<String>::new(), "{path}");
         }
+    }
+
+    #[test]
+    fn utf8_validation_needs_compression_disabled() {
+        refused_with(
+            json!({"upstream": service_upstream(), "validation": {"utf8": true}}),
+            "validation.utf8 needs compression: Disabled",
+        );
+        for spec in [
+            json!({"upstream": service_upstream(), "validation": {"utf8": true}, "compression": "Disabled"}),
+            json!({"upstream": service_upstream(), "validation": {"utf8": false}}),
+            json!({"upstream": service_upstream(), "validation": {}}),
+        ] {
+            assert_eq!(
+                cel_errors(&with_spec(spec.clone())),
+                Vec::<String>::new(),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn allowed_subprotocols_are_tokens_and_not_token_carriers() {
+        for bad in ["chat v2", "bearer.x", "a,b"] {
+            refused_with(
+                json!({"upstream": service_upstream(), "validation": {"allowedSubprotocols": ["chat", bad]}}),
+                "validation.allowedSubprotocols entries must be HTTP tokens",
+            );
+        }
+        let spec = json!({"upstream": service_upstream(), "validation": {"allowedSubprotocols": ["chat.v2", "mqtt", "x'y"]}});
+        assert_eq!(cel_errors(&with_spec(spec)), Vec::<String>::new());
     }
 
     #[test]

@@ -179,6 +179,14 @@ pub fn render_gateway_config(
         crd::Compression::Passthrough => gw::Compression::Passthrough,
         crd::Compression::Disabled => gw::Compression::Disabled,
     };
+    config.validation = gw::ValidationConfig {
+        utf8: spec.validation.utf8,
+        allowed_subprotocols: spec
+            .validation
+            .allowed_subprotocols
+            .clone()
+            .unwrap_or_default(),
+    };
     config.drain.grace_period = Duration::from_secs(drain_seconds(spec));
     Ok(config)
 }
@@ -536,6 +544,8 @@ mod tests {
     fn gateway_validation_applies_too() {
         let err = refused(|o| o.spec.limits.max_message_bytes = 10);
         assert_eq!(err.field, "spec.limits.maxMessageBytes");
+        let err = refused(|o| o.spec.validation.utf8 = true);
+        assert_eq!(err.field, "spec.validation.utf8");
         let err = refused(|o| {
             o.spec.limits.connections_per_ip = Some(crd::RateSpec {
                 per_second: 10,

@@ -115,9 +115,11 @@ mod tests {
     }
 
     #[test]
-    fn compression_off_and_drain_reach_the_config() {
+    fn compression_off_validation_and_drain_reach_the_config() {
         let mut wss = example("minimal.yaml");
         wss.spec.compression = crate::crd::Compression::Disabled;
+        wss.spec.validation.utf8 = true;
+        wss.spec.validation.allowed_subprotocols = Some(vec!["chat.v2".into()]);
         wss.spec.drain.grace_period_seconds = 5;
         let map = config_map(&plan_of(&wss), &owner(&wss));
         let config = GatewayConfig::from_yaml(&map.data.unwrap()["gateway.yaml"]).unwrap();
@@ -125,6 +127,8 @@ mod tests {
             config.compression,
             wsfleet_gateway::config::Compression::Disabled
         );
+        assert!(config.validation.utf8);
+        assert_eq!(config.validation.allowed_subprotocols, ["chat.v2"]);
         assert_eq!(config.drain.grace_period, Duration::from_secs(5));
     }
 
@@ -271,6 +275,11 @@ mod tests {
             json!(["http://a", "https://[::1]:8443"]),
         ));
         specs.push(with(&["compression"], json!("Disabled")));
+        specs.push(with(&["validation", "utf8"], json!(true)));
+        specs.push(with(
+            &["validation", "allowedSubprotocols"],
+            json!(["x".repeat(128), "!#$%&'*+-.^_`|~9Z"]),
+        ));
         specs.push(with(&["sessionAffinity", "type"], json!("None")));
         specs.push(with(
             &["tls"],
