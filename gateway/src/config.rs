@@ -48,6 +48,21 @@ pub struct ListenConfig {
     /// Only upgrades on this path are accepted; others get 404.
     #[serde(default = "default_path")]
     pub path: String,
+    /// Present: every connection starts with a PROXY protocol header (v1 or v2) from a
+    /// trusted load balancer, and the client it names is the one admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+}
+
+/// The PROXY protocol on the client listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// The load balancers allowed to connect; a connection from anywhere else is refused.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Budget for the header to arrive after the connection is accepted.
+    #[serde(default = "default_proxy_header_timeout", with = "duration_text")]
+    pub header_timeout: Duration,
 }
 
 /// Where Prometheus metrics, `/healthz` and `/readyz` are served.
@@ -352,6 +367,18 @@ impl GatewayConfig {
                 ),
             ));
         }
+        if let Some(proxy_protocol) = &self.listen.proxy_protocol {
+            if proxy_protocol.trusted_proxies.is_empty() {
+                return Err(ConfigError::new(
+                    "listen.proxyProtocol.trustedProxies",
+                    "must name at least one network: the load balancers that send the header",
+                ));
+            }
+            positive(
+                "listen.proxyProtocol.headerTimeout",
+                proxy_protocol.header_timeout,
+            )?;
+        }
         if self.listen.address == self.metrics.address {
             return Err(ConfigError::new(
                 "metrics.address",
@@ -549,6 +576,7 @@ impl Default for ListenConfig {
         Self {
             address: default_listen_address(),
             path: default_path(),
+            proxy_protocol: None,
         }
     }
 }
@@ -631,6 +659,9 @@ fn default_client_handshake_timeout() -> Duration {
 }
 fn default_max_header_bytes() -> usize {
     16 * 1024
+}
+fn default_proxy_header_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_heartbeat() -> Option<HeartbeatConfig> {
     Some(HeartbeatConfig::default())
@@ -788,6 +819,24 @@ mod tests {
             err.message.contains("10.0.0.0/33") || err.message.contains("invalid"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies_and_a_timeout() {
+        let config = GatewayConfig::from_yaml(&format!(
+            "{MINIMAL}listen:\n  proxyProtocol: {{trustedProxies: [10.0.0.0/8]}}\n"
+        ))
+        .unwrap();
+        let proxy_protocol = config.listen.proxy_protocol.unwrap();
+        assert_eq!(proxy_protocol.header_timeout, Duration::from_secs(5));
+        let err = error_of(&format!(
+            "{MINIMAL}listen:\n  proxyProtocol: {{trustedProxies: []}}\n"
+        ));
+        assert_eq!(err.field, "listen.proxyProtocol.trustedProxies");
+        let err = error_of(&format!(
+            "{MINIMAL}listen:\n  proxyProtocol: {{trustedProxies: [10.0.0.0/8], headerTimeout: 0s}}\n"
+        ));
+        assert_eq!(err.field, "listen.proxyProtocol.headerTimeout");
     }
 
     #[test]

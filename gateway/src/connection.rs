@@ -1,4 +1,5 @@
 //! The life of one client connection: accept -> admit -> upgrade -> relay -> close.
+//! Behind a load balancer that speaks the PROXY protocol, `peer` is the client it names.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::jwt::{self, TokenError};
 use crate::metrics::HandshakeOutcome;
 use crate::policy::Policy;
+use crate::proxy_protocol;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, RelaySettings};
 use crate::server::Shared;
@@ -34,6 +36,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accept
 
     // Relay until either side closes, a limit is hit, or this connection's drain turn comes.
     let Upgraded {
+        peer,
         client,
         upstream,
         client_early,
@@ -60,6 +63,8 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accept
 
 /// Everything the relay needs from a completed handshake.
 struct Upgraded {
+    /// The client's address (named by the PROXY header, when there is one).
+    peer: SocketAddr,
     client: Transport,
     upstream: Transport,
     /// Bytes each side sent right after its handshake.
@@ -72,12 +77,24 @@ struct Upgraded {
 /// The handshake: `None` when the client was refused (and answered) or went away.
 async fn upgrade(
     shared: &Arc<Shared>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     accepted: Instant,
 ) -> Option<Upgraded> {
     // One policy for the whole connection, even if a reload swaps it meanwhile.
     let policy = shared.policy.load_full();
+
+    // The load balancer's PROXY header, if it must send one, names the client: from here on
+    // that is the peer every check, limit and log uses.
+    let proxy_protocol = policy.config.listen.proxy_protocol.as_ref();
+    let peer = match proxy_protocol::client_address(&mut tcp, peer, proxy_protocol).await {
+        Ok(client) => client,
+        Err(Some(refusal)) => {
+            refuse_unread(shared, tcp, refusal, peer).await;
+            return None;
+        }
+        Err(None) => return None,
+    };
 
     // Counted until the upgrade ends. Trusted proxies are exempt: every client behind one
     // shares its address.
@@ -159,6 +176,7 @@ async fn upgrade(
     shared.metrics.handshake(HandshakeOutcome::Success);
     shared.metrics.handshake_took(accepted.elapsed());
     Some(Upgraded {
+        peer,
         client,
         upstream: opened.stream,
         client_early: head.rest,

@@ -1,8 +1,9 @@
 //! wsfleet-gateway: a WebSocket gateway with TLS, authentication, limits, heartbeats and draining.
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
-//! applies lives in small modules ([`admission`], [`path`], [`pending`], [`jwt`], [`rate`],
-//! [`refusal`]), and [`relay`] moves frames once the handshake is done, checked by [`tracker`]
+//! applies lives in small modules ([`proxy_protocol`], [`admission`], [`path`], [`pending`],
+//! [`jwt`], [`rate`], [`refusal`]), and [`relay`] moves frames once the handshake is done,
+//! checked by [`tracker`]
 //! ([`deflate`] measures compressed messages, [`utf8`] checks text). [`server`] accepts
 //! ([`accept_backoff`] paces it when out of descriptors) and [`reload`] swaps in changes to
 //! the files [`watched`] names.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod path;
 pub mod pending;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod rate;
 pub mod refusal;
 pub mod relay;

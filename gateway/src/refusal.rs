@@ -3,6 +3,14 @@
 /// Why a client's upgrade request was not relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// `listen.proxyProtocol` is on and the peer is not one of its `trustedProxies`.
+    ProxyUntrusted,
+    /// `listen.proxyProtocol` is on and the connection did not start with a PROXY header.
+    ProxyHeaderMissing,
+    /// The PROXY header broke the specification.
+    ProxyHeaderInvalid,
+    /// The PROXY header did not arrive within `listen.proxyProtocol.headerTimeout`.
+    ProxyHeaderTimeout,
     /// The request head did not arrive within `limits.handshakeTimeout`.
     HandshakeTimeout,
     /// The client address already has
@@ -43,7 +51,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in metric order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 21] = [
+        Self::ProxyUntrusted,
+        Self::ProxyHeaderMissing,
+        Self::ProxyHeaderInvalid,
+        Self::ProxyHeaderTimeout,
         Self::HandshakeTimeout,
         Self::TooManyPendingHandshakes,
         Self::HeadersTooLarge,
@@ -66,12 +78,16 @@ impl Refusal {
     /// The HTTP status answered to the client.
     pub fn status(self) -> (u16, &'static str) {
         match self {
-            Self::HandshakeTimeout => (408, "Request Timeout"),
+            Self::HandshakeTimeout | Self::ProxyHeaderTimeout => (408, "Request Timeout"),
             Self::HeadersTooLarge => (431, "Request Header Fields Too Large"),
-            Self::BadRequest | Self::UnsafePath | Self::SubprotocolDenied => (400, "Bad Request"),
+            Self::BadRequest
+            | Self::UnsafePath
+            | Self::SubprotocolDenied
+            | Self::ProxyHeaderMissing
+            | Self::ProxyHeaderInvalid => (400, "Bad Request"),
             Self::UnsupportedVersion => (426, "Upgrade Required"),
             Self::NotFound => (404, "Not Found"),
-            Self::IpDenied | Self::OriginDenied => (403, "Forbidden"),
+            Self::ProxyUntrusted | Self::IpDenied | Self::OriginDenied => (403, "Forbidden"),
             Self::TokenMissing | Self::TokenInvalid => (401, "Unauthorized"),
             Self::RateLimited | Self::TooManyPendingHandshakes => (429, "Too Many Requests"),
             Self::TooManyConnections | Self::Draining => (503, "Service Unavailable"),
@@ -83,6 +99,10 @@ impl Refusal {
     /// The `reason` label of `wsfleet_gateway_refusals_total`.
     pub fn reason(self) -> &'static str {
         match self {
+            Self::ProxyUntrusted => "proxy_untrusted",
+            Self::ProxyHeaderMissing => "proxy_header_missing",
+            Self::ProxyHeaderInvalid => "proxy_header_invalid",
+            Self::ProxyHeaderTimeout => "proxy_header_timeout",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::TooManyPendingHandshakes => "pending_handshakes",
             Self::HeadersTooLarge => "headers_too_large",
