@@ -172,6 +172,28 @@ pub struct ListenSpec {
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("listen.path must start with '/'"))]
     #[x_kube(validation = Rule::new(r"!self.matches('(^|/)(\\.|%2[eE]){1,2}(/|$)') && !self.matches('%2[fF]|%5[cC]|\\\\')").message("listen.path must not hold '.' or '..' segments, '%2f', '%5c' or a backslash"))]
     pub path: String,
+    /// Present: clients arrive through a load balancer that starts each connection with a
+    /// PROXY protocol header (v1 or v2, such as an AWS NLB with proxy protocol v2), and the
+    /// client it names is the one admitted, limited, logged and sent upstream in
+    /// `X-Forwarded-For`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolSpec>,
+}
+
+/// The PROXY protocol on the gateway's client port.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyProtocolSpec {
+    /// Networks of the load balancers that send the header (for an NLB, its subnets); a
+    /// connection from anywhere else is refused, and so is one without a header.
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new(cidr_list_rule()).message("listen.proxyProtocol.trustedProxies entries must be CIDRs such as 10.0.0.0/8"))]
+    pub trusted_proxies: Vec<String>,
+    /// Budget for the header to arrive once the connection is open.
+    #[serde(default = "default_proxy_header_timeout")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("listen.proxyProtocol.headerTimeout must be a positive duration in h, m, s or ms such as 5s"))]
+    pub header_timeout: String,
 }
 
 /// How a TLS certificate is obtained.
@@ -601,6 +623,9 @@ fn default_issuer_kind() -> String {
 fn default_issuer_group() -> String {
     "cert-manager.io".to_owned()
 }
+fn default_proxy_header_timeout() -> String {
+    "5s".to_owned()
+}
 fn default_cert_duration() -> String {
     "2160h".to_owned()
 }
@@ -646,6 +671,7 @@ impl Default for ListenSpec {
         Self {
             port: default_listen_port(),
             path: default_path(),
+            proxy_protocol: None,
         }
     }
 }
@@ -1040,6 +1066,33 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_needs_cidrs_and_a_positive_timeout() {
+        let listen = |proxy_protocol: Value| json!({"upstream": service_upstream(), "listen": {"proxyProtocol": proxy_protocol}});
+        refused_with(
+            listen(json!({"trustedProxies": ["10.0.0.0/33"]})),
+            "listen.proxyProtocol.trustedProxies entries must be CIDRs",
+        );
+        refused_with(
+            listen(json!({"trustedProxies": ["10.0.0.0/8"], "headerTimeout": "0s"})),
+            "listen.proxyProtocol.headerTimeout must be a positive duration",
+        );
+        assert_eq!(
+            cel_errors(&with_spec(listen(
+                json!({"trustedProxies": ["10.0.0.0/8", "fd00::/8"], "headerTimeout": "2s"})
+            ))),
+            Vec::<String>::new()
+        );
+        let schema = schema();
+        let proxy_protocol =
+            &schema["properties"]["spec"]["properties"]["listen"]["properties"]["proxyProtocol"];
+        assert_eq!(proxy_protocol["required"], json!(["trustedProxies"]));
+        assert_eq!(
+            proxy_protocol["properties"]["trustedProxies"]["minItems"],
+            1
+        );
+    }
+
+    #[test]
     fn origins_are_bare_scheme_and_host() {
         refused_with(
             json!({"upstream": service_upstream(), "auth": {"allowedOrigins": ["https://a.example/"]}}),
@@ -1174,7 +1227,8 @@ mod tests {
             spec.listen,
             ListenSpec {
                 port: 8080,
-                path: "/".into()
+                path: "/".into(),
+                proxy_protocol: None,
             }
         );
         assert_eq!(spec.limits, LimitsSpec::default());

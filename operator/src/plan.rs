@@ -136,6 +136,12 @@ pub fn render_gateway_config(
     let mut config = GatewayConfig::for_upstream(upstream_url(spec, names)?);
     config.listen.address = ([0, 0, 0, 0], port("spec.listen.port", spec.listen.port)?).into();
     config.listen.path = spec.listen.path.clone();
+    config.listen.proxy_protocol = spec
+        .listen
+        .proxy_protocol
+        .as_ref()
+        .map(render_proxy_protocol)
+        .transpose()?;
     config.metrics.address = ([0, 0, 0, 0], names::METRICS_PORT as u16).into();
     config.tls = spec.tls.as_ref().map(|_| TlsConfig {
         cert_file: PathBuf::from(names::TLS_DIR).join("tls.crt"),
@@ -145,9 +151,9 @@ pub fn render_gateway_config(
         config.auth = gw::AuthConfig {
             jwt: auth.jwt.as_ref().map(render_jwt).transpose()?,
             allowed_origins: auth.allowed_origins.clone().unwrap_or_default(),
-            ip_allow: parse_cidrs("spec.auth.ipAllow", &auth.ip_allow)?,
-            ip_deny: parse_cidrs("spec.auth.ipDeny", &auth.ip_deny)?,
-            trusted_proxies: parse_cidrs("spec.auth.trustedProxies", &auth.trusted_proxies)?,
+            ip_allow: parse_cidrs("spec.auth.ipAllow", list(&auth.ip_allow))?,
+            ip_deny: parse_cidrs("spec.auth.ipDeny", list(&auth.ip_deny))?,
+            trusted_proxies: parse_cidrs("spec.auth.trustedProxies", list(&auth.trusted_proxies))?,
         };
     }
     let limits = &spec.limits;
@@ -222,6 +228,21 @@ fn upstream_url(spec: &WebSocketServiceSpec, names: &ChildNames) -> Result<Strin
             "set exactly one of upstream.service or upstream.url",
         )),
     }
+}
+
+fn render_proxy_protocol(
+    proxy_protocol: &crd::ProxyProtocolSpec,
+) -> Result<gw::ProxyProtocolConfig, InvalidSpec> {
+    Ok(gw::ProxyProtocolConfig {
+        trusted_proxies: parse_cidrs(
+            "spec.listen.proxyProtocol.trustedProxies",
+            &proxy_protocol.trusted_proxies,
+        )?,
+        header_timeout: parse_duration(
+            "spec.listen.proxyProtocol.headerTimeout",
+            &proxy_protocol.header_timeout,
+        )?,
+    })
 }
 
 fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
@@ -345,10 +366,14 @@ fn is_go_duration(text: &str) -> bool {
     !text.is_empty()
 }
 
-fn parse_cidrs(field: &str, cidrs: &Option<Vec<String>>) -> Result<Vec<IpNet>, InvalidSpec> {
+/// An optional list of the spec, absent read as empty.
+fn list(items: &Option<Vec<String>>) -> &[String] {
+    items.as_deref().unwrap_or_default()
+}
+
+fn parse_cidrs(field: &str, cidrs: &[String]) -> Result<Vec<IpNet>, InvalidSpec> {
     cidrs
         .iter()
-        .flatten()
         .enumerate()
         .map(|(index, text)| {
             text.parse().map_err(|_| {
@@ -497,6 +522,47 @@ mod tests {
         });
         assert_eq!(err.field, "spec.auth.ipDeny[1]");
         assert!(err.message.contains("10.0.0.0/33"));
+    }
+
+    #[test]
+    fn proxy_protocol_is_rendered_and_checked() {
+        let object = wss(
+            "metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  \
+             listen: {proxyProtocol: {trustedProxies: [10.0.0.0/16], headerTimeout: 2s}}\n",
+        );
+        let rendered = plan(&object).unwrap().gateway_config.listen.proxy_protocol;
+        assert_eq!(
+            rendered,
+            Some(gw::ProxyProtocolConfig {
+                trusted_proxies: vec!["10.0.0.0/16".parse().unwrap()],
+                header_timeout: Duration::from_secs(2),
+            })
+        );
+        assert_eq!(
+            plan(&example("minimal.yaml"))
+                .unwrap()
+                .gateway_config
+                .listen
+                .proxy_protocol,
+            None
+        );
+        let proxy_protocol = |trusted: &[&str], timeout: &str| {
+            let trusted = trusted.iter().map(|net| net.to_string()).collect();
+            let timeout = timeout.to_owned();
+            move |o: &mut WebSocketService| {
+                o.spec.listen.proxy_protocol = Some(crd::ProxyProtocolSpec {
+                    trusted_proxies: trusted,
+                    header_timeout: timeout,
+                });
+            }
+        };
+        let err = refused(proxy_protocol(&["10.0.0.0/8", "nope"], "5s"));
+        assert_eq!(err.field, "spec.listen.proxyProtocol.trustedProxies[1]");
+        let err = refused(proxy_protocol(&["10.0.0.0/8"], "0s"));
+        assert_eq!(err.field, "spec.listen.proxyProtocol.headerTimeout");
+        // An object stored before the schema's minimum still meets the gateway's check.
+        let err = refused(proxy_protocol(&[], "5s"));
+        assert_eq!(err.field, "spec.listen.proxyProtocol.trustedProxies");
     }
 
     #[test]
