@@ -50,6 +50,9 @@ fn main() {
     for (name, setup, bytes) in jwt_seeds() {
         write("jwt", &name, &encoded(&setup.encode(), &setup, &bytes));
     }
+    for (name, bytes) in proxy_header_seeds() {
+        write("proxy_header", name, &bytes);
+    }
 }
 
 /// `setup` then `bytes`, checked to read back as `setup` the way the targets read it.
@@ -284,6 +287,44 @@ fn tracker_seeds() -> Vec<(String, TrackerSetup, Vec<u8>)> {
             upstream(1 << 20, [2; 8]),
             ControlFrame::close(4000, "bye", None).as_bytes().to_vec(),
         ),
+    ]
+}
+
+/// PROXY protocol headers as HAProxy and cloud load balancers send them, with the client's
+/// first bytes after them, and the refusals of proxy_protocol.rs's tests.
+fn proxy_header_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let v2 = |command: u8, family_protocol: u8, body: &[u8]| {
+        let mut bytes = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        bytes.extend([0x20 | command, family_protocol]);
+        bytes.extend(u16::try_from(body.len()).unwrap().to_be_bytes());
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(UPGRADE.as_bytes());
+        bytes
+    };
+    let ipv4 = [192, 0, 2, 7, 10, 0, 0, 1, 0xdc, 0x04, 0x01, 0xbb];
+    // An AWS NLB's VPC endpoint TLV (type 0xEA, subtype 0x01).
+    let aws_tlv = [&ipv4[..], &[0xea, 0, 9, 0x01], b"vpce-0a1"].concat();
+    let mut ipv6 = [0u8; 36];
+    ipv6[..16].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+    let v1 = |line: &str| [line.as_bytes(), UPGRADE.as_bytes()].concat();
+    vec![
+        ("v1-tcp4", v1("PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\n")),
+        (
+            "v1-tcp6",
+            v1("PROXY TCP6 2001:db8::7 2001:db8::1 65535 443\r\n"),
+        ),
+        ("v1-unknown", v1("PROXY UNKNOWN\r\n")),
+        (
+            "v1-bad-port",
+            v1("PROXY TCP4 192.0.2.7 10.0.0.1 080 443\r\n"),
+        ),
+        ("v2-tcp4", v2(0x1, 0x11, &ipv4)),
+        ("v2-tcp4-aws-tlv", v2(0x1, 0x11, &aws_tlv)),
+        ("v2-tcp6", v2(0x1, 0x21, &ipv6)),
+        ("v2-local", v2(0x0, 0x00, &[])),
+        ("v2-unix", v2(0x1, 0x31, &[0; 216])),
+        ("v2-udp", v2(0x1, 0x12, &ipv4)),
+        ("missing", UPGRADE.as_bytes().to_vec()),
     ]
 }
 
