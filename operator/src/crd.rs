@@ -102,6 +102,10 @@ pub struct WebSocketServiceSpec {
     /// Stickiness of clients to gateway pods at the Service.
     #[serde(default)]
     pub session_affinity: SessionAffinitySpec,
+    /// How the fleet's Service is exposed: inside the cluster, on every node, or through a
+    /// cloud load balancer.
+    #[serde(default)]
+    pub service: ServiceExposureSpec,
     /// Present: a HorizontalPodAutoscaler owns the replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
@@ -475,6 +479,57 @@ pub struct SessionAffinitySpec {
     #[serde(default = "default_affinity_timeout")]
     #[schemars(range(min = 1, max = 86400))]
     pub timeout_seconds: i32,
+}
+
+/// The Service's type.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node.
+    NodePort,
+    /// Also through a load balancer the cloud provides.
+    LoadBalancer,
+}
+
+/// Where external traffic may be routed: `Local` keeps the client's source address and avoids
+/// a second hop, at the cost of uneven spreading over nodes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalTrafficPolicy {
+    Cluster,
+    Local,
+}
+
+/// The fleet's Service as clients outside the cluster reach it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'").message("service.externalTrafficPolicy applies only to service.type NodePort or LoadBalancer"),
+    validation = Rule::new("!has(self.loadBalancerSourceRanges) || self.type == 'LoadBalancer'").message("service.loadBalancerSourceRanges applies only to service.type LoadBalancer"),
+    validation = Rule::new("!has(self.loadBalancerClass) || self.type == 'LoadBalancer'").message("service.loadBalancerClass applies only to service.type LoadBalancer"),
+)]
+pub struct ServiceExposureSpec {
+    /// Changing it patches the Service in place: its clusterIP and UID stay.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Set on the Service, for the cloud's load balancer controller (for example
+    /// `service.beta.kubernetes.io/aws-load-balancer-type: external`); removing one here
+    /// removes it from the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<ExternalTrafficPolicy>,
+    /// Client networks the cloud's load balancer admits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new(cidr_list_rule()).message("service.loadBalancerSourceRanges entries must be CIDRs such as 203.0.113.0/24"))]
+    pub load_balancer_source_ranges: Option<Vec<String>>,
+    /// The load balancer implementation (such as `service.k8s.aws/nlb`); Kubernetes refuses
+    /// to change it once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub load_balancer_class: Option<String>,
 }
 
 /// A HorizontalPodAutoscaler for the gateway Deployment.
@@ -1089,6 +1144,44 @@ mod tests {
         assert_eq!(
             proxy_protocol["properties"]["trustedProxies"]["minItems"],
             1
+        );
+    }
+
+    #[test]
+    fn service_fields_fit_the_service_type() {
+        let service = |service: Value| json!({"upstream": service_upstream(), "service": service});
+        for (fields, message) in [
+            (
+                json!({"externalTrafficPolicy": "Local"}),
+                "service.externalTrafficPolicy applies only to service.type NodePort or LoadBalancer",
+            ),
+            (
+                json!({"type": "NodePort", "loadBalancerSourceRanges": ["10.0.0.0/8"]}),
+                "service.loadBalancerSourceRanges applies only to service.type LoadBalancer",
+            ),
+            (
+                json!({"type": "NodePort", "loadBalancerClass": "service.k8s.aws/nlb"}),
+                "service.loadBalancerClass applies only to service.type LoadBalancer",
+            ),
+            (
+                json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.0.0.1"]}),
+                "service.loadBalancerSourceRanges entries must be CIDRs",
+            ),
+        ] {
+            refused_with(service(fields), message);
+        }
+        let fine = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                          "loadBalancerSourceRanges": ["203.0.113.0/24"], "loadBalancerClass": "service.k8s.aws/nlb",
+                          "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "external"}});
+        assert_eq!(cel_errors(&with_spec(service(fine))), Vec::<String>::new());
+        let node_port = json!({"type": "NodePort", "externalTrafficPolicy": "Cluster"});
+        assert_eq!(
+            cel_errors(&with_spec(service(node_port))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            schema()["properties"]["spec"]["properties"]["service"]["properties"]["type"]["enum"],
+            json!(["ClusterIP", "NodePort", "LoadBalancer"])
         );
     }
 

@@ -56,6 +56,7 @@ pub fn plan(wss: &WebSocketService) -> Result<Plan, InvalidSpec> {
         .transpose()?;
     let gateway_config = render_gateway_config(spec, &names)?;
     gateway_config.validate()?;
+    check_service_exposure(&spec.service)?;
     let resources = spec.resources.as_ref().map(stored_resources).transpose()?;
     Ok(Plan {
         upstream_service: spec.upstream.service.clone(),
@@ -116,6 +117,44 @@ fn plan_tls(tls: &crd::TlsSpec, names: &ChildNames) -> Result<TlsPlan, InvalidSp
         renew_before,
         issuer_ref: tls.issuer_ref.clone(),
     })
+}
+
+/// What the schema's rules on `spec.service` say, for objects stored before them.
+fn check_service_exposure(exposure: &crd::ServiceExposureSpec) -> Result<(), InvalidSpec> {
+    let only_for = |field: &str, set: bool, allowed: bool, types: &str| {
+        if set && !allowed {
+            Err(InvalidSpec::new(
+                format!("spec.service.{field}"),
+                format!("applies only to service.type {types}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let load_balancer = exposure.type_ == crd::ServiceType::LoadBalancer;
+    only_for(
+        "externalTrafficPolicy",
+        exposure.external_traffic_policy.is_some(),
+        exposure.type_ != crd::ServiceType::ClusterIP,
+        "NodePort or LoadBalancer",
+    )?;
+    only_for(
+        "loadBalancerSourceRanges",
+        exposure.load_balancer_source_ranges.is_some(),
+        load_balancer,
+        "LoadBalancer",
+    )?;
+    only_for(
+        "loadBalancerClass",
+        exposure.load_balancer_class.is_some(),
+        load_balancer,
+        "LoadBalancer",
+    )?;
+    parse_cidrs(
+        "spec.service.loadBalancerSourceRanges",
+        list(&exposure.load_balancer_source_ranges),
+    )?;
+    Ok(())
 }
 
 /// The Secret holding the serving certificate: `tls.secretName`, by default `<name>-tls` for
@@ -411,6 +450,8 @@ mod tests {
             "production.yaml",
             "user-tls.yaml",
             "hpa-cpu.yaml",
+            "aws-nlb-proxy-protocol.yaml",
+            "gke-passthrough.yaml",
         ] {
             plan(&example(file)).unwrap_or_else(|err| panic!("{file}: {err}"));
         }
@@ -563,6 +604,24 @@ mod tests {
         // An object stored before the schema's minimum still meets the gateway's check.
         let err = refused(proxy_protocol(&[], "5s"));
         assert_eq!(err.field, "spec.listen.proxyProtocol.trustedProxies");
+    }
+
+    #[test]
+    fn service_exposure_is_checked_against_its_type() {
+        let err = refused(|o| {
+            o.spec.service.external_traffic_policy = Some(crd::ExternalTrafficPolicy::Local);
+        });
+        assert_eq!(err.field, "spec.service.externalTrafficPolicy");
+        let err = refused(|o| {
+            o.spec.service.type_ = crd::ServiceType::NodePort;
+            o.spec.service.load_balancer_class = Some("x".into());
+        });
+        assert_eq!(err.field, "spec.service.loadBalancerClass");
+        let err = refused(|o| {
+            o.spec.service.type_ = crd::ServiceType::LoadBalancer;
+            o.spec.service.load_balancer_source_ranges = Some(vec!["10.0.0.1".into()]);
+        });
+        assert_eq!(err.field, "spec.service.loadBalancerSourceRanges[0]");
     }
 
     #[test]

@@ -94,6 +94,64 @@ fn port<'a>(ports: &'a Value, name: &str) -> Result<&'a Value> {
         .with_context(|| format!("no port named {name} in {ports}"))
 }
 
+/// The cloud load balancer examples: their Service carries the type, annotations and fields
+/// the cloud's controller reads (no cloud answers here, so no address appears), and the NLB
+/// one turns the PROXY protocol on in the gateways.
+#[test]
+fn cloud_load_balancer_examples_expose_their_service() -> Result<()> {
+    let (namespace, _operator) = prepared("example-cloud")?;
+    let kubectl = namespace.kubectl();
+    create_backend_service(kubectl, namespace.name())?;
+    for (file, name, annotation, proxy_protocol) in [
+        (
+            "aws-nlb-proxy-protocol.yaml",
+            "chat-nlb",
+            "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol",
+            true,
+        ),
+        (
+            "gke-passthrough.yaml",
+            "chat-gke",
+            "cloud.google.com/l4-rbs",
+            false,
+        ),
+    ] {
+        apply_example(kubectl, file)?;
+        let wss = await_conditions(kubectl, name, &[Expected::new("Ready", "True")])?;
+        let service = kubectl.get("service", name)?;
+        ensure!(
+            service["spec"]["type"] == "LoadBalancer",
+            "{file}: {}",
+            service["spec"]
+        );
+        ensure!(
+            service["metadata"]["annotations"][annotation].is_string(),
+            "{file}: annotations {}",
+            service["metadata"]["annotations"]
+        );
+        let stored = &wss["spec"]["service"];
+        for field in ["externalTrafficPolicy", "loadBalancerSourceRanges"] {
+            if !stored[field].is_null() {
+                ensure!(
+                    service["spec"][field] == stored[field],
+                    "{file}: {field} {} vs {}",
+                    service["spec"][field],
+                    stored[field]
+                );
+            }
+        }
+        let configmap = kubectl.get("configmap", &format!("{name}-gateway"))?;
+        let config = rendered_config(&configmap)?;
+        ensure!(
+            config.listen.proxy_protocol.is_some() == proxy_protocol,
+            "{file}: listen {:?}",
+            config.listen
+        );
+        assert_no_diff(kubectl, &example_path(file))?;
+    }
+    Ok(())
+}
+
 #[test]
 fn minimal_example_reaches_ready_with_its_children() -> Result<()> {
     let (namespace, _operator) = prepared("example-minimal")?;

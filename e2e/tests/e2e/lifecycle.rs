@@ -74,6 +74,90 @@ fn a_missing_upstream_service_degrades_until_it_exists() -> Result<()> {
     Ok(())
 }
 
+/// `spec.service` moves the Service from ClusterIP to NodePort to LoadBalancer in place (same
+/// UID and clusterIP), and annotations dropped from the spec leave the Service, because the
+/// operator's field manager owned them.
+#[test]
+fn service_exposure_changes_patch_the_service_in_place() -> Result<()> {
+    let (namespace, _operator) = prepared("service-exposure")?;
+    let kubectl = namespace.kubectl();
+    create_backend_service(kubectl, namespace.name())?;
+    kubectl.run(&["apply", "-f", &example_path("minimal.yaml")])?;
+    let service = eventually("Service chat", DEADLINE, || kubectl.get("service", "chat"))?;
+    ensure!(
+        service["spec"]["type"] == "ClusterIP",
+        "{}",
+        service["spec"]
+    );
+    let identity = |service: &Value| {
+        (
+            service["metadata"]["uid"].clone(),
+            service["spec"]["clusterIP"].clone(),
+        )
+    };
+    let created = identity(&service);
+    ensure!(created.1.is_string(), "no clusterIP: {}", service["spec"]);
+
+    let service_becomes = |what: &str, check: &dyn Fn(&Value) -> bool| {
+        eventually(what, DEADLINE, || {
+            let service = kubectl.get("service", "chat")?;
+            ensure!(check(&service), "{what}: {}", service);
+            ensure!(identity(&service) == created, "recreated: {}", service);
+            Ok(service)
+        })
+    };
+    patch(
+        kubectl,
+        "chat",
+        r#"{"spec":{"service":{"type":"NodePort"}}}"#,
+    )?;
+    let service = service_becomes("a NodePort Service", &|service| {
+        service["spec"]["type"] == "NodePort" && service["spec"]["ports"][0]["nodePort"].is_u64()
+    })?;
+    let node_port = service["spec"]["ports"][0]["nodePort"].clone();
+
+    patch(
+        kubectl,
+        "chat",
+        r#"{"spec":{"service":{"type":"LoadBalancer","externalTrafficPolicy":"Local",
+            "loadBalancerSourceRanges":["203.0.113.0/24"],"loadBalancerClass":"example.com/lb",
+            "annotations":{"example.com/lb-scheme":"internal","example.com/lb-proxy":"v2"}}}}"#,
+    )?;
+    let service = service_becomes("a LoadBalancer Service with its fields", &|service| {
+        let spec = &service["spec"];
+        spec["type"] == "LoadBalancer"
+            && spec["externalTrafficPolicy"] == "Local"
+            && spec["loadBalancerSourceRanges"] == serde_json::json!(["203.0.113.0/24"])
+            && spec["loadBalancerClass"] == "example.com/lb"
+            && service["metadata"]["annotations"]["example.com/lb-proxy"] == "v2"
+    })?;
+    ensure!(
+        service["spec"]["ports"][0]["nodePort"] == node_port,
+        "the node port moved: {}",
+        service["spec"]
+    );
+
+    patch(
+        kubectl,
+        "chat",
+        r#"{"spec":{"service":{"annotations":{"example.com/lb-proxy":null}}}}"#,
+    )?;
+    service_becomes("annotation example.com/lb-proxy removed", &|service| {
+        let annotations = &service["metadata"]["annotations"];
+        annotations["example.com/lb-proxy"].is_null()
+            && annotations["example.com/lb-scheme"] == "internal"
+    })?;
+    patch(
+        kubectl,
+        "chat",
+        r#"{"spec":{"service":{"annotations":null}}}"#,
+    )?;
+    service_becomes("every spec.service annotation removed", &|service| {
+        service["metadata"]["annotations"]["example.com/lb-scheme"].is_null()
+    })?;
+    Ok(())
+}
+
 #[test]
 fn spec_updates_reach_the_children() -> Result<()> {
     let (namespace, _operator) = prepared("updates")?;

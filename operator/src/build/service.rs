@@ -1,4 +1,6 @@
-//! Service `<name>`: the fleet's stable address, sticky per client IP when asked.
+//! Service `<name>`: the fleet's stable address, sticky per client IP when asked, and exposed
+//! as `spec.service` says. Only the fields the operator sets are applied, so a change of type
+//! patches the Service in place and the apiserver keeps its clusterIP.
 
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
@@ -8,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::child_metadata;
 use super::deployment::listen_port_name;
-use crate::crd::{AffinityType, WebSocketServiceSpec};
+use crate::crd::{AffinityType, ExternalTrafficPolicy, ServiceType, WebSocketServiceSpec};
 use crate::names::METRICS_PORT;
 use crate::plan::Plan;
 
@@ -24,10 +26,29 @@ pub fn service(plan: &Plan, spec: &WebSocketServiceSpec, owner: &OwnerReference)
     };
     let affinity = &spec.session_affinity;
     let sticky = affinity.type_ == AffinityType::ClientIP;
+    let exposure = &spec.service;
+    let mut metadata = child_metadata(names, names.service(), owner);
+    metadata.annotations = exposure.annotations.clone();
     Service {
-        metadata: child_metadata(names, names.service(), owner),
+        metadata,
         spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".to_owned()),
+            type_: Some(
+                match exposure.type_ {
+                    ServiceType::ClusterIP => "ClusterIP",
+                    ServiceType::NodePort => "NodePort",
+                    ServiceType::LoadBalancer => "LoadBalancer",
+                }
+                .to_owned(),
+            ),
+            external_traffic_policy: exposure.external_traffic_policy.map(|policy| {
+                match policy {
+                    ExternalTrafficPolicy::Cluster => "Cluster",
+                    ExternalTrafficPolicy::Local => "Local",
+                }
+                .to_owned()
+            }),
+            load_balancer_source_ranges: exposure.load_balancer_source_ranges.clone(),
+            load_balancer_class: exposure.load_balancer_class.clone(),
             selector: Some(names.selector_labels()),
             ports: Some(vec![
                 port(port_name, if plan.tls.is_some() { 443 } else { 80 }),
@@ -107,6 +128,61 @@ mod tests {
             ports(&spec)[0],
             ("wss".to_owned(), 443, IntOrString::String("wss".to_owned()))
         );
+    }
+
+    #[test]
+    fn exposure_fields_reach_the_service() {
+        let wss = example("minimal.yaml");
+        let built = service(&plan_of(&wss), &wss.spec, &owner(&wss));
+        assert_eq!(built.metadata.annotations, None);
+        let spec = built.spec.unwrap();
+        assert_eq!(
+            (
+                spec.external_traffic_policy,
+                spec.load_balancer_source_ranges,
+                spec.load_balancer_class
+            ),
+            (None, None, None)
+        );
+
+        let mut wss = example("minimal.yaml");
+        wss.spec.service = crate::crd::ServiceExposureSpec {
+            type_: ServiceType::LoadBalancer,
+            annotations: Some(
+                [(
+                    "service.beta.kubernetes.io/aws-load-balancer-type",
+                    "external",
+                )]
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .into(),
+            ),
+            external_traffic_policy: Some(ExternalTrafficPolicy::Local),
+            load_balancer_source_ranges: Some(vec!["203.0.113.0/24".into()]),
+            load_balancer_class: Some("service.k8s.aws/nlb".into()),
+        };
+        let built = service(&plan_of(&wss), &wss.spec, &owner(&wss));
+        assert_eq!(
+            built.metadata.annotations.unwrap()["service.beta.kubernetes.io/aws-load-balancer-type"],
+            "external"
+        );
+        let spec = built.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+        assert_eq!(
+            spec.load_balancer_source_ranges,
+            Some(vec!["203.0.113.0/24".to_owned()])
+        );
+        assert_eq!(
+            spec.load_balancer_class.as_deref(),
+            Some("service.k8s.aws/nlb")
+        );
+        assert_eq!(spec.cluster_ip, None, "the apiserver's to keep");
+        wss.spec.service = crate::crd::ServiceExposureSpec {
+            type_: ServiceType::NodePort,
+            ..Default::default()
+        };
+        let spec = build(&wss);
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
     }
 
     #[test]
