@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub validation: ValidationConfig,
     #[serde(default)]
     pub drain: DrainConfig,
+    /// Options of client and upstream TCP sockets.
+    #[serde(default, skip_serializing_if = "TcpConfig::is_default")]
+    pub tcp: TcpConfig,
 }
 
 /// Where clients connect.
@@ -284,6 +287,38 @@ pub struct DrainConfig {
     pub grace_period: Duration,
 }
 
+/// Options of client and upstream TCP sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpConfig {
+    /// TCP_NODELAY: frames leave as written instead of waiting to be coalesced.
+    #[serde(default = "default_no_delay")]
+    pub no_delay: bool,
+    /// Absent: no keepalive probes (the kernel's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<KeepaliveConfig>,
+    /// SO_SNDBUF; absent: the kernel's autotuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_buffer_bytes: Option<u32>,
+    /// SO_RCVBUF; absent: the kernel's autotuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_buffer_bytes: Option<u32>,
+}
+
+/// TCP keepalive probes on an idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    /// Idle time before the first probe (TCP_KEEPIDLE), whole seconds.
+    #[serde(with = "duration_text")]
+    pub idle: Duration,
+    /// Time between probes (TCP_KEEPINTVL), whole seconds.
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT).
+    pub count: u32,
+}
+
 /// A configuration problem, naming the field and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -320,6 +355,7 @@ impl GatewayConfig {
             compression: Compression::default(),
             validation: ValidationConfig::default(),
             drain: DrainConfig::default(),
+            tcp: TcpConfig::default(),
         }
     }
 
@@ -420,6 +456,52 @@ impl GatewayConfig {
         if let Some(heartbeat) = &self.heartbeat {
             positive("heartbeat.interval", heartbeat.interval)?;
             positive("heartbeat.timeout", heartbeat.timeout)?;
+        }
+        self.tcp.validate()
+    }
+}
+
+impl TcpConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(keepalive) = &self.keepalive {
+            // Linux takes whole seconds, from 1 to 32767.
+            for (field, value) in [
+                ("tcp.keepalive.idle", keepalive.idle),
+                ("tcp.keepalive.interval", keepalive.interval),
+            ] {
+                if value.subsec_nanos() != 0 || !(1..=32767).contains(&value.as_secs()) {
+                    return Err(ConfigError::new(
+                        field,
+                        format!(
+                            "must be whole seconds from 1s to 32767s, got {}",
+                            duration_text::format(value)
+                        ),
+                    ));
+                }
+            }
+            if !(1..=127).contains(&keepalive.count) {
+                return Err(ConfigError::new(
+                    "tcp.keepalive.count",
+                    format!("must be between 1 and 127, got {}", keepalive.count),
+                ));
+            }
+        }
+        for (field, bytes) in [
+            ("tcp.sendBufferBytes", self.send_buffer_bytes),
+            ("tcp.receiveBufferBytes", self.receive_buffer_bytes),
+        ] {
+            if let Some(bytes) = bytes
+                && !(4096..=(64 << 20)).contains(&bytes)
+            {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be between 4096 and 67108864, got {bytes}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -602,6 +684,17 @@ impl Default for LimitsConfig {
     }
 }
 
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            no_delay: default_no_delay(),
+            keepalive: None,
+            send_buffer_bytes: None,
+            receive_buffer_bytes: None,
+        }
+    }
+}
+
 impl Default for HeartbeatConfig {
     fn default() -> Self {
         Self {
@@ -659,6 +752,9 @@ fn default_client_handshake_timeout() -> Duration {
 }
 fn default_max_header_bytes() -> usize {
     16 * 1024
+}
+fn default_no_delay() -> bool {
+    true
 }
 fn default_proxy_header_timeout() -> Duration {
     Duration::from_secs(5)
@@ -837,6 +933,41 @@ mod tests {
             "{MINIMAL}listen:\n  proxyProtocol: {{trustedProxies: [10.0.0.0/8], headerTimeout: 0s}}\n"
         ));
         assert_eq!(err.field, "listen.proxyProtocol.headerTimeout");
+    }
+
+    #[test]
+    fn tcp_options_are_bounded_and_left_out_when_default() {
+        assert!(
+            !GatewayConfig::for_upstream("ws://b:1/")
+                .to_yaml()
+                .contains("tcp")
+        );
+        let config = GatewayConfig::from_yaml(&format!(
+            "{MINIMAL}tcp:\n  noDelay: false\n  keepalive: {{idle: 1m, interval: 10s, count: 5}}\n  sendBufferBytes: 65536\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.tcp.keepalive.map(|k| (k.idle, k.count)),
+            Some((Duration::from_secs(60), 5))
+        );
+        assert_eq!(GatewayConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+        for (tcp, field) in [
+            (
+                "keepalive: {idle: 1500ms, interval: 10s, count: 5}",
+                "tcp.keepalive.idle",
+            ),
+            (
+                "keepalive: {idle: 1m, interval: 10h, count: 5}",
+                "tcp.keepalive.interval",
+            ),
+            (
+                "keepalive: {idle: 1m, interval: 10s, count: 0}",
+                "tcp.keepalive.count",
+            ),
+            ("receiveBufferBytes: 100", "tcp.receiveBufferBytes"),
+        ] {
+            assert_eq!(error_of(&format!("{MINIMAL}tcp: {{{tcp}}}\n")).field, field);
+        }
     }
 
     #[test]

@@ -15,18 +15,17 @@ use crate::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::jwt::{self, TokenError};
 use crate::metrics::HandshakeOutcome;
 use crate::policy::Policy;
-use crate::proxy_protocol;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, RelaySettings};
 use crate::server::Shared;
 use crate::transport::Transport;
 use crate::upstream::ForwardPlan;
+use crate::{proxy_protocol, socket_options};
 
 /// Budget for writing a refusal to a client that may not be reading.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one connection, accepted at `accepted`, to its end.
-/// TCP_NODELAY is already set: accepted sockets inherit it from the listener.
 pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accepted: Instant) {
     // Accept, admit, upgrade. Boxed, so that none of the handshake's state stays in the task
     // of the connection for its whole life.
@@ -83,6 +82,10 @@ async fn upgrade(
 ) -> Option<Upgraded> {
     // One policy for the whole connection, even if a reload swaps it meanwhile.
     let policy = shared.policy.load_full();
+    // Accepted sockets inherit TCP_NODELAY from the listener.
+    if let Err(err) = socket_options::apply(&tcp, &policy.config.tcp, true) {
+        tracing::debug!(%peer, error = %err, "setting the client socket's tcp options failed");
+    }
 
     // The load balancer's PROXY header, if it must send one, names the client: from here on
     // that is the peer every check, limit and log uses.

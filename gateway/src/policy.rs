@@ -22,7 +22,7 @@ impl Policy {
             .as_ref()
             .map(JwtVerifier::load)
             .transpose()?;
-        let upstream = UpstreamTarget::from_config(&config.upstream)?;
+        let upstream = UpstreamTarget::from_config(&config.upstream, config.tcp)?;
         Ok(Self {
             config,
             jwt,

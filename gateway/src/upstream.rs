@@ -12,10 +12,11 @@ use tokio::net::TcpStream;
 
 use crate::addresses::UpstreamAddresses;
 use crate::admission::{self, ClientChain};
-use crate::config::{Compression, UpstreamConfig};
+use crate::config::{Compression, TcpConfig, UpstreamConfig};
 use crate::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
 use crate::metrics::UpstreamError;
 use crate::refusal::Refusal;
+use crate::socket_options;
 use crate::transport::Transport;
 
 /// The least time one upstream address gets to accept a connection when a name has many.
@@ -33,6 +34,7 @@ pub struct UpstreamTarget {
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
+    tcp: TcpConfig,
 }
 
 /// A failed upstream handshake: what the client is answered and what is counted.
@@ -86,7 +88,7 @@ pub struct OpenUpstream {
 
 impl UpstreamTarget {
     /// Parses the URL and prepares TLS for `wss://`.
-    pub fn from_config(config: &UpstreamConfig) -> anyhow::Result<Self> {
+    pub fn from_config(config: &UpstreamConfig, tcp: TcpConfig) -> anyhow::Result<Self> {
         let (secure, rest) = match config.url.split_once("://") {
             Some(("ws", rest)) => (false, rest),
             Some(("wss", rest)) => (true, rest),
@@ -123,6 +125,7 @@ impl UpstreamTarget {
             tls,
             connect_timeout: config.connect_timeout,
             handshake_timeout: config.handshake_timeout,
+            tcp,
         })
     }
 
@@ -211,8 +214,10 @@ impl UpstreamTarget {
                 refused.join("; ")
             ))
         })?;
-        // Frames are written whole; waiting to coalesce them only adds latency.
-        let _ = tcp.set_nodelay(true);
+        // A fresh socket has Nagle's algorithm on.
+        if let Err(err) = socket_options::apply(&tcp, &self.tcp, false) {
+            tracing::debug!(error = %err, "setting the upstream socket's tcp options failed");
+        }
         match &self.tls {
             None => Ok(Transport::Plain(tcp)),
             Some((config, name)) => {
@@ -358,7 +363,11 @@ mod tests {
     use crate::config::GatewayConfig;
 
     fn target(url: &str) -> UpstreamTarget {
-        UpstreamTarget::from_config(&GatewayConfig::for_upstream(url).upstream).unwrap()
+        UpstreamTarget::from_config(
+            &GatewayConfig::for_upstream(url).upstream,
+            TcpConfig::default(),
+        )
+        .unwrap()
     }
 
     fn request(extra: &str, target: &str) -> UpgradeRequest {
@@ -566,7 +575,7 @@ mod tests {
             .unwrap();
         let mut config = GatewayConfig::for_upstream("ws://backend/").upstream;
         config.connect_timeout = Duration::from_secs(2);
-        let mut upstream = UpstreamTarget::from_config(&config).unwrap();
+        let mut upstream = UpstreamTarget::from_config(&config, TcpConfig::default()).unwrap();
         upstream.addresses = UpstreamAddresses::with_lookup("backend", 80, silent_then_live);
 
         // Bounded so that the old behaviour, waiting out the silent address's SYN retries for

@@ -112,6 +112,9 @@ pub struct WebSocketServiceSpec {
     /// Shutdown of a gateway pod.
     #[serde(default)]
     pub drain: DrainSpec,
+    /// Options of the gateways' TCP sockets, towards clients and towards the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSpec>,
     /// Gateway image; absent: the operator's `--gateway-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
@@ -532,6 +535,43 @@ pub struct ServiceExposureSpec {
     pub load_balancer_class: Option<String>,
 }
 
+/// Options of the gateways' TCP sockets, towards clients and towards the upstream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpSpec {
+    /// TCP_NODELAY: frames leave as written instead of waiting to be coalesced.
+    #[serde(default = "default_no_delay")]
+    pub no_delay: bool,
+    /// Keepalive probes on idle connections, which notice a peer that vanished; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<KeepaliveSpec>,
+    /// SO_SNDBUF; absent: the kernel tunes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 4096, max = 67_108_864))]
+    pub send_buffer_bytes: Option<i32>,
+    /// SO_RCVBUF; absent: the kernel tunes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 4096, max = 67_108_864))]
+    pub receive_buffer_bytes: Option<i32>,
+}
+
+/// TCP keepalive probes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeepaliveSpec {
+    /// Idle time before the first probe, in whole seconds.
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(whole_seconds_rule()).message("tcp.keepalive.idle must be whole seconds from 1s to 32767s such as 60s"))]
+    pub idle: String,
+    /// Time between probes, in whole seconds.
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(whole_seconds_rule()).message("tcp.keepalive.interval must be whole seconds from 1s to 32767s such as 10s"))]
+    pub interval: String,
+    /// Unanswered probes before the connection is dropped.
+    #[schemars(range(min = 1, max = 127))]
+    pub count: i32,
+}
+
 /// A HorizontalPodAutoscaler for the gateway Deployment.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -655,6 +695,13 @@ fn renew_before_rule() -> String {
     )
 }
 
+/// TCP keepalive times: the kernel takes whole seconds up to 32767.
+fn whole_seconds_rule() -> String {
+    format!(
+        "self.matches('{DURATION_RE}') && duration(self) >= duration('1s') && duration(self) <= duration('32767s') && duration(self).getMilliseconds() % 1000 == 0"
+    )
+}
+
 fn non_negative_duration_rule() -> String {
     format!("self.matches('{DURATION_RE}')")
 }
@@ -677,6 +724,9 @@ fn default_issuer_kind() -> String {
 }
 fn default_issuer_group() -> String {
     "cert-manager.io".to_owned()
+}
+fn default_no_delay() -> bool {
+    true
 }
 fn default_proxy_header_timeout() -> String {
     "5s".to_owned()
@@ -1182,6 +1232,27 @@ mod tests {
         assert_eq!(
             schema()["properties"]["spec"]["properties"]["service"]["properties"]["type"]["enum"],
             json!(["ClusterIP", "NodePort", "LoadBalancer"])
+        );
+    }
+
+    #[test]
+    fn keepalive_times_are_whole_seconds_in_range() {
+        let keepalive = |idle: &str, interval: &str| json!({"upstream": service_upstream(), "tcp": {"keepalive": {"idle": idle, "interval": interval, "count": 5}}});
+        refused_with(
+            keepalive("1500ms", "10s"),
+            "tcp.keepalive.idle must be whole seconds",
+        );
+        refused_with(
+            keepalive("0s", "10s"),
+            "tcp.keepalive.idle must be whole seconds",
+        );
+        refused_with(
+            keepalive("60s", "10h"),
+            "tcp.keepalive.interval must be whole seconds",
+        );
+        assert_eq!(
+            cel_errors(&with_spec(keepalive("2m", "10s"))),
+            Vec::<String>::new()
         );
     }
 

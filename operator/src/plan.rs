@@ -233,6 +233,9 @@ pub fn render_gateway_config(
             .unwrap_or_default(),
     };
     config.drain.grace_period = Duration::from_secs(drain_seconds(spec));
+    if let Some(tcp) = &spec.tcp {
+        config.tcp = render_tcp(tcp)?;
+    }
     Ok(config)
 }
 
@@ -267,6 +270,38 @@ fn upstream_url(spec: &WebSocketServiceSpec, names: &ChildNames) -> Result<Strin
             "set exactly one of upstream.service or upstream.url",
         )),
     }
+}
+
+fn render_tcp(tcp: &crd::TcpSpec) -> Result<gw::TcpConfig, InvalidSpec> {
+    let bytes = |field: &str, value: Option<i32>| {
+        value
+            .map(|value| {
+                u32::try_from(value)
+                    .map_err(|_| InvalidSpec::new(field, format!("must be positive, got {value}")))
+            })
+            .transpose()
+    };
+    Ok(gw::TcpConfig {
+        no_delay: tcp.no_delay,
+        keepalive: tcp
+            .keepalive
+            .as_ref()
+            .map(|keepalive| {
+                Ok::<_, InvalidSpec>(gw::KeepaliveConfig {
+                    idle: parse_duration("spec.tcp.keepalive.idle", &keepalive.idle)?,
+                    interval: parse_duration("spec.tcp.keepalive.interval", &keepalive.interval)?,
+                    count: u32::try_from(keepalive.count).map_err(|_| {
+                        InvalidSpec::new(
+                            "spec.tcp.keepalive.count",
+                            format!("must be positive, got {}", keepalive.count),
+                        )
+                    })?,
+                })
+            })
+            .transpose()?,
+        send_buffer_bytes: bytes("spec.tcp.sendBufferBytes", tcp.send_buffer_bytes)?,
+        receive_buffer_bytes: bytes("spec.tcp.receiveBufferBytes", tcp.receive_buffer_bytes)?,
+    })
 }
 
 fn render_proxy_protocol(
@@ -622,6 +657,40 @@ mod tests {
             o.spec.service.load_balancer_source_ranges = Some(vec!["10.0.0.1".into()]);
         });
         assert_eq!(err.field, "spec.service.loadBalancerSourceRanges[0]");
+    }
+
+    #[test]
+    fn tcp_options_are_rendered_and_checked() {
+        let object = wss(
+            "metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  \
+             tcp: {noDelay: false, keepalive: {idle: 2m, interval: 15s, count: 4}, sendBufferBytes: 65536}\n",
+        );
+        assert_eq!(
+            plan(&object).unwrap().gateway_config.tcp,
+            gw::TcpConfig {
+                no_delay: false,
+                keepalive: Some(gw::KeepaliveConfig {
+                    idle: Duration::from_secs(120),
+                    interval: Duration::from_secs(15),
+                    count: 4,
+                }),
+                send_buffer_bytes: Some(65536),
+                receive_buffer_bytes: None,
+            }
+        );
+        let err = refused(|o| {
+            o.spec.tcp = Some(crd::TcpSpec {
+                no_delay: true,
+                keepalive: Some(crd::KeepaliveSpec {
+                    idle: "1500ms".into(),
+                    interval: "10s".into(),
+                    count: 3,
+                }),
+                send_buffer_bytes: None,
+                receive_buffer_bytes: None,
+            });
+        });
+        assert_eq!(err.field, "spec.tcp.keepalive.idle");
     }
 
     #[test]

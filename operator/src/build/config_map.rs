@@ -227,7 +227,9 @@ mod tests {
             }
         }
 
-        let duration_fields: [&[&str]; 5] = [
+        let duration_fields: [&[&str]; 7] = [
+            &["tcp", "keepalive", "idle"],
+            &["tcp", "keepalive", "interval"],
             &["heartbeat", "interval"],
             &["heartbeat", "timeout"],
             &["auth", "jwt", "leeway"],
