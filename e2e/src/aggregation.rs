@@ -88,6 +88,22 @@ pub fn write_tls_dir(dir: &Path, names: &[&str]) -> Result<String> {
     Ok(ca.cert_pem())
 }
 
+/// The flags every extension apiserver here takes alike: the cluster (for delegated
+/// authentication and authorization), where it listens, and its TLS pair in `tls` (as
+/// [`write_tls_dir`] writes it).
+pub fn serving_args(kubeconfig: &Path, address: Ipv4Addr, port: u16, tls: &Path) -> Vec<String> {
+    let kubeconfig = kubeconfig.display();
+    vec![
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        format!("--bind-address={address}"),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", tls.display()),
+        format!("--tls-cert-file={}", tls.join("tls.crt").display()),
+        format!("--tls-private-key-file={}", tls.join("tls.key").display()),
+    ]
+}
+
 /// An API group served by a process on the host, as an APIService sees it.
 pub struct Extension<'a> {
     /// `metrics.k8s.io`, `external.metrics.k8s.io`.

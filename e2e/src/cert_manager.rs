@@ -29,6 +29,16 @@ pub fn install_crds(kubectl: &Kubectl) -> Result<()> {
     )
 }
 
+/// The names a Certificate asks for (`spec.dnsNames`).
+pub fn dns_names(certificate: &Value) -> Vec<&str> {
+    certificate["spec"]["dnsNames"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// Plays cert-manager's part for Certificates in one namespace, signing with a CA of its own.
 pub struct CertManagerStandIn {
     kubectl: Kubectl,
@@ -93,12 +103,7 @@ impl CertManagerStandIn {
     ) -> Result<ServingCertificate> {
         let certificate = self.kubectl.get("certificate", name)?;
         let spec = &certificate["spec"];
-        let dns_names: Vec<&str> = spec["dnsNames"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let dns_names = dns_names(&certificate);
         let secret_name = spec["secretName"]
             .as_str()
             .with_context(|| format!("Certificate {name} has no secretName"))?;

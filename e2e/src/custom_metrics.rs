@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use tempfile::TempDir;
 
-use crate::aggregation::{Extension, Registration, write_tls_dir};
+use crate::aggregation::{Extension, Registration, serving_args, write_tls_dir};
 use crate::binaries::addons_bin_dir;
 use crate::controlplane::ControlPlane;
 use crate::net::{free_port, http_post};
@@ -63,20 +63,11 @@ impl CustomMetricsAdapter {
         names.push(address.to_string());
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let ca_pem = write_tls_dir(&tls, &names)?;
-        let kubeconfig = control_plane.kubeconfig().display().to_string();
+        let kubeconfig = control_plane.kubeconfig();
         let mut command = Command::new(addons_bin_dir()?.join("custom-metrics-adapter"));
         command
-            .arg(format!("--lister-kubeconfig={kubeconfig}"))
-            .arg(format!("--authentication-kubeconfig={kubeconfig}"))
-            .arg(format!("--authorization-kubeconfig={kubeconfig}"))
-            .arg(format!("--bind-address={address}"))
-            .arg(format!("--secure-port={port}"))
-            .arg(format!("--cert-dir={}", tls.display()))
-            .arg(format!("--tls-cert-file={}", tls.join("tls.crt").display()))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                tls.join("tls.key").display()
-            ))
+            .arg(format!("--lister-kubeconfig={}", kubeconfig.display()))
+            .args(serving_args(kubeconfig, address, port, &tls))
             .arg("--v=1");
         let mut process = ManagedProcess::spawn(SERVICE, command, &dir.path().join("log"))
             .context("starting the custom metrics adapter")?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tempfile::TempDir;
 
-use crate::aggregation::{Extension, Registration, resident_mib, write_tls_dir};
+use crate::aggregation::{Extension, Registration, resident_mib, serving_args, write_tls_dir};
 use crate::binaries::addons_bin_dir;
 use crate::controlplane::ControlPlane;
 use crate::kubectl::Kubectl;
@@ -91,22 +91,9 @@ impl Keda {
 
         let mut adapter = Command::new(bin_dir.join("keda-adapter"));
         environment(&mut adapter);
-        let kubeconfig = kubeconfig.display().to_string();
         adapter
-            .arg(format!("--lister-kubeconfig={kubeconfig}"))
-            .arg(format!("--authentication-kubeconfig={kubeconfig}"))
-            .arg(format!("--authorization-kubeconfig={kubeconfig}"))
-            .arg(format!("--bind-address={address}"))
-            .arg(format!("--secure-port={port}"))
-            .arg(format!("--cert-dir={}", certs.display()))
-            .arg(format!(
-                "--tls-cert-file={}",
-                certs.join("tls.crt").display()
-            ))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                certs.join("tls.key").display()
-            ))
+            .arg(format!("--lister-kubeconfig={}", kubeconfig.display()))
+            .args(serving_args(kubeconfig, address, port, &certs))
             .arg(format!("--metrics-service-address={grpc}"))
             // Its own /metrics, on every interface: keep it off well-known ports.
             .arg(format!("--port={}", free_port()?))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use tempfile::TempDir;
 
-use crate::aggregation::{Extension, Registration, resident_mib, write_tls_dir};
+use crate::aggregation::{Extension, Registration, resident_mib, serving_args, write_tls_dir};
 use crate::binaries::addons_bin_dir;
 use crate::controlplane::ControlPlane;
 use crate::net::free_port;
@@ -52,20 +52,11 @@ impl MetricsServer {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let ca_pem = write_tls_dir(&tls, &names)?;
         extension.ca_pem = &ca_pem;
-        let kubeconfig = control_plane.kubeconfig().display().to_string();
+        let kubeconfig = control_plane.kubeconfig();
         let mut command = Command::new(bin_dir.join("metrics-server"));
         command
-            .arg(format!("--kubeconfig={kubeconfig}"))
-            .arg(format!("--authentication-kubeconfig={kubeconfig}"))
-            .arg(format!("--authorization-kubeconfig={kubeconfig}"))
-            .arg(format!("--bind-address={address}"))
-            .arg(format!("--secure-port={port}"))
-            .arg(format!("--cert-dir={}", tls.display()))
-            .arg(format!("--tls-cert-file={}", tls.join("tls.crt").display()))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                tls.join("tls.key").display()
-            ))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(serving_args(kubeconfig, address, port, &tls))
             // The kubelet serves a self-signed certificate, on the port in the Node's status,
             // at the node's address (its name is in no resolver).
             .arg("--kubelet-insecure-tls")

@@ -119,17 +119,10 @@ fn judge(
 mod tests {
     use super::*;
     use crate::build::cert_manager::CertManagerCertificateStatus;
-    use crate::build::fixtures::{owner, plan_of, wss};
+    use crate::build::fixtures::{cert_manager_fleet, owner, plan_of};
 
     fn planned() -> (Plan, CertManagerCertificate) {
-        let wss = wss(r#"
-apiVersion: wsfleet.io/v1alpha1
-kind: WebSocketService
-metadata: {name: chat}
-spec:
-  upstream: {service: chat-backend, port: 8080}
-  tls: {mode: CertManager, issuerRef: {name: letsencrypt}}
-"#);
+        let wss = cert_manager_fleet();
         let plan = plan_of(&wss);
         let certificate = certificate(&plan, plan.tls.as_ref().unwrap(), &owner(&wss)).unwrap();
         (plan, certificate)

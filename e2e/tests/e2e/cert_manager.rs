@@ -6,7 +6,7 @@
 
 use anyhow::{Result, ensure};
 use serde_json::Value;
-use wsfleet_e2e::cert_manager::{CertManagerStandIn, install_crds};
+use wsfleet_e2e::cert_manager::{CertManagerStandIn, dns_names, install_crds};
 use wsfleet_e2e::fixtures::create_backend_service;
 use wsfleet_e2e::poll::{DEADLINE, eventually};
 use wsfleet_e2e::{Expected, Kubectl, await_conditions};
@@ -87,12 +87,7 @@ fn a_cert_manager_certificate_is_written_followed_to_ready_and_renewed() -> Resu
             .ok_or_else(|| anyhow::anyhow!("not yet"))
     })?;
     let spec = &certificate["spec"];
-    let dns_names: Vec<&str> = spec["dnsNames"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let dns_names = dns_names(&certificate);
     let service_name = format!("chat.{}.svc", namespace.name());
     ensure!(
         spec["secretName"] == "chat-tls"

@@ -87,21 +87,47 @@ fn deployment_counts(kubectl: &Kubectl) -> Result<(i64, i64)> {
     ))
 }
 
+/// A Prometheus of the test's own that scrapes the gateways as the chart's ServiceMonitor tells
+/// the Prometheus Operator to, so the series carry the labels users get.
+fn scraping_prometheus() -> Result<Prometheus> {
+    Prometheus::start(
+        &scrape_jobs(&render_monitoring()?, SCRAPE)?,
+        &cluster().kubectl(),
+        None,
+        SCRAPE,
+    )
+}
+
+/// Waits until the Deployment has [`MAX_REPLICAS`] Ready pods. `each_poll` runs first at every
+/// poll (checking the tools still run, playing their part) and says what it saw.
+fn await_scaled_up(
+    kubectl: &Kubectl,
+    hpa: &str,
+    mut each_poll: impl FnMut() -> Result<String>,
+) -> Result<()> {
+    eventually(
+        &format!("{MAX_REPLICAS} Ready gateway pods"),
+        SCALE_UP_DEADLINE,
+        || {
+            let seen = each_poll()?;
+            let (desired, ready) = deployment_counts(kubectl)?;
+            ensure!(
+                ready == MAX_REPLICAS as i64,
+                "Deployment {desired} desired, {ready} Ready; {seen}HPA status {}",
+                kubectl.get("hpa", hpa)?["status"]
+            );
+            Ok(())
+        },
+    )
+}
+
 #[test]
 fn keda_scales_the_fleet_on_live_connections_and_scale_down_drains_with_1001() -> Result<()> {
     let control_plane = cluster().control_plane();
     let started = Instant::now();
     let mut keda = Keda::start(control_plane, NODE_IP)?;
     eprintln!("KEDA up in {:.1}s", started.elapsed().as_secs_f64());
-    // The test's Prometheus scrapes the gateways as the chart's ServiceMonitor tells the
-    // Prometheus Operator to, so the default query's labels are the ones users get.
-    let objects = render_monitoring()?;
-    let mut prometheus = Prometheus::start(
-        &scrape_jobs(&objects, SCRAPE)?,
-        &cluster().kubectl(),
-        None,
-        SCRAPE,
-    )?;
+    let mut prometheus = scraping_prometheus()?;
     let server = prometheus.url();
     let fleet = Fleet::production_with("autoscale-keda", |manifest| {
         with_room_for_load(manifest);
@@ -164,22 +190,11 @@ fn keda_scales_the_fleet_on_live_connections_and_scale_down_drains_with_1001() -
     // 180 connections, all on the one pod there is.
     let load = fleet.open_load_every(CONNECTIONS, Duration::from_secs(2))?;
     let opened = Instant::now();
-    let mut last_seen = String::new();
-    eventually(
-        &format!("{MAX_REPLICAS} Ready gateway pods"),
-        SCALE_UP_DEADLINE,
-        || {
-            keda.ensure_running().map_err(give_up)?;
-            prometheus.ensure_running().map_err(give_up)?;
-            let (desired, ready) = deployment_counts(kubectl)?;
-            last_seen = format!(
-                "Deployment {desired} desired, {ready} Ready; HPA status {}",
-                kubectl.get("hpa", KEDA_HPA)?["status"]
-            );
-            ensure!(ready == MAX_REPLICAS as i64, "{last_seen}");
-            Ok(())
-        },
-    )
+    await_scaled_up(kubectl, KEDA_HPA, || {
+        keda.ensure_running().map_err(give_up)?;
+        prometheus.ensure_running().map_err(give_up)?;
+        Ok(String::new())
+    })
     .map_err(|err| err.context(keda.log_tails()))?;
     let scale_up = opened.elapsed();
     eprintln!(
@@ -316,13 +331,7 @@ fn the_operators_hpa_scales_on_connections_served_as_a_custom_metric() -> Result
     let rules =
         AdapterRule::parse_all(include_str!("../../../docs/prometheus-adapter-rules.yaml"))?;
     let rule = rules.first().context("the docs ship no rule")?;
-    let objects = render_monitoring()?;
-    let mut prometheus = Prometheus::start(
-        &scrape_jobs(&objects, SCRAPE)?,
-        &cluster().kubectl(),
-        None,
-        SCRAPE,
-    )?;
+    let mut prometheus = scraping_prometheus()?;
     let fleet = Fleet::production_with("autoscale-custom", |manifest| {
         with_room_for_load(manifest);
         manifest["spec"]["sessionAffinity"] = json!({"type": "None"});
@@ -355,25 +364,15 @@ fn the_operators_hpa_scales_on_connections_served_as_a_custom_metric() -> Result
     let load = fleet.open_load_every(CONNECTIONS, Duration::from_secs(2))?;
     let opened = Instant::now();
     let mut served = Vec::new();
-    eventually(
-        &format!("{MAX_REPLICAS} Ready gateway pods"),
-        SCALE_UP_DEADLINE,
-        || {
-            adapter.ensure_running().map_err(give_up)?;
-            prometheus.ensure_running().map_err(give_up)?;
-            // prometheus-adapter's part: the rule's query for the fleet's pods, answered now.
-            let pods = gateway_pods(kubectl, NAME)?;
-            let names: Vec<&str> = pods.values().map(String::as_str).collect();
-            served = rule.serve_pods(&prometheus, &adapter, &namespace, &names)?;
-            let (desired, ready) = deployment_counts(kubectl)?;
-            ensure!(
-                ready == MAX_REPLICAS as i64,
-                "Deployment {desired} desired, {ready} Ready; served {served:?}; HPA status {}",
-                kubectl.get("hpa", OWN_HPA)?["status"]
-            );
-            Ok(())
-        },
-    )?;
+    await_scaled_up(kubectl, OWN_HPA, || {
+        adapter.ensure_running().map_err(give_up)?;
+        prometheus.ensure_running().map_err(give_up)?;
+        // prometheus-adapter's part: the rule's query for the fleet's pods, answered now.
+        let pods = gateway_pods(kubectl, NAME)?;
+        let names: Vec<&str> = pods.values().map(String::as_str).collect();
+        served = rule.serve_pods(&prometheus, &adapter, &namespace, &names)?;
+        Ok(format!("served {served:?}; "))
+    })?;
     eprintln!(
         "180th connection -> {MAX_REPLICAS} Ready pods through custom.metrics.k8s.io: {:.1}s \
          (served per pod: {served:?})",

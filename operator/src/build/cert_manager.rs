@@ -140,20 +140,11 @@ fn go_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::{owner, plan_of, wss};
+    use crate::build::fixtures::{cert_manager_fleet, owner, plan_of};
 
     #[test]
     fn the_certificate_names_the_issuer_the_secret_and_the_service_names() {
-        let wss = wss(r#"
-apiVersion: wsfleet.io/v1alpha1
-kind: WebSocketService
-metadata: {name: chat}
-spec:
-  upstream: {service: chat-backend, port: 8080}
-  tls:
-    mode: CertManager
-    issuerRef: {name: letsencrypt, kind: ClusterIssuer}
-"#);
+        let wss = cert_manager_fleet();
         let plan = plan_of(&wss);
         let tls = plan.tls.as_ref().expect("tls planned");
         let certificate =

@@ -71,6 +71,20 @@ pub(crate) mod fixtures {
     pub fn plan_of(wss: &WebSocketService) -> Plan {
         plan(wss).expect("valid spec")
     }
+
+    /// A fleet whose certificate cert-manager issues, from a ClusterIssuer.
+    pub fn cert_manager_fleet() -> WebSocketService {
+        wss(r#"
+apiVersion: wsfleet.io/v1alpha1
+kind: WebSocketService
+metadata: {name: chat}
+spec:
+  upstream: {service: chat-backend, port: 8080}
+  tls:
+    mode: CertManager
+    issuerRef: {name: letsencrypt, kind: ClusterIssuer}
+"#)
+    }
 }
 
 #[cfg(test)]
