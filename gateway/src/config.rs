@@ -28,8 +28,9 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Absent: the gateway never pings clients on its own.
-    #[serde(default = "default_heartbeat", skip_serializing_if = "Option::is_none")]
+    /// Omitted: the defaults (30s, 10s). `null`: the gateway never pings clients on its own.
+    /// Rendered as `null` when off, since an omitted key would turn it back on.
+    #[serde(default = "default_heartbeat")]
     pub heartbeat: Option<HeartbeatConfig>,
     #[serde(default)]
     pub compression: Compression,
@@ -822,6 +823,17 @@ mod tests {
         );
         assert_eq!(config.limits.max_connections, 10_000);
         assert_eq!(config.heartbeat, Some(HeartbeatConfig::default()));
+    }
+
+    #[test]
+    fn heartbeats_turned_off_stay_off_when_rendered() {
+        // Found by the config fuzz target: `heartbeat: null` rendered without the key, which
+        // loads back as the default heartbeat.
+        let mut config = GatewayConfig::for_upstream("wss://chat.default.svc:8080/ws");
+        config.heartbeat = None;
+        let text = config.to_yaml();
+        assert!(text.contains("heartbeat: null"), "{text}");
+        assert_eq!(GatewayConfig::from_yaml(&text).unwrap().heartbeat, None);
     }
 
     #[test]
