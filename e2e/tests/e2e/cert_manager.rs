@@ -5,11 +5,10 @@
 //! cert-manager deletes the Certificate.
 
 use anyhow::{Result, ensure};
-use serde_json::Value;
 use wsfleet_e2e::cert_manager::{CertManagerStandIn, dns_names, install_crds};
 use wsfleet_e2e::fixtures::create_backend_service;
 use wsfleet_e2e::poll::{DEADLINE, eventually};
-use wsfleet_e2e::{Expected, Kubectl, await_conditions};
+use wsfleet_e2e::{Expected, Kubectl, await_conditions, condition};
 
 use crate::setup::prepared;
 
@@ -26,16 +25,6 @@ spec:
     dnsNames: [chat.example.com]
 ";
 
-fn condition(object: &Value, type_: &str) -> Value {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|condition| condition["type"] == type_)
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Waits until the fleet reports the certificate valid until `not_after` (RFC 3339).
 fn await_reported_expiry(kubectl: &Kubectl, not_after: &str) -> Result<()> {
     eventually(
@@ -43,7 +32,9 @@ fn await_reported_expiry(kubectl: &Kubectl, not_after: &str) -> Result<()> {
         DEADLINE,
         || {
             let object = kubectl.get("wss", NAME)?;
-            let ready = condition(&object, "CertificateReady");
+            let ready = condition(&object, "CertificateReady")
+                .cloned()
+                .unwrap_or_default();
             ensure!(
                 ready["status"] == "True"
                     && ready["reason"] == "CertManagerReady"
@@ -72,7 +63,9 @@ fn a_cert_manager_certificate_is_written_followed_to_ready_and_renewed() -> Resu
             Expected::new("CertificateReady", "False").because("CertManagerNotInstalled"),
         ],
     )?;
-    let message = condition(&object, "CertificateReady")["message"].to_string();
+    let message = condition(&object, "CertificateReady")
+        .map(|ready| ready["message"].to_string())
+        .unwrap_or_default();
     ensure!(
         message.contains("certificates.cert-manager.io"),
         "the message does not name cert-manager's CRD: {message}"
@@ -115,7 +108,10 @@ fn a_cert_manager_certificate_is_written_followed_to_ready_and_renewed() -> Resu
         "the fleet to pass on cert-manager's reason",
         DEADLINE,
         || {
-            let ready = condition(&kubectl.get("wss", NAME)?, "CertificateReady");
+            let object = kubectl.get("wss", NAME)?;
+            let ready = condition(&object, "CertificateReady")
+                .cloned()
+                .unwrap_or_default();
             ensure!(
                 ready["status"] == "False"
                     && ready["reason"] == "CertificateNotReady"

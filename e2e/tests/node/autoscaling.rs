@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use wsfleet_e2e::Kubectl;
 use wsfleet_e2e::custom_metrics::{AdapterRule, CustomMetricsAdapter};
 use wsfleet_e2e::fleet::{await_ready_pods, gateway_pods};
 use wsfleet_e2e::inspect::table_row;
@@ -27,6 +26,7 @@ use wsfleet_e2e::node::network::NODE_IP;
 use wsfleet_e2e::poll::{eventually, give_up};
 use wsfleet_e2e::prometheus::Prometheus;
 use wsfleet_e2e::wire::{Ending, Talk};
+use wsfleet_e2e::{Kubectl, condition};
 
 use crate::setup::{Fleet, NAME, cluster, with_room_for_load};
 
@@ -68,14 +68,6 @@ fn metrics_server() -> Result<&'static Mutex<MetricsServer>> {
 
 fn spec_of(kubectl: &Kubectl, kind: &str, name: &str) -> Result<Value> {
     Ok(kubectl.get(kind, name)?["spec"].clone())
-}
-
-fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
-    object["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|condition| condition["type"] == type_)
 }
 
 /// The Deployment's desired count and its Ready pods.
