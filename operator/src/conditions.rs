@@ -7,6 +7,8 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// Only when the Service annotations declare a load balancer idle timeout.
+pub const HEARTBEAT_WITHIN_IDLE_TIMEOUT: &str = "HeartbeatWithinIdleTimeout";
 
 /// A condition as the operator currently sees it, before timestamps are settled.
 #[derive(Debug, Clone, PartialEq, Eq)]

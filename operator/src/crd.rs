@@ -511,6 +511,7 @@ pub enum ExternalTrafficPolicy {
     validation = Rule::new("!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'").message("service.externalTrafficPolicy applies only to service.type NodePort or LoadBalancer"),
     validation = Rule::new("!has(self.loadBalancerSourceRanges) || self.type == 'LoadBalancer'").message("service.loadBalancerSourceRanges applies only to service.type LoadBalancer"),
     validation = Rule::new("!has(self.loadBalancerClass) || self.type == 'LoadBalancer'").message("service.loadBalancerClass applies only to service.type LoadBalancer"),
+    validation = Rule::new("self.type != 'LoadBalancer' || oldSelf.type != 'LoadBalancer' || (has(self.loadBalancerClass) ? has(oldSelf.loadBalancerClass) && self.loadBalancerClass == oldSelf.loadBalancerClass : !has(oldSelf.loadBalancerClass))").message("service.loadBalancerClass cannot be set, changed or removed while service.type stays LoadBalancer: Kubernetes refuses it on the Service; recreate the WebSocketService to change it"),
 )]
 pub struct ServiceExposureSpec {
     /// Changing it patches the Service in place: its clusterIP and UID stay.
@@ -858,6 +859,19 @@ pub(crate) mod admission {
             match self
                 .validator
                 .validate_compiled(&self.compiled, manifest, None)
+            {
+                Ok(()) => Vec::new(),
+                Err(errors) => errors.iter().map(|err| err.message.clone()).collect(),
+            }
+        }
+
+        /// The CEL messages the apiserver would answer an update from `old` to `new` with,
+        /// transition rules (`oldSelf`) included.
+        pub fn update_errors(&self, old: &Value, new: &Value) -> Vec<String> {
+            let old = self.stored(old);
+            match self
+                .validator
+                .validate_compiled(&self.compiled, new, Some(&old))
             {
                 Ok(()) => Vec::new(),
                 Err(errors) => errors.iter().map(|err| err.message.clone()).collect(),
@@ -1232,6 +1246,40 @@ mod tests {
         assert_eq!(
             schema()["properties"]["spec"]["properties"]["service"]["properties"]["type"]["enum"],
             json!(["ClusterIP", "NodePort", "LoadBalancer"])
+        );
+    }
+
+    #[test]
+    fn load_balancer_class_is_fixed_while_the_type_stays_load_balancer() {
+        let manifest =
+            |service: Value| with_spec(json!({"upstream": service_upstream(), "service": service}));
+        let nlb =
+            manifest(json!({"type": "LoadBalancer", "loadBalancerClass": "service.k8s.aws/nlb"}));
+        let plain_lb = manifest(json!({"type": "LoadBalancer"}));
+        let other_class =
+            manifest(json!({"type": "LoadBalancer", "loadBalancerClass": "example.com/lb"}));
+        let cluster_ip = manifest(json!({}));
+        let admission = super::admission::Admission::new();
+        let message = "service.loadBalancerClass cannot be set, changed or removed";
+        for (old, new) in [(&nlb, &other_class), (&nlb, &plain_lb), (&plain_lb, &nlb)] {
+            let errors = admission.update_errors(old, new);
+            assert!(
+                errors.iter().any(|err| err.contains(message)),
+                "{old} -> {new}: {errors:?}"
+            );
+        }
+        // Unchanged, or with a type change on either side, Kubernetes allows it.
+        for (old, new) in [(&nlb, &nlb), (&cluster_ip, &nlb), (&nlb, &cluster_ip)] {
+            assert_eq!(
+                admission.update_errors(old, new),
+                Vec::<String>::new(),
+                "{old} -> {new}"
+            );
+        }
+        assert_eq!(
+            cel_errors(&nlb),
+            Vec::<String>::new(),
+            "a create has no old class"
         );
     }
 

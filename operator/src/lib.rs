@@ -12,6 +12,7 @@ pub mod crdgen;
 pub mod error;
 pub mod fence;
 pub mod http;
+pub mod idle_timeout;
 pub mod lease;
 pub mod metrics;
 pub mod names;

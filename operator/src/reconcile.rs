@@ -24,6 +24,7 @@ use crate::build::{
 use crate::conditions::{self, DEGRADED, READY};
 use crate::crd::{WebSocketService, WebSocketServiceStatus};
 use crate::error::{Error, InvalidSpec};
+use crate::idle_timeout::heartbeat_condition;
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
 use crate::plan::{Plan, plan};
@@ -223,6 +224,9 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
         problems: &problems,
         certificate: certificate.as_ref(),
         deployment: Some(&deployment),
+        heartbeat: plan.gateway_config.heartbeat.and_then(|heartbeat| {
+            heartbeat_condition(wss.spec.service.annotations.as_ref(), heartbeat.interval)
+        }),
     };
     let status = reconciled_status(&previous, &observation, wss.metadata.generation, &Time(now));
     write_status(wss, ctx, &previous, status).await?;

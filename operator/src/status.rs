@@ -31,6 +31,8 @@ pub struct Observation<'a> {
     pub problems: &'a [Problem],
     pub certificate: Option<&'a Certificate>,
     pub deployment: Option<&'a Deployment>,
+    /// Whether the heartbeat fits the load balancer's idle timeout, when one is declared.
+    pub heartbeat: Option<Observed>,
 }
 
 /// The status for a reconciled object.
@@ -98,6 +100,7 @@ pub fn reconciled_status(
             ),
         });
     }
+    observed.extend(observation.heartbeat.clone());
     WebSocketServiceStatus {
         observed_generation: generation,
         replicas: rollout.replicas,
@@ -198,7 +201,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
-    use crate::conditions::find;
+    use crate::conditions::{HEARTBEAT_WITHIN_IDLE_TIMEOUT, find};
 
     fn names() -> ChildNames {
         ChildNames {
@@ -248,6 +251,7 @@ mod tests {
             problems,
             certificate,
             deployment,
+            heartbeat: None,
         };
         reconciled_status(
             &WebSocketServiceStatus::default(),
@@ -281,6 +285,39 @@ mod tests {
         );
         assert!(find(&status.conditions, CERTIFICATE_READY).is_none());
         assert_eq!(status.tls, None);
+    }
+
+    #[test]
+    fn a_heartbeat_warning_is_its_own_condition_and_leaves_the_fleet_ready() {
+        let names = names();
+        let available = deployment(2, 2, 2, true);
+        let warning = Observed::new(
+            HEARTBEAT_WITHIN_IDLE_TIMEOUT,
+            false,
+            "HeartbeatExceedsIdleTimeout",
+            "heartbeat.interval 5m is not shorter than the 4m idle timeout",
+        );
+        let observation = Observation {
+            names: &names,
+            endpoint: "ws://chat.team-a.svc/".into(),
+            problems: &[],
+            certificate: None,
+            deployment: Some(&available),
+            heartbeat: Some(warning),
+        };
+        let status = reconciled_status(
+            &WebSocketServiceStatus::default(),
+            &observation,
+            Some(7),
+            &now(),
+        );
+        let heartbeat = find(&status.conditions, HEARTBEAT_WITHIN_IDLE_TIMEOUT).unwrap();
+        assert_eq!(
+            (heartbeat.status.as_str(), heartbeat.reason.as_str()),
+            ("False", "HeartbeatExceedsIdleTimeout")
+        );
+        assert_eq!(find(&status.conditions, READY).unwrap().status, "True");
+        assert_eq!(find(&status.conditions, DEGRADED).unwrap().status, "False");
     }
 
     #[test]
@@ -319,6 +356,7 @@ mod tests {
                 problems: &[],
                 certificate: None,
                 deployment: Some(deployment),
+                heartbeat: None,
             };
             reconciled_status(previous, &observation, Some(7), at)
         };

@@ -149,6 +149,64 @@ fn cloud_load_balancer_examples_expose_their_service() -> Result<()> {
         );
         assert_no_diff(kubectl, &example_path(file))?;
     }
+    heartbeat_is_checked_against_the_declared_idle_timeout(kubectl)?;
+    load_balancer_class_cannot_be_added_later(kubectl)
+}
+
+/// Kubernetes refuses a new `loadBalancerClass` on an existing LoadBalancer Service; the
+/// apiserver refuses it on the WebSocketService already, so no half-applied change is left.
+fn load_balancer_class_cannot_be_added_later(kubectl: &Kubectl) -> Result<()> {
+    let body = r#"{"spec":{"service":{"loadBalancerClass":"service.k8s.aws/nlb"}}}"#;
+    let outcome = kubectl.outcome(
+        &["patch", "wss", "chat-nlb", "--type", "merge", "-p", body],
+        None,
+    )?;
+    ensure!(
+        !outcome.success
+            && outcome
+                .stderr
+                .contains("service.loadBalancerClass cannot be set, changed or removed"),
+        "adding loadBalancerClass to a LoadBalancer fleet: {outcome:?}"
+    );
+    Ok(())
+}
+
+/// The NLB example declares a 600 s listener idle timeout: its 30 s heartbeat fits, and a
+/// heartbeat of 10 minutes is flagged without taking the fleet out of Ready.
+fn heartbeat_is_checked_against_the_declared_idle_timeout(kubectl: &Kubectl) -> Result<()> {
+    await_conditions(
+        kubectl,
+        "chat-nlb",
+        &[Expected::new("HeartbeatWithinIdleTimeout", "True").because("HeartbeatShorter")],
+    )?;
+    let heartbeat = |interval: &str| {
+        let body = format!(r#"{{"spec":{{"heartbeat":{{"interval":"{interval}"}}}}}}"#);
+        kubectl.run(&["patch", "wss", "chat-nlb", "--type", "merge", "-p", &body])
+    };
+    heartbeat("10m")?;
+    let wss = await_conditions(
+        kubectl,
+        "chat-nlb",
+        &[
+            Expected::new("HeartbeatWithinIdleTimeout", "False")
+                .because("HeartbeatExceedsIdleTimeout"),
+            Expected::new("Ready", "True"),
+        ],
+    )?;
+    let message = wsfleet_e2e::condition(&wss, "HeartbeatWithinIdleTimeout")
+        .and_then(|condition| condition["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        message.contains("listener-attributes.TCP-80"),
+        "the message does not name the annotation: {message}"
+    );
+    heartbeat("30s")?;
+    await_conditions(
+        kubectl,
+        "chat-nlb",
+        &[Expected::new("HeartbeatWithinIdleTimeout", "True")],
+    )?;
     Ok(())
 }
 
