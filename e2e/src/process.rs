@@ -220,3 +220,26 @@ fn status_kib(pid: u32, field: &str) -> Result<u64> {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
+
+/// User plus system CPU time of every thread of process `pid` so far (fields 14 and 15 of
+/// /proc/PID/stat, in the USER_HZ ticks of 1/100 s that Linux fixes for user space).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name may hold spaces; the numbered fields resume after its last ')'.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|field| {
+            field
+                .parse::<u64>()
+                .with_context(|| format!("{path}: {field:?}"))
+        })
+        .sum::<Result<u64>>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}

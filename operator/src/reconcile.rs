@@ -28,7 +28,9 @@ use crate::idle_timeout::heartbeat_condition;
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
 use crate::plan::{Plan, plan};
-use crate::status::{Observation, Problem, invalid_status, reconciled_status};
+use crate::status::{
+    Observation, Problem, awaiting_deployment_controller, invalid_status, reconciled_status,
+};
 
 /// Even with nothing to wait for, each object is looked at again this often.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -215,6 +217,12 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
         requeue = requeue.min(RECHECK);
     }
 
+    if problems.is_empty()
+        && let Some(wait) = awaiting_deployment_controller(&deployment, now)
+    {
+        // The Deployment's status update wakes this object again; this is only the fallback.
+        return Ok(Action::requeue(wait.min(requeue)));
+    }
     announce_problems(wss, ctx, &previous, &problems).await;
     let observation = Observation {
         names: &plan.names,

@@ -7,7 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::conditions::{self, CERTIFICATE_READY, DEGRADED, Observed, PROGRESSING, READY};
 use crate::crd::{TlsStatus, WebSocketServiceStatus};
 use crate::error::InvalidSpec;
-use crate::names::ChildNames;
+use crate::names::{ChildNames, FIELD_MANAGER};
+
+/// How long a Deployment the operator just changed may wait for the Deployment controller to
+/// observe it before the status is written anyway (a controller manager that is down must not
+/// keep the status from being written).
+const OBSERVATION_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Something that keeps the fleet from working as specified; surfaces as Degraded and an Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +127,36 @@ pub fn reconciled_status(
         }),
         conditions: conditions::settle(&previous.conditions, observed, generation, now),
     }
+}
+
+/// How much longer to hold the status back for `deployment`: `Some` while the operator changed
+/// it less than [`OBSERVATION_GRACE`] ago and the Deployment controller has not observed that
+/// change yet. Its status is about to change, and the reconcile that change triggers writes
+/// the fleet's status instead of this one superseding it a moment later.
+pub fn awaiting_deployment_controller(
+    deployment: &Deployment,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let observed = deployment
+        .status
+        .as_ref()
+        .and_then(|status| status.observed_generation);
+    if observed >= deployment.metadata.generation {
+        return None;
+    }
+    let applied = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER))
+        .filter_map(|entry| entry.time.as_ref())
+        .map(|time| time.0)
+        .max()?;
+    let since = now.duration_since(applied).unsigned_abs();
+    OBSERVATION_GRACE
+        .checked_sub(since)
+        .filter(|left| !left.is_zero())
 }
 
 /// The status for an object whose spec cannot be acted on; what was observed before is kept.
@@ -318,6 +353,40 @@ mod tests {
         );
         assert_eq!(find(&status.conditions, READY).unwrap().status, "True");
         assert_eq!(find(&status.conditions, DEGRADED).unwrap().status, "False");
+    }
+
+    #[test]
+    fn the_status_waits_briefly_for_the_deployment_controller_to_observe_an_apply() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let applied_at = |deployment: &mut Deployment, time: &str, manager: &str| {
+            deployment.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+                manager: Some(manager.to_owned()),
+                operation: Some("Apply".to_owned()),
+                time: Some(Time(time.parse().unwrap())),
+                ..ManagedFieldsEntry::default()
+            }]);
+        };
+        let now: Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        let mut unobserved = deployment(1, 0, 0, false);
+        unobserved.metadata.generation = Some(2);
+        unobserved.status.as_mut().unwrap().observed_generation = Some(1);
+
+        applied_at(&mut unobserved, "2026-11-25T09:59:57Z", FIELD_MANAGER);
+        assert_eq!(
+            awaiting_deployment_controller(&unobserved, now),
+            Some(std::time::Duration::from_secs(7))
+        );
+        // Past the grace: a controller manager that is down does not hold the status back.
+        applied_at(&mut unobserved, "2026-11-25T09:59:40Z", FIELD_MANAGER);
+        assert_eq!(awaiting_deployment_controller(&unobserved, now), None);
+        // Changed by someone else: nothing of the operator's to wait for.
+        applied_at(&mut unobserved, "2026-11-25T09:59:57Z", "kubectl-edit");
+        assert_eq!(awaiting_deployment_controller(&unobserved, now), None);
+
+        let mut observed = unobserved.clone();
+        applied_at(&mut observed, "2026-11-25T09:59:57Z", FIELD_MANAGER);
+        observed.status.as_mut().unwrap().observed_generation = Some(2);
+        assert_eq!(awaiting_deployment_controller(&observed, now), None);
     }
 
     #[test]

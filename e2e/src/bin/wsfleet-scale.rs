@@ -1,19 +1,21 @@
 //! The scale run (not part of the test command): N WebSocketServices (default 1,000) in one
 //! namespace, one operator. Reports the time until every child exists and until every
-//! object is Ready, the apiserver writes per object (from apiserver_request_total), the
-//! writes during a quiet interval afterwards, and the operator's peak resident memory.
+//! object is Ready, the time from each object's appearance to its last child's (p50, p99),
+//! the apiserver writes per object (from apiserver_request_total), the writes during a quiet
+//! interval afterwards, and the operator's CPU time and peak resident memory.
 //!
 //! `cargo run --release -p wsfleet-e2e --bin wsfleet-scale -- [COUNT]`
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use wsfleet_e2e::apiserver_metrics::{difference, write_counts};
 use wsfleet_e2e::fixtures::create_backend_service;
 use wsfleet_e2e::poll::give_up;
-use wsfleet_e2e::process::peak_rss_kib;
+use wsfleet_e2e::process::{cpu_time, peak_rss_kib};
 use wsfleet_e2e::{ControlPlane, Kubectl, Nodes, Operator, eventually};
 
 const NAMESPACE: &str = "scale";
@@ -26,6 +28,15 @@ const QUIET_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Resources only the operator writes: its children and the status. Controllers write
 /// Deployment status, ReplicaSets, Pods and most Events; those are listed, not counted.
+/// The label every child carries.
+const MANAGED: &str = "app.kubernetes.io/managed-by=wsfleet-operator";
+const CHILD_KINDS: [&str; 4] = [
+    "configmaps",
+    "deployments",
+    "services",
+    "poddisruptionbudgets",
+];
+
 const OPERATOR_RESOURCES: [&str; 7] = [
     "configmaps",
     "secrets",
@@ -49,15 +60,61 @@ fn manifest(count: usize) -> String {
 }
 
 fn count(kubectl: &Kubectl, kind: &str) -> Result<usize> {
-    let names = kubectl.run(&[
-        "get",
-        kind,
-        "-l",
-        "app.kubernetes.io/managed-by=wsfleet-operator",
-        "-o",
-        "name",
-    ])?;
+    let names = kubectl.run(&["get", kind, "-l", MANAGED, "-o", "name"])?;
     Ok(names.lines().count())
+}
+
+/// When `kubectl get --watch` first showed each object, keyed by the WebSocketService it
+/// belongs to (children are `<name>` or `<name>-gateway`).
+type FirstSeen = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Records in the background when each `kind` matching `selector` first appears. The watch
+/// ends with the apiserver.
+fn record_first_seen(kubectl: &Kubectl, kind: &str, selector: &str) -> Result<FirstSeen> {
+    let seen = FirstSeen::default();
+    let watch = kubectl.watch_names(kind, selector)?;
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for line in watch.map_while(Result::ok) {
+            let name = line.rsplit('/').next().unwrap_or_default();
+            let owner = name.strip_suffix("-gateway").unwrap_or(name).to_owned();
+            let now = Instant::now();
+            record
+                .lock()
+                .expect("first-seen lock")
+                .entry(owner)
+                .or_insert(now);
+        }
+    });
+    Ok(seen)
+}
+
+/// Per object, the time from its own appearance to its last child's, in seconds, sorted.
+fn children_latencies(objects: &FirstSeen, children: &[FirstSeen]) -> Vec<f64> {
+    let objects = objects.lock().expect("first-seen lock");
+    let children: Vec<_> = children
+        .iter()
+        .map(|kind| kind.lock().expect("first-seen lock"))
+        .collect();
+    let mut latencies: Vec<f64> = objects
+        .iter()
+        .filter_map(|(name, created)| {
+            let last_child = children
+                .iter()
+                .map(|kind| kind.get(name).copied())
+                .collect::<Option<Vec<Instant>>>()?
+                .into_iter()
+                .max()?;
+            Some(last_child.saturating_duration_since(*created).as_secs_f64())
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(index - 1).copied().unwrap_or(f64::NAN)
 }
 
 fn ready_count(kubectl: &Kubectl) -> Result<usize> {
@@ -113,21 +170,21 @@ fn main() -> Result<()> {
     let mut operator = Operator::start(&control_plane, NAMESPACE, "scale", work.path())?;
     operator.await_leadership()?;
 
+    let objects_seen = record_first_seen(&kubectl, "wss", "")?;
+    let children_seen = CHILD_KINDS
+        .iter()
+        .map(|kind| record_first_seen(&kubectl, kind, MANAGED))
+        .collect::<Result<Vec<_>>>()?;
+    let cpu_before = cpu_time(operator.pid())?;
     let before = write_counts(&admin)?;
     let started = Instant::now();
     kubectl.create(&manifest(count_wanted))?;
     let created = started.elapsed();
     println!("created {count_wanted} WebSocketServices in {created:.1?}");
 
-    let children = [
-        "configmaps",
-        "deployments",
-        "services",
-        "poddisruptionbudgets",
-    ];
     let all_children = eventually("every child to exist", CONVERGENCE_DEADLINE, || {
         operator.ensure_running().map_err(give_up)?;
-        for kind in children {
+        for kind in CHILD_KINDS {
             let found = count(&kubectl, kind)?;
             ensure!(found >= count_wanted, "{found} {kind}");
         }
@@ -142,6 +199,8 @@ fn main() -> Result<()> {
     })?;
     println!("every WebSocketService Ready after {all_ready:.1?}");
     let converged = write_counts(&admin)?;
+    let cpu_converging = cpu_time(operator.pid())?.saturating_sub(cpu_before);
+    let latencies = children_latencies(&objects_seen, &children_seen);
     std::thread::sleep(QUIET_INTERVAL);
     let quiet = write_counts(&admin)?;
     let peak_rss = peak_rss_kib(operator.pid())?;
@@ -159,8 +218,12 @@ fn main() -> Result<()> {
     }
     let operator_total = operator_writes(&converging);
     println!(
-        "\nobjects: {count_wanted}\ntime to create them (kubectl create): {created:.1?}\nevery child exists: {all_children:.1?}\nevery object Ready: {all_ready:.1?}\noperator writes (children and status): {operator_total} = {:.2} per object\nall writes during {QUIET_INTERVAL:?} idle afterwards: {:?}\noperator peak RSS: {:.1} MiB",
+        "\nobjects: {count_wanted}\ntime to create them (kubectl create): {created:.1?}\nevery child exists: {all_children:.1?}\nevery object Ready: {all_ready:.1?}\noperator writes (children and status): {operator_total} = {:.2} per object\nobject to its last child ({} objects timed): p50 {:.2} s, p99 {:.2} s\noperator CPU while converging: {cpu_converging:.2?} = {:.2} ms per object\nall writes during {QUIET_INTERVAL:?} idle afterwards: {:?}\noperator peak RSS: {:.1} MiB",
         operator_total as f64 / count_wanted as f64,
+        latencies.len(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        cpu_converging.as_secs_f64() * 1000.0 / count_wanted as f64,
         idle,
         peak_rss as f64 / 1024.0
     );
