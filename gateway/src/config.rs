@@ -144,6 +144,10 @@ pub struct JwtConfig {
     /// Claims copied into request headers for the upstream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward_claims: Vec<ForwardedClaim>,
+    /// The claim whose string value names the user, for `limits.connectionsPerSubject` and
+    /// the access log.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway", with = "duration_text")]
     pub leeway: Duration,
@@ -217,6 +221,10 @@ pub struct LimitsConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub connections_per_ip: Option<Rate>,
+    /// Live connections per token subject (`auth.jwt.subjectClaim`) on this gateway; beyond it
+    /// handshakes are refused with 429. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_per_subject: Option<u32>,
     /// Messages, pings and pongs per connection in either direction; beyond it the connection
     /// is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,6 +445,12 @@ impl GatewayConfig {
             }
         }
         self.limits.validate()?;
+        if self.limits.connections_per_subject.is_some() && self.auth.jwt.is_none() {
+            return Err(ConfigError::new(
+                "limits.connectionsPerSubject",
+                "needs auth.jwt: the subject is a claim of a verified token",
+            ));
+        }
         if self.validation.utf8 && self.compression != Compression::Disabled {
             return Err(ConfigError::new(
                 "validation.utf8",
@@ -562,6 +576,12 @@ impl JwtConfig {
                 "must not be empty",
             ));
         }
+        if self.subject_claim.is_empty() {
+            return Err(ConfigError::new(
+                "auth.jwt.subjectClaim",
+                "must not be empty",
+            ));
+        }
         for (index, forwarded) in self.forward_claims.iter().enumerate() {
             let valid_header = !forwarded.header.is_empty()
                 && forwarded
@@ -592,6 +612,12 @@ impl LimitsConfig {
         }
         if let Some(rate) = &self.connections_per_ip {
             rate.validate("limits.connectionsPerIP")?;
+        }
+        if self.connections_per_subject == Some(0) {
+            return Err(ConfigError::new(
+                "limits.connectionsPerSubject",
+                "must be at least 1",
+            ));
         }
         if let Some(rate) = &self.messages_per_connection {
             rate.validate("limits.messagesPerConnection")?;
@@ -677,6 +703,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections: default_max_connections(),
             connections_per_ip: None,
+            connections_per_subject: None,
             messages_per_connection: None,
             max_message_bytes: default_max_message_bytes(),
             handshake_timeout: default_client_handshake_timeout(),
@@ -738,6 +765,9 @@ fn default_token_sources() -> Vec<TokenSource> {
 }
 fn default_query_parameter() -> String {
     "access_token".to_owned()
+}
+fn default_subject_claim() -> String {
+    "sub".to_owned()
 }
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
@@ -895,6 +925,25 @@ mod tests {
             "{MINIMAL}limits:\n  connectionsPerIP: {{perSecond: 10, burst: 5}}\n"
         ));
         assert_eq!(err.field, "limits.connectionsPerIP.burst");
+    }
+
+    #[test]
+    fn connections_per_subject_needs_jwt_and_at_least_one() {
+        let jwt = "auth:\n  jwt: {algorithms: [HS256], keyFile: /k}\n";
+        let err = error_of(&format!("{MINIMAL}limits: {{connectionsPerSubject: 3}}\n"));
+        assert_eq!(err.field, "limits.connectionsPerSubject");
+        assert!(err.message.contains("auth.jwt"), "{err}");
+        let err = error_of(&format!(
+            "{MINIMAL}{jwt}limits: {{connectionsPerSubject: 0}}\n"
+        ));
+        assert_eq!(err.field, "limits.connectionsPerSubject");
+        let config = GatewayConfig::from_yaml(&format!(
+            "{MINIMAL}{jwt}limits: {{connectionsPerSubject: 3}}\n"
+        ))
+        .unwrap();
+        assert_eq!(config.limits.connections_per_subject, Some(3));
+        assert_eq!(config.auth.jwt.as_ref().unwrap().subject_claim, "sub");
+        assert_eq!(GatewayConfig::from_yaml(&config.to_yaml()).unwrap(), config);
     }
 
     #[test]

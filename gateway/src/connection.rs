@@ -12,12 +12,13 @@ use crate::admission::{self, ClientChain};
 use crate::deflate::Negotiated;
 use crate::drain::ConnectionSlot;
 use crate::handshake::{self, Head, HeadError, UpgradeRequest};
-use crate::jwt::{self, TokenError};
+use crate::jwt::{self, TokenError, Verified};
 use crate::metrics::HandshakeOutcome;
 use crate::policy::Policy;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, RelaySettings};
 use crate::server::Shared;
+use crate::subject_limit::SubjectSlot;
 use crate::transport::Transport;
 use crate::upstream::ForwardPlan;
 use crate::{proxy_protocol, socket_options};
@@ -42,6 +43,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accept
         upstream_early,
         settings,
         slot,
+        subject_slot,
     } = upgraded;
     let ending = Relay::new(
         client,
@@ -54,9 +56,12 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accept
     )
     .await;
 
-    // Close: the slot goes with the connection. (The relay counted how it was closed.)
+    // Close: the slots go with the connection, the subject's first, so that a connection the
+    // gauge no longer shows no longer counts against its user. (The relay counted how it
+    // was closed.)
     shared.metrics.connection_lasted(accepted.elapsed());
     tracing::debug!(%peer, ?ending, "connection closed");
+    drop(subject_slot);
     drop(slot);
 }
 
@@ -71,6 +76,8 @@ struct Upgraded {
     upstream_early: Vec<u8>,
     settings: RelaySettings,
     slot: ConnectionSlot,
+    /// Held while `limits.connectionsPerSubject` counts this connection.
+    subject_slot: Option<SubjectSlot>,
 }
 
 /// The handshake: `None` when the client was refused (and answered) or went away.
@@ -152,7 +159,7 @@ async fn upgrade(
             .jwt
             .as_ref()
             .and_then(|verifier| verifier.token_query_parameter()),
-        set_headers: admitted.claim_headers,
+        set_headers: admitted.verified.claim_headers,
     };
     let connecting = Instant::now();
     let opened = match policy.upstream.open(&admitted.request, &plan).await {
@@ -192,6 +199,7 @@ async fn upgrade(
             validate_utf8: policy.config.validation.utf8,
         },
         slot: admitted.slot,
+        subject_slot: admitted.subject_slot,
     })
 }
 
@@ -247,7 +255,8 @@ struct Admitted {
     slot: ConnectionSlot,
     client: ClientChain,
     path_suffix: String,
-    claim_headers: Vec<(String, String)>,
+    verified: Verified,
+    subject_slot: Option<SubjectSlot>,
 }
 
 /// The checks in order: cheapest first, and the connection slot before the costly token check.
@@ -280,10 +289,10 @@ fn admit(
         .ok_or(Refusal::TooManyConnections)?;
     admission::check_origin(&request, &config.auth)?;
     admission::check_subprotocols(&request, &config.validation)?;
-    let claim_headers = match &policy.jwt {
-        None => Vec::new(),
+    let verified = match &policy.jwt {
+        None => Verified::default(),
         Some(verifier) => match verifier.verify_request(&request) {
-            Ok(claim_headers) => claim_headers,
+            Ok(verified) => verified,
             Err(TokenError::Missing) => return Err(Refusal::TokenMissing),
             Err(err @ TokenError::Invalid(_)) => {
                 tracing::debug!(%peer, error = %err, "token refused");
@@ -291,12 +300,30 @@ fn admit(
             }
         },
     };
+    let subject_slot = match config.limits.connections_per_subject {
+        None => None,
+        // A token without the subject claim is refused while the limit is on: admitting it
+        // would let any such token past the limit.
+        Some(limit) => {
+            let subject = verified.subject.as_deref().ok_or_else(|| {
+                tracing::debug!(%peer, "token refused: no subject claim");
+                Refusal::TokenInvalid
+            })?;
+            Some(
+                shared
+                    .per_subject
+                    .try_open(subject, limit)
+                    .ok_or(Refusal::SubjectLimited)?,
+            )
+        }
+    };
     Ok(Admitted {
         request,
         slot,
         client,
         path_suffix,
-        claim_headers,
+        verified,
+        subject_slot,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::pending::PendingHandshakes;
 use crate::policy::Policy;
 use crate::rate::PerIpRate;
 use crate::refusal::Refusal;
+use crate::subject_limit::SubjectConnections;
 use crate::tls::ReloadingCertificate;
 use crate::{admin, connection, reload};
 
@@ -31,6 +32,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub per_ip: PerIpRate,
     pub pending_handshakes: PendingHandshakes,
+    pub per_subject: Arc<SubjectConnections>,
     pub drain: Arc<Drain>,
     pub tls: Option<TlsAcceptor>,
     pub certificate: Option<Arc<ReloadingCertificate>>,
@@ -95,6 +97,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         metrics,
         per_ip: PerIpRate::default(),
         pending_handshakes: PendingHandshakes::default(),
+        per_subject: Arc::default(),
         tls,
         certificate,
         ready: AtomicBool::new(false),

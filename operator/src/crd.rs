@@ -70,6 +70,7 @@ const DURATION_RE: &str = "^([0-9]+(ms|s|m|h))+$";
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.validation) || !has(self.validation.utf8) || !self.validation.utf8 || (has(self.compression) && self.compression == 'Disabled')").message("validation.utf8 needs compression: Disabled; compressed messages are measured, never inflated, so their text cannot be checked"),
+    validation = Rule::new("!has(self.limits) || !has(self.limits.connectionsPerSubject) || (has(self.auth) && has(self.auth.jwt))").message("limits.connectionsPerSubject needs auth.jwt: the subject is a claim of a verified token"),
 )]
 pub struct WebSocketServiceSpec {
     /// The WebSocket server the gateways forward to.
@@ -334,6 +335,11 @@ pub struct JwtSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 20))]
     pub forward_claims: Option<Vec<ForwardedClaim>>,
+    /// The claim whose string value names the user, for `limits.connectionsPerSubject` and
+    /// the access log.
+    #[serde(default = "default_subject_claim")]
+    #[schemars(length(min = 1, max = 253))]
+    pub subject_claim: String,
 }
 
 /// A key in a Secret of the same namespace.
@@ -395,6 +401,12 @@ pub struct LimitsSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub connections_per_ip: Option<RateSpec>,
+    /// Live connections per token subject (`auth.jwt.subjectClaim`) on each gateway pod;
+    /// beyond it handshakes are refused with 429. Needs `auth.jwt`; a token without the
+    /// subject claim is then refused with 401.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub connections_per_subject: Option<i32>,
     /// Messages per connection; beyond it the connection is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_connection: Option<RateSpec>,
@@ -743,6 +755,9 @@ fn default_token_sources() -> Vec<TokenSource> {
 fn default_query_parameter() -> String {
     "access_token".to_owned()
 }
+fn default_subject_claim() -> String {
+    "sub".to_owned()
+}
 fn default_leeway() -> String {
     "30s".to_owned()
 }
@@ -786,6 +801,7 @@ impl Default for LimitsSpec {
         Self {
             max_connections: default_max_connections(),
             connections_per_ip: None,
+            connections_per_subject: None,
             messages_per_connection: None,
             max_message_bytes: default_max_message_bytes(),
         }
@@ -1084,6 +1100,34 @@ mod tests {
             ))
             .is_empty()
         );
+    }
+
+    #[test]
+    fn connections_per_subject_needs_jwt() {
+        let message = "limits.connectionsPerSubject needs auth.jwt";
+        refused_with(
+            json!({"upstream": service_upstream(), "limits": {"connectionsPerSubject": 3}}),
+            message,
+        );
+        refused_with(
+            json!({"upstream": service_upstream(), "limits": {"connectionsPerSubject": 3},
+                   "auth": {"allowedOrigins": ["https://chat.example.com"]}}),
+            message,
+        );
+        let jwt = json!({"algorithms": ["HS256"], "keySecretRef": {"name": "k", "key": "key"}, "subjectClaim": "user_id"});
+        for spec in [
+            json!({"upstream": service_upstream(), "limits": {"connectionsPerSubject": 3}, "auth": {"jwt": jwt}}),
+            json!({"upstream": service_upstream(), "limits": {"maxConnections": 10}}),
+            json!({"upstream": service_upstream()}),
+        ] {
+            assert_eq!(
+                cel_errors(&with_spec(spec.clone())),
+                Vec::<String>::new(),
+                "{spec}"
+            );
+        }
+        let limits = &schema()["properties"]["spec"]["properties"]["limits"]["properties"];
+        assert_eq!(limits["connectionsPerSubject"]["minimum"], json!(1.0));
     }
 
     #[test]
