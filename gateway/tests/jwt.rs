@@ -363,3 +363,56 @@ async fn without_a_subject_claim_the_limited_gateway_refuses_the_token() {
         1.0
     );
 }
+
+/// A lowered limit cuts no connection: it holds new handshakes back until the user is under it.
+#[tokio::test]
+async fn a_reloaded_subject_limit_applies_to_new_handshakes() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = subject_limited_gateway(&upstream).await;
+    let alice = token_of(Some("alice"));
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let (client, _) = connect(&gateway.url("/"), &[("Authorization", &alice)])
+            .await
+            .unwrap();
+        tabs.push(client);
+    }
+
+    let key_path = gateway.dir.path().join("key");
+    let extra = format!(
+        "{}limits:\n  connectionsPerSubject: 2\n",
+        jwt_config("HS256", &key_path, "Header")
+    );
+    gateway.rewrite_config(&upstream.url("/"), &extra);
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"success\"}",
+            1.0,
+        )
+        .await;
+    for (n, tab) in tabs.iter_mut().enumerate() {
+        let text = format!("still {n}");
+        assert_eq!(round_trip(tab, &text).await, text);
+    }
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Authorization", &alice)]).await,
+        429
+    );
+    for mut closing in tabs.drain(1..) {
+        closing.close(None).await.unwrap();
+        next_close(&mut closing).await;
+    }
+    eventually("two of alice's tabs to leave the gateway", || async {
+        gateway.metric("wsfleet_gateway_active_connections").await == 1.0
+    })
+    .await;
+    // One open, limit two: one more gets in, and the next does not.
+    let (mut second, _) = connect(&gateway.url("/"), &[("Authorization", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&mut second, "two").await, "two");
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Authorization", &alice)]).await,
+        429
+    );
+}
