@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// Options of client and upstream TCP sockets.
     #[serde(default, skip_serializing_if = "TcpConfig::is_default")]
     pub tcp: TcpConfig,
+    /// JSON lines on stdout for connections and refused handshakes.
+    #[serde(default, skip_serializing_if = "AccessLogConfig::is_default")]
+    pub access_log: AccessLogConfig,
 }
 
 /// Where clients connect.
@@ -314,6 +317,22 @@ pub struct TcpConfig {
     pub receive_buffer_bytes: Option<u32>,
 }
 
+/// The access log: one JSON line on stdout per connection when it ends, and one per refused
+/// handshake (see [`crate::access_log`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// One connection in this many is logged, counted in the order they end; 1: every one.
+    #[serde(default = "default_sample_one_in")]
+    pub sample_one_in: u32,
+    /// Every refused handshake is logged too, unsampled: refusals are what an incident is
+    /// read from, and a flood of them is bounded by the log's queue.
+    #[serde(default = "default_log_refusals")]
+    pub refusals: bool,
+}
+
 /// TCP keepalive probes on an idle connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -365,6 +384,7 @@ impl GatewayConfig {
             validation: ValidationConfig::default(),
             drain: DrainConfig::default(),
             tcp: TcpConfig::default(),
+            access_log: AccessLogConfig::default(),
         }
     }
 
@@ -472,7 +492,30 @@ impl GatewayConfig {
             positive("heartbeat.interval", heartbeat.interval)?;
             positive("heartbeat.timeout", heartbeat.timeout)?;
         }
-        self.tcp.validate()
+        self.tcp.validate()?;
+        if self.access_log.sample_one_in == 0 {
+            return Err(ConfigError::new(
+                "accessLog.sampleOneIn",
+                "must be at least 1 (1: every connection)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AccessLogConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            sample_one_in: default_sample_one_in(),
+            refusals: default_log_refusals(),
+        }
     }
 }
 
@@ -766,6 +809,12 @@ fn default_token_sources() -> Vec<TokenSource> {
 fn default_query_parameter() -> String {
     "access_token".to_owned()
 }
+fn default_sample_one_in() -> u32 {
+    1
+}
+fn default_log_refusals() -> bool {
+    true
+}
 fn default_subject_claim() -> String {
     "sub".to_owned()
 }
@@ -1029,6 +1078,30 @@ mod tests {
         ] {
             assert_eq!(error_of(&format!("{MINIMAL}tcp: {{{tcp}}}\n")).field, field);
         }
+    }
+
+    #[test]
+    fn access_log_defaults_and_sampling() {
+        let config =
+            GatewayConfig::from_yaml(&format!("{MINIMAL}accessLog: {{enabled: true}}\n")).unwrap();
+        assert_eq!(
+            config.access_log,
+            AccessLogConfig {
+                enabled: true,
+                sample_one_in: 1,
+                refusals: true,
+            }
+        );
+        assert_eq!(GatewayConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+        assert!(
+            !GatewayConfig::for_upstream("ws://b:1/")
+                .to_yaml()
+                .contains("accessLog")
+        );
+        let err = error_of(&format!(
+            "{MINIMAL}accessLog: {{enabled: true, sampleOneIn: 0}}\n"
+        ));
+        assert_eq!(err.field, "accessLog.sampleOneIn");
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! compressed messages, [`utf8`] checks text). [`server`] accepts ([`accept_backoff`] paces it when out of
 //! descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
 //! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
+//! [`access_log`] writes a JSON line per connection and refusal.
 
 pub mod accept_backoff;
+pub mod access_log;
 pub mod addresses;
 pub mod admin;
 pub mod admission;

@@ -17,7 +17,8 @@ impl Policy {
     /// Loads the files the config names; any problem leaves the caller's old policy in place.
     pub fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         // The subject is collected only for what needs it: decoding the claims costs.
-        let needs_subject = config.limits.connections_per_subject.is_some();
+        let needs_subject =
+            config.limits.connections_per_subject.is_some() || config.access_log.enabled;
         let jwt = config
             .auth
             .jwt

@@ -116,6 +116,9 @@ pub struct WebSocketServiceSpec {
     /// Options of the gateways' TCP sockets, towards clients and towards the upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSpec>,
+    /// JSON lines on the gateways' stdout, one per connection and per refused handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
     /// Gateway image; absent: the operator's `--gateway-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
@@ -648,6 +651,22 @@ pub struct KedaPrometheusSpec {
     pub query: Option<String>,
 }
 
+/// The gateways' access log: one JSON line on stdout per connection when it ends (with
+/// `"type":"access"`), and one per refused handshake.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// One connection in this many is logged; 1: every one.
+    #[serde(default = "default_sample_one_in")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub sample_one_in: i32,
+    /// Every refused handshake is logged too, unsampled.
+    #[serde(default = "default_log_refusals")]
+    pub refusals: bool,
+}
+
 /// Shutdown of a gateway pod.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -754,6 +773,12 @@ fn default_token_sources() -> Vec<TokenSource> {
 }
 fn default_query_parameter() -> String {
     "access_token".to_owned()
+}
+fn default_sample_one_in() -> i32 {
+    1
+}
+fn default_log_refusals() -> bool {
+    true
 }
 fn default_subject_claim() -> String {
     "sub".to_owned()
@@ -1128,6 +1153,21 @@ mod tests {
         }
         let limits = &schema()["properties"]["spec"]["properties"]["limits"]["properties"];
         assert_eq!(limits["connectionsPerSubject"]["minimum"], json!(1.0));
+    }
+
+    #[test]
+    fn the_access_log_takes_defaults_and_samples_at_least_one_in_one() {
+        let admission = super::admission::Admission::new();
+        let manifest =
+            with_spec(json!({"upstream": service_upstream(), "accessLog": {"enabled": true}}));
+        assert_eq!(admission.cel_errors(&manifest), Vec::<String>::new());
+        let stored = admission.stored(&manifest);
+        assert_eq!(
+            stored["spec"]["accessLog"],
+            json!({"enabled": true, "sampleOneIn": 1, "refusals": true})
+        );
+        let access_log = &schema()["properties"]["spec"]["properties"]["accessLog"]["properties"];
+        assert_eq!(access_log["sampleOneIn"]["minimum"], json!(1.0));
     }
 
     #[test]

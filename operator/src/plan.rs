@@ -247,6 +247,18 @@ pub fn render_gateway_config(
     if let Some(tcp) = &spec.tcp {
         config.tcp = render_tcp(tcp)?;
     }
+    if let Some(access_log) = &spec.access_log {
+        config.access_log = gw::AccessLogConfig {
+            enabled: access_log.enabled,
+            sample_one_in: u32::try_from(access_log.sample_one_in).map_err(|_| {
+                InvalidSpec::new(
+                    "spec.accessLog.sampleOneIn",
+                    format!("must be positive, got {}", access_log.sample_one_in),
+                )
+            })?,
+            refusals: access_log.refusals,
+        };
+    }
     Ok(config)
 }
 
@@ -766,6 +778,38 @@ mod tests {
         assert_eq!(err.field, "spec.limits.connectionsPerSubject");
         let err = refused(|o| o.spec.limits.connections_per_subject = Some(0));
         assert_eq!(err.field, "spec.limits.connectionsPerSubject");
+    }
+
+    #[test]
+    fn the_access_log_is_rendered_and_checked() {
+        let object = wss(
+            "metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  \
+             accessLog: {enabled: true, sampleOneIn: 10}\n",
+        );
+        assert_eq!(
+            plan(&object).unwrap().gateway_config.access_log,
+            gw::AccessLogConfig {
+                enabled: true,
+                sample_one_in: 10,
+                refusals: true,
+            }
+        );
+        assert_eq!(
+            plan(&example("minimal.yaml"))
+                .unwrap()
+                .gateway_config
+                .access_log,
+            gw::AccessLogConfig::default()
+        );
+        // An object stored before the schema's minimum still meets the gateway's check.
+        let err = refused(|o| {
+            o.spec.access_log = Some(crd::AccessLogSpec {
+                enabled: true,
+                sample_one_in: 0,
+                refusals: true,
+            });
+        });
+        assert_eq!(err.field, "spec.accessLog.sampleOneIn");
     }
 
     #[test]
