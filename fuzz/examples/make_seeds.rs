@@ -389,6 +389,7 @@ fn config_seeds() -> Vec<(String, String)> {
             claim: "sub".into(),
             header: "X-User-Id".into(),
         }],
+        subject_claim: "sub".into(),
         leeway: Duration::from_millis(1500),
     });
     production.auth.allowed_origins = vec!["https://chat.example.com".into()];

@@ -203,6 +203,7 @@ fn load_verifier(key: &[u8], algorithms: &[JwtAlgorithm], forward: bool) -> JwtV
         } else {
             Vec::new()
         },
+        subject_claim: "sub".into(),
         leeway: Duration::ZERO,
     };
     let verifier = JwtVerifier::load(&config);

@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// Options of client and upstream TCP sockets.
     #[serde(default, skip_serializing_if = "TcpConfig::is_default")]
     pub tcp: TcpConfig,
+    /// JSON lines on stdout for connections and refused handshakes.
+    #[serde(default, skip_serializing_if = "AccessLogConfig::is_default")]
+    pub access_log: AccessLogConfig,
 }
 
 /// Where clients connect.
@@ -144,6 +147,10 @@ pub struct JwtConfig {
     /// Claims copied into request headers for the upstream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward_claims: Vec<ForwardedClaim>,
+    /// The claim whose string value names the user, for `limits.connectionsPerSubject` and
+    /// the access log.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway", with = "duration_text")]
     pub leeway: Duration,
@@ -217,6 +224,10 @@ pub struct LimitsConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub connections_per_ip: Option<Rate>,
+    /// Live connections per token subject (`auth.jwt.subjectClaim`) on this gateway; beyond it
+    /// handshakes are refused with 429. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_per_subject: Option<u32>,
     /// Messages, pings and pongs per connection in either direction; beyond it the connection
     /// is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -306,6 +317,22 @@ pub struct TcpConfig {
     pub receive_buffer_bytes: Option<u32>,
 }
 
+/// The access log: one JSON line on stdout per connection when it ends, and one per refused
+/// handshake (see [`crate::access_log`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLogConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// One connection in this many is logged, counted in the order they end; 1: every one.
+    #[serde(default = "default_sample_one_in")]
+    pub sample_one_in: u32,
+    /// Every refused handshake is logged too, unsampled: refusals are what an incident is
+    /// read from, and a flood of them is bounded by the log's queue.
+    #[serde(default = "default_log_refusals")]
+    pub refusals: bool,
+}
+
 /// TCP keepalive probes on an idle connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -357,6 +384,7 @@ impl GatewayConfig {
             validation: ValidationConfig::default(),
             drain: DrainConfig::default(),
             tcp: TcpConfig::default(),
+            access_log: AccessLogConfig::default(),
         }
     }
 
@@ -437,6 +465,12 @@ impl GatewayConfig {
             }
         }
         self.limits.validate()?;
+        if self.limits.connections_per_subject.is_some() && self.auth.jwt.is_none() {
+            return Err(ConfigError::new(
+                "limits.connectionsPerSubject",
+                "needs auth.jwt: the subject is a claim of a verified token",
+            ));
+        }
         if self.validation.utf8 && self.compression != Compression::Disabled {
             return Err(ConfigError::new(
                 "validation.utf8",
@@ -458,7 +492,30 @@ impl GatewayConfig {
             positive("heartbeat.interval", heartbeat.interval)?;
             positive("heartbeat.timeout", heartbeat.timeout)?;
         }
-        self.tcp.validate()
+        self.tcp.validate()?;
+        if self.access_log.sample_one_in == 0 {
+            return Err(ConfigError::new(
+                "accessLog.sampleOneIn",
+                "must be at least 1 (1: every connection)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AccessLogConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            sample_one_in: default_sample_one_in(),
+            refusals: default_log_refusals(),
+        }
     }
 }
 
@@ -562,6 +619,12 @@ impl JwtConfig {
                 "must not be empty",
             ));
         }
+        if self.subject_claim.is_empty() {
+            return Err(ConfigError::new(
+                "auth.jwt.subjectClaim",
+                "must not be empty",
+            ));
+        }
         for (index, forwarded) in self.forward_claims.iter().enumerate() {
             let valid_header = !forwarded.header.is_empty()
                 && forwarded
@@ -592,6 +655,12 @@ impl LimitsConfig {
         }
         if let Some(rate) = &self.connections_per_ip {
             rate.validate("limits.connectionsPerIP")?;
+        }
+        if self.connections_per_subject == Some(0) {
+            return Err(ConfigError::new(
+                "limits.connectionsPerSubject",
+                "must be at least 1",
+            ));
         }
         if let Some(rate) = &self.messages_per_connection {
             rate.validate("limits.messagesPerConnection")?;
@@ -677,6 +746,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections: default_max_connections(),
             connections_per_ip: None,
+            connections_per_subject: None,
             messages_per_connection: None,
             max_message_bytes: default_max_message_bytes(),
             handshake_timeout: default_client_handshake_timeout(),
@@ -738,6 +808,15 @@ fn default_token_sources() -> Vec<TokenSource> {
 }
 fn default_query_parameter() -> String {
     "access_token".to_owned()
+}
+fn default_sample_one_in() -> u32 {
+    1
+}
+fn default_log_refusals() -> bool {
+    true
+}
+fn default_subject_claim() -> String {
+    "sub".to_owned()
 }
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
@@ -898,6 +977,25 @@ mod tests {
     }
 
     #[test]
+    fn connections_per_subject_needs_jwt_and_at_least_one() {
+        let jwt = "auth:\n  jwt: {algorithms: [HS256], keyFile: /k}\n";
+        let err = error_of(&format!("{MINIMAL}limits: {{connectionsPerSubject: 3}}\n"));
+        assert_eq!(err.field, "limits.connectionsPerSubject");
+        assert!(err.message.contains("auth.jwt"), "{err}");
+        let err = error_of(&format!(
+            "{MINIMAL}{jwt}limits: {{connectionsPerSubject: 0}}\n"
+        ));
+        assert_eq!(err.field, "limits.connectionsPerSubject");
+        let config = GatewayConfig::from_yaml(&format!(
+            "{MINIMAL}{jwt}limits: {{connectionsPerSubject: 3}}\n"
+        ))
+        .unwrap();
+        assert_eq!(config.limits.connections_per_subject, Some(3));
+        assert_eq!(config.auth.jwt.as_ref().unwrap().subject_claim, "sub");
+        assert_eq!(GatewayConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+    }
+
+    #[test]
     fn mixed_jwt_key_families_are_refused() {
         let err = error_of(&format!(
             "{MINIMAL}auth:\n  jwt: {{algorithms: [HS256, RS256], keyFile: /k}}\n"
@@ -980,6 +1078,30 @@ mod tests {
         ] {
             assert_eq!(error_of(&format!("{MINIMAL}tcp: {{{tcp}}}\n")).field, field);
         }
+    }
+
+    #[test]
+    fn access_log_defaults_and_sampling() {
+        let config =
+            GatewayConfig::from_yaml(&format!("{MINIMAL}accessLog: {{enabled: true}}\n")).unwrap();
+        assert_eq!(
+            config.access_log,
+            AccessLogConfig {
+                enabled: true,
+                sample_one_in: 1,
+                refusals: true,
+            }
+        );
+        assert_eq!(GatewayConfig::from_yaml(&config.to_yaml()).unwrap(), config);
+        assert!(
+            !GatewayConfig::for_upstream("ws://b:1/")
+                .to_yaml()
+                .contains("accessLog")
+        );
+        let err = error_of(&format!(
+            "{MINIMAL}accessLog: {{enabled: true, sampleOneIn: 0}}\n"
+        ));
+        assert_eq!(err.field, "accessLog.sampleOneIn");
     }
 
     #[test]

@@ -1,23 +1,25 @@
 //! The life of one client connection: accept -> admit -> upgrade -> relay -> close.
 //! Behind a load balancer that speaks the PROXY protocol, `peer` is the client it names.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use crate::access_log::{ConnectionRecord, RefusalRecord};
 use crate::admission::{self, ClientChain};
 use crate::deflate::Negotiated;
 use crate::drain::ConnectionSlot;
 use crate::handshake::{self, Head, HeadError, UpgradeRequest};
-use crate::jwt::{self, TokenError};
+use crate::jwt::{self, TokenError, Verified};
 use crate::metrics::HandshakeOutcome;
 use crate::policy::Policy;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, RelaySettings};
 use crate::server::Shared;
+use crate::subject_limit::SubjectSlot;
 use crate::transport::Transport;
 use crate::upstream::ForwardPlan;
 use crate::{proxy_protocol, socket_options};
@@ -36,14 +38,16 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accept
     // Relay until either side closes, a limit is hit, or this connection's drain turn comes.
     let Upgraded {
         peer,
+        caller,
         client,
         upstream,
         client_early,
         upstream_early,
         settings,
         slot,
+        subject_slot,
     } = upgraded;
-    let ending = Relay::new(
+    let outcome = Relay::new(
         client,
         upstream,
         client_early,
@@ -54,16 +58,31 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accept
     )
     .await;
 
-    // Close: the slot goes with the connection. (The relay counted how it was closed.)
-    shared.metrics.connection_lasted(accepted.elapsed());
-    tracing::debug!(%peer, ?ending, "connection closed");
+    // Close: the slots go with the connection, the subject's first, so that a connection the
+    // gauge no longer shows no longer counts against its user. (The relay counted how it
+    // was closed.)
+    let lifetime = accepted.elapsed();
+    shared.metrics.connection_lasted(lifetime);
+    tracing::debug!(%peer, ending = ?outcome.ending, "connection closed");
+    drop(subject_slot);
     drop(slot);
+    shared.access_log.connection(
+        &shared.policy.load().config.access_log,
+        &ConnectionRecord {
+            client: caller.client,
+            subject: caller.subject.as_deref(),
+            path: &caller.path,
+            duration: lifetime,
+            outcome: &outcome,
+        },
+    );
 }
 
 /// Everything the relay needs from a completed handshake.
 struct Upgraded {
     /// The client's address (named by the PROXY header, when there is one).
     peer: SocketAddr,
+    caller: Caller,
     client: Transport,
     upstream: Transport,
     /// Bytes each side sent right after its handshake.
@@ -71,6 +90,25 @@ struct Upgraded {
     upstream_early: Vec<u8>,
     settings: RelaySettings,
     slot: ConnectionSlot,
+    /// Held while `limits.connectionsPerSubject` counts this connection.
+    subject_slot: Option<SubjectSlot>,
+}
+
+/// Who connected where, for the access log line at the end.
+struct Caller {
+    /// The client the admission used (see [`ClientChain`]).
+    client: IpAddr,
+    path: String,
+    subject: Option<String>,
+}
+
+/// A handshake as far as it got, to answer, count and log a refusal by.
+struct Attempt<'a> {
+    shared: &'a Shared,
+    policy: &'a Policy,
+    peer: SocketAddr,
+    client: IpAddr,
+    path: Option<&'a str>,
 }
 
 /// The handshake: `None` when the client was refused (and answered) or went away.
@@ -86,6 +124,13 @@ async fn upgrade(
     if let Err(err) = socket_options::apply(&tcp, &policy.config.tcp, true) {
         tracing::debug!(%peer, error = %err, "setting the client socket's tcp options failed");
     }
+    let mut attempt = Attempt {
+        shared,
+        policy: &policy,
+        peer,
+        client: peer.ip(),
+        path: None,
+    };
 
     // The load balancer's PROXY header, if it must send one, names the client: from here on
     // that is the peer every check, limit and log uses.
@@ -93,11 +138,13 @@ async fn upgrade(
     let peer = match proxy_protocol::client_address(&mut tcp, peer, proxy_protocol).await {
         Ok(client) => client,
         Err(Some(refusal)) => {
-            refuse_unread(shared, tcp, refusal, peer).await;
+            attempt.refuse_unread(tcp, refusal).await;
             return None;
         }
         Err(None) => return None,
     };
+    attempt.peer = peer;
+    attempt.client = peer.ip();
 
     // Counted until the upgrade ends. Trusted proxies are exempt: every client behind one
     // shares its address.
@@ -107,7 +154,9 @@ async fn upgrade(
         match shared.pending_handshakes.try_begin(peer.ip()) {
             Some(pending) => Some(pending),
             None => {
-                refuse_unread(shared, tcp, Refusal::TooManyPendingHandshakes, peer).await;
+                attempt
+                    .refuse_unread(tcp, Refusal::TooManyPendingHandshakes)
+                    .await;
                 return None;
             }
         }
@@ -125,25 +174,40 @@ async fn upgrade(
     {
         Accept::Head(client, head) => (client, head),
         Accept::Refuse(mut client, refusal) => {
-            refuse(shared, &mut client, refusal, peer).await;
+            attempt.refuse(&mut client, refusal).await;
+            return None;
+        }
+        Accept::Unanswerable(refusal) => {
+            attempt.refused(refusal);
             return None;
         }
         Accept::Gone => return None,
     };
 
-    // Admit: every policy check before any upstream work.
+    // Admit: the request and where it comes from, then every policy check before any
+    // upstream work.
     let client_tls = matches!(client, Transport::ServerTls(_));
-    let admitted = match admit(shared, &policy, &head, peer) {
+    let request = match UpgradeRequest::parse(&head.head) {
+        Ok(request) => request,
+        Err(refusal) => {
+            attempt.refuse(&mut client, refusal).await;
+            return None;
+        }
+    };
+    let chain = ClientChain::of(peer.ip(), &request, &policy.config.auth.trusted_proxies);
+    attempt.client = chain.client();
+    attempt.path = Some(&request.path);
+    let admitted = match admit(shared, &policy, &request, &chain, peer) {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            refuse(shared, &mut client, refusal, peer).await;
+            attempt.refuse(&mut client, refusal).await;
             return None;
         }
     };
 
     // Upgrade: the upstream first, then its answer relayed to the client.
     let plan = ForwardPlan {
-        client: &admitted.client,
+        client: &chain,
         client_tls,
         path_suffix: &admitted.path_suffix,
         compression: policy.config.compression,
@@ -152,10 +216,10 @@ async fn upgrade(
             .jwt
             .as_ref()
             .and_then(|verifier| verifier.token_query_parameter()),
-        set_headers: admitted.claim_headers,
+        set_headers: admitted.verified.claim_headers,
     };
     let connecting = Instant::now();
-    let opened = match policy.upstream.open(&admitted.request, &plan).await {
+    let opened = match policy.upstream.open(&request, &plan).await {
         Ok(opened) => {
             shared.metrics.upstream_connect_took(connecting.elapsed());
             opened
@@ -163,14 +227,14 @@ async fn upgrade(
         Err(failure) => {
             shared.metrics.upstream_error(failure.kind);
             tracing::warn!(%peer, error = %failure, "upstream handshake failed");
-            refuse(shared, &mut client, failure.refusal, peer).await;
+            attempt.refuse(&mut client, failure.refusal).await;
             return None;
         }
     };
     let mut answer = opened.answer;
     let deflate = Negotiated::from_answer(answer.extensions.as_deref());
     if answer.protocol.is_none() {
-        answer.protocol = jwt::offered_token_protocol(&admitted.request).map(str::to_owned);
+        answer.protocol = jwt::offered_token_protocol(&request).map(str::to_owned);
     }
     let answered = client.write_all(answer.render().as_bytes()).await;
     if answered.is_err() || client.flush().await.is_err() {
@@ -180,6 +244,11 @@ async fn upgrade(
     shared.metrics.handshake_took(accepted.elapsed());
     Some(Upgraded {
         peer,
+        caller: Caller {
+            client: chain.client(),
+            path: request.path,
+            subject: admitted.verified.subject,
+        },
         client,
         upstream: opened.stream,
         client_early: head.rest,
@@ -192,6 +261,7 @@ async fn upgrade(
             validate_utf8: policy.config.validation.utf8,
         },
         slot: admitted.slot,
+        subject_slot: admitted.subject_slot,
     })
 }
 
@@ -201,6 +271,8 @@ enum Accept {
     Head(Transport, Head),
     /// A refusal to answer.
     Refuse(Transport, Refusal),
+    /// A refusal with no session to answer on (the TLS handshake ran out of time).
+    Unanswerable(Refusal),
     /// Nothing to answer: the peer left, or its TLS handshake failed.
     Gone,
 }
@@ -220,11 +292,7 @@ async fn accept(
                 tracing::debug!(error = %err, "TLS handshake failed");
                 return Accept::Gone;
             }
-            Err(_) => {
-                // No TLS session to answer on: counted, then dropped.
-                shared.count_refusal(Refusal::HandshakeTimeout);
-                return Accept::Gone;
-            }
+            Err(_) => return Accept::Unanswerable(Refusal::HandshakeTimeout),
         },
         None => Transport::Plain(tcp),
     };
@@ -243,22 +311,21 @@ async fn accept(
 
 /// A request that passed every check.
 struct Admitted {
-    request: UpgradeRequest,
     slot: ConnectionSlot,
-    client: ClientChain,
     path_suffix: String,
-    claim_headers: Vec<(String, String)>,
+    verified: Verified,
+    subject_slot: Option<SubjectSlot>,
 }
 
 /// The checks in order: cheapest first, and the connection slot before the costly token check.
 fn admit(
     shared: &Arc<Shared>,
     policy: &Policy,
-    head: &Head,
+    request: &UpgradeRequest,
+    client: &ClientChain,
     peer: SocketAddr,
 ) -> Result<Admitted, Refusal> {
     let config = &policy.config;
-    let request = UpgradeRequest::parse(&head.head)?;
     let path_suffix = policy
         .path_suffix(&request.path)
         .ok_or(Refusal::NotFound)?
@@ -266,7 +333,6 @@ fn admit(
     if shared.drain.is_draining() {
         return Err(Refusal::Draining);
     }
-    let client = ClientChain::of(peer.ip(), &request, &config.auth.trusted_proxies);
     let client_ip = client.client();
     admission::check_ip(client_ip, &config.auth)?;
     if let Some(rate) = config.limits.connections_per_ip
@@ -278,12 +344,12 @@ fn admit(
         .drain
         .try_open(config.limits.max_connections)
         .ok_or(Refusal::TooManyConnections)?;
-    admission::check_origin(&request, &config.auth)?;
-    admission::check_subprotocols(&request, &config.validation)?;
-    let claim_headers = match &policy.jwt {
-        None => Vec::new(),
-        Some(verifier) => match verifier.verify_request(&request) {
-            Ok(claim_headers) => claim_headers,
+    admission::check_origin(request, &config.auth)?;
+    admission::check_subprotocols(request, &config.validation)?;
+    let verified = match &policy.jwt {
+        None => Verified::default(),
+        Some(verifier) => match verifier.verify_request(request) {
+            Ok(verified) => verified,
             Err(TokenError::Missing) => return Err(Refusal::TokenMissing),
             Err(err @ TokenError::Invalid(_)) => {
                 tracing::debug!(%peer, error = %err, "token refused");
@@ -291,38 +357,63 @@ fn admit(
             }
         },
     };
+    let subject_slot = match config.limits.connections_per_subject {
+        None => None,
+        // A token without the subject claim is refused while the limit is on: admitting it
+        // would let any such token past the limit.
+        Some(limit) => {
+            let subject = verified.subject.as_deref().ok_or_else(|| {
+                tracing::debug!(%peer, "token refused: no subject claim");
+                Refusal::TokenInvalid
+            })?;
+            Some(
+                shared
+                    .per_subject
+                    .try_open(subject, limit)
+                    .ok_or(Refusal::SubjectLimited)?,
+            )
+        }
+    };
     Ok(Admitted {
-        request,
         slot,
-        client,
         path_suffix,
-        claim_headers,
+        verified,
+        subject_slot,
     })
 }
 
-/// Refuses a connection before its TLS handshake: plain HTTP gets an answer, while a TLS
-/// client could not read one and is only counted and dropped.
-async fn refuse_unread(shared: &Shared, mut tcp: TcpStream, refusal: Refusal, peer: SocketAddr) {
-    if shared.tls.is_some() {
-        shared.count_refusal(refusal);
-        tracing::debug!(%peer, reason = refusal.reason(), "handshake refused");
-    } else {
-        refuse(shared, &mut tcp, refusal, peer).await;
+impl Attempt<'_> {
+    /// Refuses before the TLS handshake: plain HTTP gets an answer, while a TLS client could
+    /// not read one and is only counted and dropped.
+    async fn refuse_unread(&self, mut tcp: TcpStream, refusal: Refusal) {
+        if self.shared.tls.is_some() {
+            self.refused(refusal);
+        } else {
+            self.refuse(&mut tcp, refusal).await;
+        }
     }
-}
 
-/// Answers a refusal (best effort) and counts it.
-async fn refuse<S: AsyncWrite + Unpin>(
-    shared: &Shared,
-    client: &mut S,
-    refusal: Refusal,
-    peer: SocketAddr,
-) {
-    shared.count_refusal(refusal);
-    tracing::debug!(%peer, reason = refusal.reason(), "handshake refused");
-    let answer = async {
-        client.write_all(refusal.response().as_bytes()).await?;
-        client.shutdown().await
-    };
-    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, answer).await;
+    /// Answers a refusal (best effort), counts and logs it.
+    async fn refuse<S: AsyncWrite + Unpin>(&self, client: &mut S, refusal: Refusal) {
+        self.refused(refusal);
+        let answer = async {
+            client.write_all(refusal.response().as_bytes()).await?;
+            client.shutdown().await
+        };
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, answer).await;
+    }
+
+    /// Counts and logs a refusal: every refused handshake passes here once.
+    fn refused(&self, refusal: Refusal) {
+        self.shared.count_refusal(refusal);
+        tracing::debug!(peer = %self.peer, reason = refusal.reason(), "handshake refused");
+        self.shared.access_log.refusal(
+            &self.policy.config.access_log,
+            &RefusalRecord {
+                client: self.client,
+                path: self.path,
+                refusal,
+            },
+        );
+    }
 }

@@ -24,6 +24,8 @@ pub struct JwtVerifier {
     sources: Vec<TokenSource>,
     query_parameter: String,
     forward_claims: Vec<ForwardedClaim>,
+    /// The claim named the subject, when something needs it (see [`JwtVerifier::collecting_subject`]).
+    subject_claim: Option<String>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -33,6 +35,15 @@ impl std::fmt::Debug for JwtVerifier {
             .field("sources", &self.sources)
             .finish_non_exhaustive()
     }
+}
+
+/// What a verified token yields.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// The subject claim's value; `None` when it is not collected, absent or not a string.
+    pub subject: Option<String>,
+    /// Headers for the configured claims the token carries.
+    pub claim_headers: Vec<(String, String)>,
 }
 
 /// Why a request's token was not accepted.
@@ -84,28 +95,43 @@ impl JwtVerifier {
             sources: config.token_from.clone(),
             query_parameter: config.query_parameter.clone(),
             forward_claims: config.forward_claims.clone(),
+            subject_claim: None,
         })
     }
 
-    /// Finds the token in the request and verifies it; returns the claim headers to forward.
-    pub fn verify_request(
-        &self,
-        request: &UpgradeRequest,
-    ) -> Result<Vec<(String, String)>, TokenError> {
+    /// Also returns the `auth.jwt.subjectClaim` of verified tokens. Off unless a limit or a
+    /// log needs it: collecting claims decodes them into a map.
+    pub fn collecting_subject(mut self, claim: &str) -> Self {
+        self.subject_claim = Some(claim.to_owned());
+        self
+    }
+
+    /// Finds the token in the request and verifies it.
+    pub fn verify_request(&self, request: &UpgradeRequest) -> Result<Verified, TokenError> {
         let token = self.find_token(request).ok_or(TokenError::Missing)?;
         self.verify(token)
     }
 
     /// Verifies one token (signature, algorithm, `exp`, `nbf`, `iss`, `aud`) and returns the
-    /// headers for the configured claims it carries.
-    pub fn verify(&self, token: &str) -> Result<Vec<(String, String)>, TokenError> {
-        if self.forward_claims.is_empty() {
-            // Nothing to forward: the claims are checked but not collected.
+    /// claims collected from it.
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        if self.forward_claims.is_empty() && self.subject_claim.is_none() {
+            // Nothing to collect: the claims are checked but not kept.
             jsonwebtoken::decode::<IgnoredAny>(token, &self.key, &self.validation)?;
-            return Ok(Vec::new());
+            return Ok(Verified::default());
         }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)?;
-        Ok(self.claim_headers(&data.claims))
+        let mut claims = data.claims;
+        Ok(Verified {
+            claim_headers: self.claim_headers(&claims),
+            subject: self
+                .subject_claim
+                .as_ref()
+                .and_then(|claim| match claims.remove(claim) {
+                    Some(Value::String(subject)) => Some(subject),
+                    _ => None,
+                }),
+        })
     }
 
     fn find_token<'a>(&self, request: &'a UpgradeRequest) -> Option<&'a str> {
@@ -246,6 +272,7 @@ mod tests {
                 claim: "sub".into(),
                 header: "X-User".into(),
             }],
+            subject_claim: "sub".into(),
             leeway: Duration::ZERO,
         };
         edit(&mut config);
@@ -269,7 +296,7 @@ mod tests {
     fn valid_token_yields_claim_headers() {
         let (verifier, _key) = hmac_verifier(|_| {});
         assert_eq!(
-            verifier.verify(&sign(good_claims())).unwrap(),
+            verifier.verify(&sign(good_claims())).unwrap().claim_headers,
             [("X-User".to_owned(), "alice".to_owned())]
         );
     }
@@ -277,7 +304,33 @@ mod tests {
     #[test]
     fn without_forwarded_claims_a_valid_token_yields_no_headers() {
         let (verifier, _key) = hmac_verifier(|config| config.forward_claims.clear());
-        assert_eq!(verifier.verify(&sign(good_claims())).unwrap(), []);
+        assert_eq!(
+            verifier.verify(&sign(good_claims())).unwrap(),
+            Verified::default()
+        );
+    }
+
+    #[test]
+    fn the_subject_comes_from_the_configured_claim_when_collected() {
+        let (verifier, _key) = hmac_verifier(|config| config.forward_claims.clear());
+        let mut claims = good_claims();
+        claims["user_id"] = json!("u-7");
+        let token = sign(claims);
+        assert_eq!(verifier.verify(&token).unwrap().subject, None);
+        let by_sub = verifier.collecting_subject("sub");
+        assert_eq!(
+            by_sub.verify(&token).unwrap().subject.as_deref(),
+            Some("alice")
+        );
+        let by_user_id = by_sub.collecting_subject("user_id");
+        assert_eq!(
+            by_user_id.verify(&token).unwrap().subject.as_deref(),
+            Some("u-7")
+        );
+        // Only a string names a subject.
+        let mut numeric = good_claims();
+        numeric["user_id"] = json!(7);
+        assert_eq!(by_user_id.verify(&sign(numeric)).unwrap().subject, None);
     }
 
     /// Checked the same whether the claims are collected for forwarding or not.
@@ -327,6 +380,7 @@ mod tests {
             token_from: vec![TokenSource::Header],
             query_parameter: "access_token".into(),
             forward_claims: vec![],
+            subject_claim: "sub".into(),
             leeway: Duration::ZERO,
         };
         let err = JwtVerifier::load(&config).unwrap_err();

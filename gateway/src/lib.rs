@@ -2,13 +2,15 @@
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
 //! applies lives in small modules ([`proxy_protocol`], [`admission`], [`path`], [`pending`],
-//! [`jwt`], [`rate`], [`refusal`], [`socket_options`]), and [`relay`] moves frames once the
-//! handshake is done, checked by [`tracker`] ([`deflate`] measures compressed messages,
-//! [`utf8`] checks text). [`server`] accepts ([`accept_backoff`] paces it when out of
+//! [`jwt`], [`rate`], [`subject_limit`], [`refusal`], [`socket_options`]), and [`relay`]
+//! moves frames once the handshake is done, checked by [`tracker`] ([`deflate`] measures
+//! compressed messages, [`utf8`] checks text). [`server`] accepts ([`accept_backoff`] paces it when out of
 //! descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
 //! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
+//! [`access_log`] writes a JSON line per connection and refusal.
 
 pub mod accept_backoff;
+pub mod access_log;
 pub mod addresses;
 pub mod admin;
 pub mod admission;
@@ -31,6 +33,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod socket_options;
+pub mod subject_limit;
 pub mod tls;
 pub mod tracker;
 pub mod transport;

@@ -107,7 +107,8 @@ pub enum ClosedBy {
 
 impl ClosedBy {
     const ALL: [Self; 3] = [Self::Client, Self::Upstream, Self::Gateway];
-    fn label(self) -> &'static str {
+    /// The `by` label, and the access log's `closed_by`.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Client => "client",
             Self::Upstream => "upstream",
@@ -184,6 +185,7 @@ pub struct Metrics {
     closes: [[AtomicU64; CLOSE_CODE_LABELS]; 3],
     /// notAfter of the served certificate in Unix seconds; [`NO_CERTIFICATE`] without one.
     certificate_not_after: AtomicI64,
+    access_log_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -201,6 +203,7 @@ impl Default for Metrics {
             connection_duration: Histogram::new(&CONNECTION_BOUNDS),
             closes: Default::default(),
             certificate_not_after: AtomicI64::new(NO_CERTIFICATE),
+            access_log_dropped: AtomicU64::default(),
         }
     }
 }
@@ -262,6 +265,11 @@ impl Metrics {
     /// not be read, counted as `other`.
     pub fn closed(&self, code: Option<u16>, by: ClosedBy) {
         self.closes[by as usize][close_code_index(code)].fetch_add(1, Relaxed);
+    }
+
+    /// An access log line was dropped: the writer had fallen behind.
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.fetch_add(1, Relaxed);
     }
 
     /// The certificate now served expires at `not_after` (Unix seconds); `None` removes the
@@ -409,6 +417,18 @@ impl Metrics {
                 );
             }
         }
+        family(
+            &mut out,
+            "wsfleet_gateway_access_log_dropped_total",
+            "counter",
+            "Access log lines dropped because stdout was not keeping up.",
+        );
+        series(
+            &mut out,
+            "wsfleet_gateway_access_log_dropped_total",
+            "",
+            self.access_log_dropped.load(Relaxed),
+        );
         let not_after = self.certificate_not_after.load(Relaxed);
         if not_after != NO_CERTIFICATE {
             family(

@@ -16,11 +16,21 @@ pub struct Policy {
 impl Policy {
     /// Loads the files the config names; any problem leaves the caller's old policy in place.
     pub fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+        // The subject is collected only for what needs it: decoding the claims costs.
+        let needs_subject =
+            config.limits.connections_per_subject.is_some() || config.access_log.enabled;
         let jwt = config
             .auth
             .jwt
             .as_ref()
-            .map(JwtVerifier::load)
+            .map(|jwt| {
+                let verifier = JwtVerifier::load(jwt)?;
+                Ok::<_, anyhow::Error>(if needs_subject {
+                    verifier.collecting_subject(&jwt.subject_claim)
+                } else {
+                    verifier
+                })
+            })
             .transpose()?;
         let upstream = UpstreamTarget::from_config(&config.upstream, config.tcp)?;
         Ok(Self {

@@ -39,6 +39,8 @@ pub enum Refusal {
     TokenInvalid,
     /// The client address exceeded `limits.connectionsPerIP`.
     RateLimited,
+    /// The token's subject already holds `limits.connectionsPerSubject` connections.
+    SubjectLimited,
     /// `limits.maxConnections` are already open.
     TooManyConnections,
     /// The gateway is draining before shutdown.
@@ -51,7 +53,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in metric order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::ProxyUntrusted,
         Self::ProxyHeaderMissing,
         Self::ProxyHeaderInvalid,
@@ -69,6 +71,7 @@ impl Refusal {
         Self::TokenMissing,
         Self::TokenInvalid,
         Self::RateLimited,
+        Self::SubjectLimited,
         Self::TooManyConnections,
         Self::Draining,
         Self::UpstreamUnavailable,
@@ -89,7 +92,9 @@ impl Refusal {
             Self::NotFound => (404, "Not Found"),
             Self::ProxyUntrusted | Self::IpDenied | Self::OriginDenied => (403, "Forbidden"),
             Self::TokenMissing | Self::TokenInvalid => (401, "Unauthorized"),
-            Self::RateLimited | Self::TooManyPendingHandshakes => (429, "Too Many Requests"),
+            Self::RateLimited | Self::SubjectLimited | Self::TooManyPendingHandshakes => {
+                (429, "Too Many Requests")
+            }
             Self::TooManyConnections | Self::Draining => (503, "Service Unavailable"),
             Self::UpstreamUnavailable => (502, "Bad Gateway"),
             Self::UpstreamTimeout => (504, "Gateway Timeout"),
@@ -116,6 +121,7 @@ impl Refusal {
             Self::TokenMissing => "token_missing",
             Self::TokenInvalid => "token_invalid",
             Self::RateLimited => "rate_limited",
+            Self::SubjectLimited => "subject_limited",
             Self::TooManyConnections => "max_connections",
             Self::Draining => "draining",
             Self::UpstreamUnavailable => "upstream_unavailable",
@@ -160,6 +166,11 @@ mod tests {
     fn responses_carry_status_and_length() {
         let response = Refusal::RateLimited.response();
         assert!(response.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+        assert!(
+            Refusal::SubjectLimited
+                .response()
+                .starts_with("HTTP/1.1 429 Too Many Requests\r\n")
+        );
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert!(

@@ -93,7 +93,46 @@ pub enum Ending {
     Drained,
 }
 
-/// The relay future; resolves when both sides are closed or the close linger ends.
+impl Ending {
+    /// The `ending` field of the access log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::ClientGone => "client_gone",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::Violation(Violation::TooBig) => "message_too_big",
+            Self::Violation(Violation::BadCompressedData) => "invalid_compressed_data",
+            Self::Violation(Violation::InvalidUtf8) => "invalid_utf8",
+            Self::Violation(Violation::RateExceeded) => "message_rate_exceeded",
+            Self::Violation(Violation::Protocol(_)) => "protocol_error",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::Drained => "drained",
+        }
+    }
+}
+
+/// What one direction of a connection carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub messages: u64,
+    /// Frames with their headers, as forwarded.
+    pub bytes: u64,
+}
+
+/// How a relayed connection ended, and what it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub ending: Ending,
+    /// The code of the first close (`None`: unreadable).
+    pub close_code: Option<u16>,
+    /// Who closed first.
+    pub closed_by: ClosedBy,
+    pub client_to_upstream: Traffic,
+    pub upstream_to_client: Traffic,
+}
+
+/// The relay future; resolves with the [`Outcome`] when both sides are closed or the close
+/// linger ends.
 pub struct Relay {
     client: Transport,
     upstream: Transport,
@@ -154,6 +193,7 @@ impl Relay {
                 shutdown_held: false,
                 discarded: 0,
                 bytes: 0,
+                relayed: Traffic::default(),
                 activity: false,
             }
         };
@@ -412,23 +452,31 @@ impl Relay {
             let messages = lane.tracker.take_messages();
             let bytes = std::mem::take(&mut lane.bytes);
             self.metrics.relayed(lane.direction, messages, bytes);
+            lane.relayed.messages += messages;
+            lane.relayed.bytes += bytes;
         }
     }
 
     /// The end: the last counters, and how the connection was closed.
-    fn finish(&mut self) -> Poll<Ending> {
+    fn finish(&mut self) -> Poll<Outcome> {
         self.flush_counters();
         // Every way to the end passes a close frame or `begin_close`; `other` if not.
-        let (code, by) = self.first_close.unwrap_or((None, ClosedBy::Gateway));
-        self.metrics.closed(code, by);
-        Poll::Ready(self.ending.unwrap_or(Ending::Closed))
+        let (close_code, closed_by) = self.first_close.unwrap_or((None, ClosedBy::Gateway));
+        self.metrics.closed(close_code, closed_by);
+        Poll::Ready(Outcome {
+            ending: self.ending.unwrap_or(Ending::Closed),
+            close_code,
+            closed_by,
+            client_to_upstream: self.inbound.relayed,
+            upstream_to_client: self.outbound.relayed,
+        })
     }
 }
 
 impl Future for Relay {
-    type Output = Ending;
+    type Output = Outcome;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let this = self.get_mut();
         let mut woken = this.wakers.take_woken(cx.waker());
         // The drain turn and the timer fire rarely, and may give either lane work to do.
@@ -569,6 +617,8 @@ struct Lane {
     discarded: usize,
     /// Bytes forwarded since the counters were last flushed.
     bytes: u64,
+    /// Everything flushed so far, for the connection's access log line.
+    relayed: Traffic,
     /// Set on every read; the heartbeat takes it.
     activity: bool,
 }

@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept_backoff::AcceptBackoff;
+use crate::access_log::AccessLog;
 use crate::config::GatewayConfig;
 use crate::drain::Drain;
 use crate::metrics::{HandshakeOutcome, Metrics};
@@ -19,6 +20,7 @@ use crate::pending::PendingHandshakes;
 use crate::policy::Policy;
 use crate::rate::PerIpRate;
 use crate::refusal::Refusal;
+use crate::subject_limit::SubjectConnections;
 use crate::tls::ReloadingCertificate;
 use crate::{admin, connection, reload};
 
@@ -31,9 +33,11 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub per_ip: PerIpRate,
     pub pending_handshakes: PendingHandshakes,
+    pub per_subject: Arc<SubjectConnections>,
     pub drain: Arc<Drain>,
     pub tls: Option<TlsAcceptor>,
     pub certificate: Option<Arc<ReloadingCertificate>>,
+    pub access_log: AccessLog,
     /// False until the listener is bound, and again once draining starts.
     pub ready: AtomicBool,
 }
@@ -92,9 +96,11 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
     let shared = Arc::new(Shared {
         policy: ArcSwap::from_pointee(policy),
         drain: Arc::new(Drain::new(metrics.clone())),
+        access_log: AccessLog::to_stdout(metrics.clone()),
         metrics,
         per_ip: PerIpRate::default(),
         pending_handshakes: PendingHandshakes::default(),
+        per_subject: Arc::default(),
         tls,
         certificate,
         ready: AtomicBool::new(false),
@@ -144,6 +150,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         remaining = shared.metrics.active_connections(),
         "drain finished"
     );
+    shared.access_log.flush().await;
     Ok(())
 }
 

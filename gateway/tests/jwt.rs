@@ -280,3 +280,139 @@ async fn the_token_query_parameter_does_not_reach_the_upstream() {
     let seen = upstream.records.requests().last().cloned().unwrap();
     assert_eq!(seen.uri, "/?room=7&lang=en");
 }
+
+/// A gateway with `limits.connectionsPerSubject: 3`.
+async fn subject_limited_gateway(upstream: &EchoUpstream) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("key");
+    std::fs::write(&key_path, HMAC_SECRET).unwrap();
+    let extra = format!(
+        "{}limits:\n  connectionsPerSubject: 3\n",
+        jwt_config("HS256", &key_path, "Header")
+    );
+    Gateway::start_in(dir, &upstream.url("/"), &extra).await
+}
+
+fn token_of(subject: Option<&str>) -> String {
+    let mut claims = claims();
+    if let Some(subject) = subject {
+        claims["sub"] = json!(subject);
+    } else {
+        claims.as_object_mut().unwrap().remove("sub");
+    }
+    bearer(&sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(HMAC_SECRET),
+        &claims,
+    ))
+}
+
+#[tokio::test]
+async fn connections_per_subject_are_limited() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = subject_limited_gateway(&upstream).await;
+    let alice = token_of(Some("alice"));
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let (client, _) = connect(&gateway.url("/"), &[("Authorization", &alice)])
+            .await
+            .unwrap();
+        tabs.push(client);
+    }
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Authorization", &alice)]).await,
+        429
+    );
+    let refused = "wsfleet_gateway_refusals_total{reason=\"subject_limited\"}";
+    assert_eq!(gateway.metric(refused).await, 1.0);
+
+    let bob = token_of(Some("bob"));
+    let (mut bobs, _) = connect(&gateway.url("/"), &[("Authorization", &bob)])
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&mut bobs, "bob").await, "bob");
+
+    // One of alice's tabs closes: once the gateway has let it go, she gets in again.
+    let mut closing = tabs.pop().unwrap();
+    closing.close(None).await.unwrap();
+    next_close(&mut closing).await;
+    eventually("alice's closed tab to leave the gateway", || async {
+        gateway.metric("wsfleet_gateway_active_connections").await == 3.0
+    })
+    .await;
+    let (mut again, _) = connect(&gateway.url("/"), &[("Authorization", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&mut again, "back").await, "back");
+    assert_eq!(gateway.metric(refused).await, 1.0);
+}
+
+/// The limit cannot count a token that names no subject, so such a token is refused.
+#[tokio::test]
+async fn without_a_subject_claim_the_limited_gateway_refuses_the_token() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = subject_limited_gateway(&upstream).await;
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Authorization", &token_of(None))]).await,
+        401
+    );
+    assert_eq!(
+        gateway
+            .metric("wsfleet_gateway_refusals_total{reason=\"token_invalid\"}")
+            .await,
+        1.0
+    );
+}
+
+/// A lowered limit cuts no connection: it holds new handshakes back until the user is under it.
+#[tokio::test]
+async fn a_reloaded_subject_limit_applies_to_new_handshakes() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = subject_limited_gateway(&upstream).await;
+    let alice = token_of(Some("alice"));
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let (client, _) = connect(&gateway.url("/"), &[("Authorization", &alice)])
+            .await
+            .unwrap();
+        tabs.push(client);
+    }
+
+    let key_path = gateway.dir.path().join("key");
+    let extra = format!(
+        "{}limits:\n  connectionsPerSubject: 2\n",
+        jwt_config("HS256", &key_path, "Header")
+    );
+    gateway.rewrite_config(&upstream.url("/"), &extra);
+    gateway
+        .wait_metric(
+            "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"success\"}",
+            1.0,
+        )
+        .await;
+    for (n, tab) in tabs.iter_mut().enumerate() {
+        let text = format!("still {n}");
+        assert_eq!(round_trip(tab, &text).await, text);
+    }
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Authorization", &alice)]).await,
+        429
+    );
+    for mut closing in tabs.drain(1..) {
+        closing.close(None).await.unwrap();
+        next_close(&mut closing).await;
+    }
+    eventually("two of alice's tabs to leave the gateway", || async {
+        gateway.metric("wsfleet_gateway_active_connections").await == 1.0
+    })
+    .await;
+    // One open, limit two: one more gets in, and the next does not.
+    let (mut second, _) = connect(&gateway.url("/"), &[("Authorization", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&mut second, "two").await, "two");
+    assert_eq!(
+        refused_status(&gateway.url("/"), &[("Authorization", &alice)]).await,
+        429
+    );
+}

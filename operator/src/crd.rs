@@ -70,6 +70,7 @@ const DURATION_RE: &str = "^([0-9]+(ms|s|m|h))+$";
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.validation) || !has(self.validation.utf8) || !self.validation.utf8 || (has(self.compression) && self.compression == 'Disabled')").message("validation.utf8 needs compression: Disabled; compressed messages are measured, never inflated, so their text cannot be checked"),
+    validation = Rule::new("!has(self.limits) || !has(self.limits.connectionsPerSubject) || (has(self.auth) && has(self.auth.jwt))").message("limits.connectionsPerSubject needs auth.jwt: the subject is a claim of a verified token"),
 )]
 pub struct WebSocketServiceSpec {
     /// The WebSocket server the gateways forward to.
@@ -115,6 +116,9 @@ pub struct WebSocketServiceSpec {
     /// Options of the gateways' TCP sockets, towards clients and towards the upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSpec>,
+    /// JSON lines on the gateways' stdout, one per connection and per refused handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
     /// Gateway image; absent: the operator's `--gateway-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
@@ -334,6 +338,11 @@ pub struct JwtSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 20))]
     pub forward_claims: Option<Vec<ForwardedClaim>>,
+    /// The claim whose string value names the user, for `limits.connectionsPerSubject` and
+    /// the access log.
+    #[serde(default = "default_subject_claim")]
+    #[schemars(length(min = 1, max = 253))]
+    pub subject_claim: String,
 }
 
 /// A key in a Secret of the same namespace.
@@ -395,6 +404,12 @@ pub struct LimitsSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub connections_per_ip: Option<RateSpec>,
+    /// Live connections per token subject (`auth.jwt.subjectClaim`) on each gateway pod;
+    /// beyond it handshakes are refused with 429. Needs `auth.jwt`; a token without the
+    /// subject claim is then refused with 401.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub connections_per_subject: Option<i32>,
     /// Messages per connection; beyond it the connection is closed 1008.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_connection: Option<RateSpec>,
@@ -637,6 +652,22 @@ pub struct KedaPrometheusSpec {
     pub query: Option<String>,
 }
 
+/// The gateways' access log: one JSON line on stdout per connection when it ends (with
+/// `"type":"access"`), and one per refused handshake.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// One connection in this many is logged; 1: every one.
+    #[serde(default = "default_sample_one_in")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub sample_one_in: i32,
+    /// Every refused handshake is logged too, unsampled.
+    #[serde(default = "default_log_refusals")]
+    pub refusals: bool,
+}
+
 /// Shutdown of a gateway pod.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -744,6 +775,15 @@ fn default_token_sources() -> Vec<TokenSource> {
 fn default_query_parameter() -> String {
     "access_token".to_owned()
 }
+fn default_sample_one_in() -> i32 {
+    1
+}
+fn default_log_refusals() -> bool {
+    true
+}
+fn default_subject_claim() -> String {
+    "sub".to_owned()
+}
 fn default_leeway() -> String {
     "30s".to_owned()
 }
@@ -787,6 +827,7 @@ impl Default for LimitsSpec {
         Self {
             max_connections: default_max_connections(),
             connections_per_ip: None,
+            connections_per_subject: None,
             messages_per_connection: None,
             max_message_bytes: default_max_message_bytes(),
         }
@@ -1098,6 +1139,49 @@ mod tests {
             ))
             .is_empty()
         );
+    }
+
+    #[test]
+    fn connections_per_subject_needs_jwt() {
+        let message = "limits.connectionsPerSubject needs auth.jwt";
+        refused_with(
+            json!({"upstream": service_upstream(), "limits": {"connectionsPerSubject": 3}}),
+            message,
+        );
+        refused_with(
+            json!({"upstream": service_upstream(), "limits": {"connectionsPerSubject": 3},
+                   "auth": {"allowedOrigins": ["https://chat.example.com"]}}),
+            message,
+        );
+        let jwt = json!({"algorithms": ["HS256"], "keySecretRef": {"name": "k", "key": "key"}, "subjectClaim": "user_id"});
+        for spec in [
+            json!({"upstream": service_upstream(), "limits": {"connectionsPerSubject": 3}, "auth": {"jwt": jwt}}),
+            json!({"upstream": service_upstream(), "limits": {"maxConnections": 10}}),
+            json!({"upstream": service_upstream()}),
+        ] {
+            assert_eq!(
+                cel_errors(&with_spec(spec.clone())),
+                Vec::<String>::new(),
+                "{spec}"
+            );
+        }
+        let limits = &schema()["properties"]["spec"]["properties"]["limits"]["properties"];
+        assert_eq!(limits["connectionsPerSubject"]["minimum"], json!(1.0));
+    }
+
+    #[test]
+    fn the_access_log_takes_defaults_and_samples_at_least_one_in_one() {
+        let admission = super::admission::Admission::new();
+        let manifest =
+            with_spec(json!({"upstream": service_upstream(), "accessLog": {"enabled": true}}));
+        assert_eq!(admission.cel_errors(&manifest), Vec::<String>::new());
+        let stored = admission.stored(&manifest);
+        assert_eq!(
+            stored["spec"]["accessLog"],
+            json!({"enabled": true, "sampleOneIn": 1, "refusals": true})
+        );
+        let access_log = &schema()["properties"]["spec"]["properties"]["accessLog"]["properties"];
+        assert_eq!(access_log["sampleOneIn"]["minimum"], json!(1.0));
     }
 
     #[test]

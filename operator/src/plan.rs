@@ -206,6 +206,17 @@ pub fn render_gateway_config(
         .connections_per_ip
         .map(|rate| render_rate("spec.limits.connectionsPerIP", rate))
         .transpose()?;
+    config.limits.connections_per_subject = limits
+        .connections_per_subject
+        .map(|limit| {
+            u32::try_from(limit).map_err(|_| {
+                InvalidSpec::new(
+                    "spec.limits.connectionsPerSubject",
+                    format!("must be positive, got {limit}"),
+                )
+            })
+        })
+        .transpose()?;
     config.limits.messages_per_connection = limits
         .messages_per_connection
         .map(|rate| render_rate("spec.limits.messagesPerConnection", rate))
@@ -235,6 +246,18 @@ pub fn render_gateway_config(
     config.drain.grace_period = Duration::from_secs(drain_seconds(spec));
     if let Some(tcp) = &spec.tcp {
         config.tcp = render_tcp(tcp)?;
+    }
+    if let Some(access_log) = &spec.access_log {
+        config.access_log = gw::AccessLogConfig {
+            enabled: access_log.enabled,
+            sample_one_in: u32::try_from(access_log.sample_one_in).map_err(|_| {
+                InvalidSpec::new(
+                    "spec.accessLog.sampleOneIn",
+                    format!("must be positive, got {}", access_log.sample_one_in),
+                )
+            })?,
+            refusals: access_log.refusals,
+        };
     }
     Ok(config)
 }
@@ -339,6 +362,7 @@ fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
             })
             .collect(),
         query_parameter: jwt.query_parameter.clone(),
+        subject_claim: jwt.subject_claim.clone(),
         forward_claims: jwt
             .forward_claims
             .iter()
@@ -747,5 +771,58 @@ mod tests {
             });
         });
         assert_eq!(err.field, "spec.limits.connectionsPerIP.burst");
+        let err = refused(|o| {
+            o.spec.auth = None;
+            o.spec.limits.connections_per_subject = Some(3);
+        });
+        assert_eq!(err.field, "spec.limits.connectionsPerSubject");
+        let err = refused(|o| o.spec.limits.connections_per_subject = Some(0));
+        assert_eq!(err.field, "spec.limits.connectionsPerSubject");
+    }
+
+    #[test]
+    fn the_access_log_is_rendered_and_checked() {
+        let object = wss(
+            "metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  \
+             accessLog: {enabled: true, sampleOneIn: 10}\n",
+        );
+        assert_eq!(
+            plan(&object).unwrap().gateway_config.access_log,
+            gw::AccessLogConfig {
+                enabled: true,
+                sample_one_in: 10,
+                refusals: true,
+            }
+        );
+        assert_eq!(
+            plan(&example("minimal.yaml"))
+                .unwrap()
+                .gateway_config
+                .access_log,
+            gw::AccessLogConfig::default()
+        );
+        // An object stored before the schema's minimum still meets the gateway's check.
+        let err = refused(|o| {
+            o.spec.access_log = Some(crd::AccessLogSpec {
+                enabled: true,
+                sample_one_in: 0,
+                refusals: true,
+            });
+        });
+        assert_eq!(err.field, "spec.accessLog.sampleOneIn");
+    }
+
+    #[test]
+    fn connections_per_subject_and_the_subject_claim_are_rendered() {
+        let object = wss(
+            "metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  \
+             auth: {jwt: {algorithms: [HS256], keySecretRef: {name: k, key: key}, subjectClaim: user_id}}\n  \
+             limits: {connectionsPerSubject: 20}\n",
+        );
+        let config = plan(&object).unwrap().gateway_config;
+        assert_eq!(config.limits.connections_per_subject, Some(20));
+        assert_eq!(config.auth.jwt.unwrap().subject_claim, "user_id");
+        let config = plan(&example("minimal.yaml")).unwrap().gateway_config;
+        assert_eq!(config.limits.connections_per_subject, None);
     }
 }

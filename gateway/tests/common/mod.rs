@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
 use std::future::Future;
+use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -342,6 +343,26 @@ impl Gateway {
             .find_map(|line| line.strip_prefix("VmRSS:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
+    }
+
+    /// The gateway's stdout line by line, read on a thread of its own, until it exits. Needs
+    /// a gateway started with stdout piped (see [`Gateway::start_command`]).
+    pub fn stdout_lines(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let stdout = self
+            .child
+            .stdout
+            .take()
+            .expect("the gateway's stdout is piped");
+        let (lines, received) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        received
     }
 
     /// Sends SIGTERM.
