@@ -133,7 +133,7 @@ async fn upgrade(
 
     // Admit: every policy check before any upstream work.
     let client_tls = matches!(client, Transport::ServerTls(_));
-    let admitted = match admit(shared, &policy, &head, peer) {
+    let admitted = match admit(shared, &policy, &head, peer).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
             refuse(shared, &mut client, refusal, peer).await;
@@ -251,7 +251,7 @@ struct Admitted {
 }
 
 /// The checks in order: cheapest first, and the connection slot before the costly token check.
-fn admit(
+async fn admit(
     shared: &Arc<Shared>,
     policy: &Policy,
     head: &Head,
@@ -282,14 +282,17 @@ fn admit(
     admission::check_subprotocols(&request, &config.validation)?;
     let claim_headers = match &policy.jwt {
         None => Vec::new(),
-        Some(verifier) => match verifier.verify_request(&request) {
-            Ok(claim_headers) => claim_headers,
-            Err(TokenError::Missing) => return Err(Refusal::TokenMissing),
-            Err(err @ TokenError::Invalid(_)) => {
-                tracing::debug!(%peer, error = %err, "token refused");
-                return Err(Refusal::TokenInvalid);
+        Some(verifier) => {
+            verifier.await_token_key(&request).await;
+            match verifier.verify_request(&request) {
+                Ok(claim_headers) => claim_headers,
+                Err(TokenError::Missing) => return Err(Refusal::TokenMissing),
+                Err(err @ (TokenError::Invalid(_) | TokenError::UnknownKey)) => {
+                    tracing::debug!(%peer, error = %err, "token refused");
+                    return Err(Refusal::TokenInvalid);
+                }
             }
-        },
+        }
     };
     Ok(Admitted {
         request,

@@ -2,7 +2,7 @@
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
 //! applies lives in small modules ([`proxy_protocol`], [`admission`], [`path`], [`pending`],
-//! [`jwt`], [`rate`], [`refusal`], [`socket_options`]), and [`relay`] moves frames once the
+//! [`jwt`] with [`jwks`], [`rate`], [`refusal`], [`socket_options`]), and [`relay`] moves frames once the
 //! handshake is done, checked by [`tracker`] ([`deflate`] measures compressed messages,
 //! [`utf8`] checks text). [`server`] accepts ([`accept_backoff`] paces it when out of
 //! descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
@@ -19,6 +19,7 @@ pub mod drain;
 pub mod frame;
 pub mod handshake;
 pub mod histogram;
+pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod path;

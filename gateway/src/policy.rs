@@ -1,8 +1,11 @@
-//! The running policy: a validated config with everything derived from it (JWT key, upstream
+//! The running policy: a validated config with everything derived from it (JWT keys, upstream
 //! target, TLS roots). A reload builds a new one and swaps it in whole.
+
+use std::sync::Arc;
 
 use crate::config::GatewayConfig;
 use crate::jwt::JwtVerifier;
+use crate::metrics::Metrics;
 use crate::upstream::UpstreamTarget;
 
 /// What every new connection is checked and routed by.
@@ -15,12 +18,19 @@ pub struct Policy {
 
 impl Policy {
     /// Loads the files the config names; any problem leaves the caller's old policy in place.
-    pub fn build(config: GatewayConfig) -> anyhow::Result<Self> {
+    /// Keys fetched from an identity provider carry over from `previous` when its source is
+    /// unchanged.
+    pub fn build(
+        config: GatewayConfig,
+        previous: Option<&Policy>,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let previous_jwt = previous.and_then(|policy| policy.jwt.as_ref());
         let jwt = config
             .auth
             .jwt
             .as_ref()
-            .map(JwtVerifier::load)
+            .map(|jwt| JwtVerifier::load(jwt, previous_jwt, metrics))
             .transpose()?;
         let upstream = UpstreamTarget::from_config(&config.upstream, config.tcp)?;
         Ok(Self {
@@ -46,13 +56,18 @@ mod tests {
     fn paths_match_whole_segments() {
         let mut config = GatewayConfig::for_upstream("ws://127.0.0.1:1/");
         config.listen.path = "/ws".into();
-        let policy = Policy::build(config).unwrap();
+        let policy = Policy::build(config, None, &Arc::default()).unwrap();
         assert_eq!(policy.path_suffix("/ws"), Some(""));
         assert_eq!(policy.path_suffix("/ws/room/1"), Some("/room/1"));
         assert_eq!(policy.path_suffix("/wsx"), None);
         assert_eq!(policy.path_suffix("/other"), None);
 
-        let root = Policy::build(GatewayConfig::for_upstream("ws://127.0.0.1:1/")).unwrap();
+        let root = Policy::build(
+            GatewayConfig::for_upstream("ws://127.0.0.1:1/"),
+            None,
+            &Arc::default(),
+        )
+        .unwrap();
         assert_eq!(root.path_suffix("/anything"), Some("/anything"));
         assert_eq!(root.path_suffix("/"), Some("/"));
     }

@@ -24,6 +24,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 struct Inputs {
     config: String,
     jwt_key: Option<Vec<u8>>,
+    jwks_ca: Option<Vec<u8>>,
     ca: Option<Vec<u8>>,
 }
 
@@ -35,10 +36,16 @@ impl Inputs {
         let config = GatewayConfig::from_yaml(&text)
             .with_context(|| format!("invalid gateway config {}", config_path.display()))?;
         let read = |path: Option<&Path>| path.map(std::fs::read).transpose();
+        let jwt = config.auth.jwt.as_ref();
         let inputs = Self {
             config: text,
-            jwt_key: read(config.auth.jwt.as_ref().map(|jwt| jwt.key_file.as_path()))
+            jwt_key: read(jwt.and_then(|jwt| jwt.key_file.as_deref()))
                 .context("auth.jwt.keyFile")?,
+            jwks_ca: read(
+                jwt.and_then(|jwt| jwt.jwks.as_ref())
+                    .and_then(|jwks| jwks.ca_file.as_deref()),
+            )
+            .context("auth.jwt.jwks.caFile")?,
             ca: read(config.upstream.ca_file.as_deref()).context("upstream.caFile")?,
         };
         Ok((inputs, config))
@@ -141,7 +148,7 @@ impl Reloader {
         ) {
             tracing::warn!(error = %format!("{err:#}"), "cannot watch a new directory");
         }
-        match Policy::build(config) {
+        match Policy::build(config, Some(&current), &self.shared.metrics) {
             Ok(policy) => {
                 self.shared.policy.store(Arc::new(policy));
                 self.inputs = inputs;

@@ -328,7 +328,8 @@ fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
             .iter()
             .map(|alg| render_algorithm(*alg))
             .collect(),
-        key_file: PathBuf::from(names::JWT_DIR).join(&jwt.key_secret_ref.key),
+        key_file: Some(PathBuf::from(names::JWT_DIR).join(&jwt.key_secret_ref.key)),
+        jwks: None,
         token_from: jwt
             .token_from
             .iter()
