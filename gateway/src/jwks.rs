@@ -62,8 +62,8 @@ struct KeyState {
     gate: Mutex<RefreshGate>,
     /// Wakes the task for a fetch that [`RefreshGate::demand`] started.
     wanted: Notify,
-    /// Counts finished fetches, successful or not, for handshakes waiting on one.
-    finished: watch::Sender<u64>,
+    /// Sent after every fetch, for those waiting on one: its error, `None` when it succeeded.
+    finished: watch::Sender<Option<String>>,
 }
 
 impl KeyState {
@@ -89,9 +89,8 @@ impl JwksKeys {
             keys: ArcSwap::from_pointee(KeySet::default()),
             gate: Mutex::new(RefreshGate::new(source.config.min_refresh_interval)),
             wanted: Notify::new(),
-            finished: watch::Sender::new(0),
+            finished: watch::Sender::new(None),
         });
-        metrics.jwks_source_changed();
         let task = tokio::spawn(keep_fresh(
             state.clone(),
             fetcher,
@@ -118,6 +117,25 @@ impl JwksKeys {
     /// Whether a fetch has succeeded yet.
     pub fn has_keys(&self) -> bool {
         !self.state.keys.load().is_empty()
+    }
+
+    /// Returns `Ok` once keys are held (at once when they are), or the error of the first fetch
+    /// that fails while none are; that error names the config field and the URL.
+    pub async fn first_keys(&self) -> Result<(), String> {
+        // Subscribed before looking, so that a fetch finishing in between is not missed.
+        let mut finished = self.state.finished.subscribe();
+        loop {
+            if self.has_keys() {
+                return Ok(());
+            }
+            // The sender lives in `self.state`: it outlives this borrow, so no error here.
+            let _ = finished.changed().await;
+            if let Some(error) = &*finished.borrow_and_update()
+                && !self.has_keys()
+            {
+                return Err(error.clone());
+            }
+        }
     }
 
     /// Returns at once when `kid` is held; otherwise asks for a fetch (or joins the one under
@@ -165,13 +183,14 @@ async fn keep_fresh(
                 }
             }
         }
-        match fetcher.fetch().await {
+        let error = match fetcher.fetch().await {
             Ok(keys) => {
                 tracing::debug!(keys = keys.len(), "JWK set fetched");
                 metrics.jwks_fetched(keys.len(), SystemTime::now());
                 state.keys.store(Arc::new(keys));
                 retry = FIRST_RETRY;
                 next = tokio::time::Instant::now() + refresh_interval;
+                None
             }
             Err(err) => {
                 metrics.jwks_fetch_failed();
@@ -183,10 +202,11 @@ async fn keep_fresh(
                 );
                 next = tokio::time::Instant::now() + wait;
                 retry = (retry * 2).min(refresh_interval);
+                Some(format!("{err:#}"))
             }
-        }
+        };
         state.gate().finished();
-        state.finished.send_modify(|count| *count += 1);
+        state.finished.send_replace(error);
     }
 }
 
@@ -366,6 +386,22 @@ enum Location {
     Discovery(Uri),
 }
 
+impl Location {
+    /// The config field that leads here.
+    fn field(&self) -> &'static str {
+        match self {
+            Self::Url(_) => "auth.jwt.jwks.url",
+            Self::Discovery(_) => "auth.jwt.jwks.discovery",
+        }
+    }
+
+    fn uri(&self) -> &Uri {
+        match self {
+            Self::Url(uri) | Self::Discovery(uri) => uri,
+        }
+    }
+}
+
 /// Fetches and parses the JWK set of one source.
 struct Fetcher {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
@@ -412,14 +448,17 @@ impl Fetcher {
     }
 
     async fn fetch(&mut self) -> anyhow::Result<KeySet> {
-        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_unbounded())
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_unbounded())
             .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "no answer within {}",
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "no answer from {} within {}",
+                    self.location.uri(),
                     crate::config::duration_text::format(FETCH_TIMEOUT)
-                )
-            })?
+                ))
+            });
+        // Named after the setting, so that a log line or a waiting reload says what to check.
+        fetched.context(self.location.field())
     }
 
     async fn fetch_unbounded(&mut self) -> anyhow::Result<KeySet> {

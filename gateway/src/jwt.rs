@@ -169,6 +169,14 @@ impl JwtVerifier {
         }
     }
 
+    /// The provider's keys, when tokens are checked with them.
+    pub fn provider_keys(&self) -> Option<&Arc<JwksKeys>> {
+        match &self.keys {
+            VerificationKeys::File(_) => None,
+            VerificationKeys::Jwks(jwks) => Some(jwks),
+        }
+    }
+
     fn find_token<'a>(&self, request: &'a UpgradeRequest) -> Option<&'a str> {
         self.sources.iter().find_map(|source| match source {
             TokenSource::Header => request.header("authorization").and_then(|value| {

@@ -5,7 +5,8 @@
 //! [`jwt`] with [`jwks`], [`rate`], [`refusal`], [`socket_options`]), and [`relay`] moves frames once the
 //! handshake is done, checked by [`tracker`] ([`deflate`] measures compressed messages,
 //! [`utf8`] checks text). [`server`] accepts ([`accept_backoff`] paces it when out of
-//! descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
+//! descriptors) and [`reload`] swaps in changes to the files [`watched`] names ([`staged`]
+//! holds a policy back until its new JWKS source answers).
 //! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
 
 pub mod accept_backoff;
@@ -32,6 +33,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod socket_options;
+pub mod staged;
 pub mod tls;
 pub mod tracker;
 pub mod transport;

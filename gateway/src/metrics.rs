@@ -294,8 +294,8 @@ impl Metrics {
         self.jwks_fetches[1].fetch_add(1, Relaxed);
     }
 
-    /// Keys are now fetched from a new place and none are held yet: the key gauges go.
-    pub fn jwks_source_changed(&self) {
+    /// The policy in use takes no keys from an identity provider (any more): the key gauges go.
+    pub fn jwks_not_in_use(&self) {
         self.jwks_fetched_at.store(NO_KEYS, Relaxed);
         self.jwks_keys.store(0, Relaxed);
     }
@@ -629,7 +629,7 @@ mod tests {
         assert!(text.contains("wsfleet_gateway_jwks_keys 3\n"));
         assert!(text.contains("wsfleet_gateway_jwks_fetches_total{outcome=\"success\"} 1\n"));
         assert!(text.contains("wsfleet_gateway_jwks_fetches_total{outcome=\"error\"} 1\n"));
-        metrics.jwks_source_changed();
+        metrics.jwks_not_in_use();
         assert!(!metrics.render().contains("jwks_key_age"));
     }
 }

@@ -1,9 +1,11 @@
 //! The running policy: a validated config with everything derived from it (JWT keys, upstream
-//! target, TLS roots). A reload builds a new one and swaps it in whole.
+//! target, TLS roots). A reload builds a new one and swaps it in whole, once it can serve
+//! (see [`crate::staged`]).
 
 use std::sync::Arc;
 
 use crate::config::GatewayConfig;
+use crate::jwks::JwksKeys;
 use crate::jwt::JwtVerifier;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamTarget;
@@ -38,6 +40,11 @@ impl Policy {
             jwt,
             upstream,
         })
+    }
+
+    /// The identity provider's keys this policy checks tokens with, if any.
+    pub fn provider_keys(&self) -> Option<&Arc<JwksKeys>> {
+        self.jwt.as_ref().and_then(JwtVerifier::provider_keys)
     }
 
     /// The client path beyond `listen.path`, or `None` when the path is outside it.

@@ -17,6 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 const JWKS_PATH: &str = "/protocol/openid-connect/certs";
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -77,6 +78,8 @@ struct ProviderState {
     answer: Option<Answer>,
     /// Paths requested, in order.
     requests: Vec<String>,
+    /// Connections accepted, whether their request was read yet or not.
+    connections: usize,
 }
 
 /// A JWKS (and OIDC discovery) server on 127.0.0.1.
@@ -84,6 +87,8 @@ struct Provider {
     address: SocketAddr,
     tls: bool,
     state: Arc<Mutex<ProviderState>>,
+    /// While false, requests are held unanswered: a provider the test decides when to answer.
+    open: watch::Sender<bool>,
 }
 
 impl Provider {
@@ -99,19 +104,25 @@ impl Provider {
             keys: keys.iter().map(|key| key.jwk.clone()).collect(),
             answer: Some(Answer::Keys),
             requests: Vec::new(),
+            connections: 0,
         }));
         let provider = Self {
             address,
             tls: tls.is_some(),
             state: state.clone(),
+            open: watch::Sender::new(true),
         };
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let open = provider.open.clone();
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
+                state.lock().unwrap().connections += 1;
                 let state = state.clone();
                 let acceptor = acceptor.clone();
+                let mut open = open.subscribe();
                 tokio::spawn(async move {
+                    let _ = open.wait_for(|open| *open).await;
                     match acceptor {
                         None => answer(tcp, &state, address).await,
                         Some(acceptor) => {
@@ -138,6 +149,20 @@ impl Provider {
 
     fn publish(&self, keys: &[&SigningKey]) {
         self.state.lock().unwrap().keys = keys.iter().map(|key| key.jwk.clone()).collect();
+    }
+
+    /// Holds requests unanswered until [`Provider::open`].
+    fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Connections accepted so far, answered or held.
+    fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 
     fn answer_with(&self, answer: Answer) {
@@ -485,7 +510,7 @@ async fn keys_are_found_through_the_issuers_discovery_document() {
 }
 
 #[tokio::test]
-async fn a_reload_keeps_the_keys_of_an_unchanged_source_and_starts_over_for_a_new_one() {
+async fn a_reload_keeps_the_keys_of_an_unchanged_source() {
     let upstream = EchoUpstream::start().await;
     let key = SigningKey::new("k1");
     let provider = Provider::start(&[&key]).await;
@@ -496,12 +521,7 @@ async fn a_reload_keeps_the_keys_of_an_unchanged_source_and_starts_over_for_a_ne
     // Another audience list: the JWKS settings are the same.
     let config = jwks_config(ISSUER, &jwks).replace("[chat]", "[chat, billing]");
     gateway.rewrite_config(&upstream.url("/"), &config);
-    gateway
-        .wait_metric(
-            "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"success\"}",
-            1.0,
-        )
-        .await;
+    gateway.wait_metric(RELOADED, 1.0).await;
     assert!(gateway.is_ready().await);
     assert!(accepted(&gateway, &key.token()).await);
     assert_eq!(
@@ -509,20 +529,126 @@ async fn a_reload_keeps_the_keys_of_an_unchanged_source_and_starts_over_for_a_ne
         1,
         "no fetch for the reload"
     );
+}
 
-    // Another URL (the same server under another name): fetched again.
-    let moved = jwks.replace("localhost", "127.0.0.1");
-    gateway.rewrite_config(&upstream.url("/"), &jwks_config(ISSUER, &moved));
-    gateway
-        .wait_metric(
-            "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"success\"}",
-            2.0,
-        )
-        .await;
-    eventually("the new source to be fetched", || async {
-        provider.requests_for(JWKS_PATH) == 2
+const RELOADED: &str = "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"success\"}";
+const RELOAD_REFUSED: &str = "wsfleet_gateway_reloads_total{kind=\"config\",outcome=\"failure\"}";
+
+/// Polls `/readyz` until dropped; [`ReadinessWatch::dropped`] tells whether any poll failed.
+struct ReadinessWatch {
+    polls: tokio::task::JoinHandle<()>,
+    unready: Arc<Mutex<usize>>,
+}
+
+impl ReadinessWatch {
+    fn start(gateway: &Gateway) -> Self {
+        let address = gateway.metrics_address;
+        let unready = Arc::new(Mutex::new(0));
+        let polls = tokio::spawn({
+            let unready = unready.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_millis(5));
+                loop {
+                    every.tick().await;
+                    if !matches!(http_get(address, "/readyz").await, Some((200, _))) {
+                        *unready.lock().unwrap() += 1;
+                    }
+                }
+            }
+        });
+        Self { polls, unready }
+    }
+
+    /// Probes that found the gateway unready.
+    fn unready(&self) -> usize {
+        *self.unready.lock().unwrap()
+    }
+}
+
+impl Drop for ReadinessWatch {
+    fn drop(&mut self) {
+        self.polls.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_new_source_is_used_once_it_answers_and_the_gateway_stays_ready_meanwhile() {
+    let upstream = EchoUpstream::start().await;
+    let old = SigningKey::new("old");
+    let old_provider = Provider::start(&[&old]).await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        &jwks_config(ISSUER, &format!("url: {}", old_provider.jwks_url())),
+    )
+    .await;
+    let readiness = ReadinessWatch::start(&gateway);
+
+    let new = SigningKey::new("new");
+    let second = SigningKey::new("second");
+    let new_provider = Provider::start(&[&new, &second]).await;
+    new_provider.hold();
+    gateway.rewrite_config(
+        &upstream.url("/"),
+        &jwks_config(ISSUER, &format!("url: {}", new_provider.jwks_url())),
+    );
+    eventually("the new source to be asked", || async {
+        new_provider.connections() == 1
     })
     .await;
-    eventually("the gateway to be ready again", || gateway.is_ready()).await;
-    assert!(accepted(&gateway, &key.token()).await);
+    // Not answered yet: the old policy serves, with the old keys and their gauges.
+    assert!(accepted(&gateway, &old.token()).await);
+    assert_eq!(status_with(&gateway, &new.token()).await, 401);
+    assert_eq!(gateway.metric("wsfleet_gateway_jwks_keys").await, 1.0);
+    assert_eq!(gateway.metric(RELOADED).await, 0.0);
+
+    new_provider.open();
+    gateway.wait_metric(RELOADED, 1.0).await;
+    assert!(accepted(&gateway, &new.token()).await);
+    assert_eq!(status_with(&gateway, &old.token()).await, 401);
+    assert_eq!(gateway.metric("wsfleet_gateway_jwks_keys").await, 2.0);
+    assert_eq!(gateway.metric(RELOAD_REFUSED).await, 0.0);
+    assert_eq!(readiness.unready(), 0, "the gateway turned unready");
+}
+
+#[tokio::test]
+async fn a_new_source_that_does_not_answer_leaves_the_old_keys_in_use() {
+    let upstream = EchoUpstream::start().await;
+    let old = SigningKey::new("old");
+    let old_provider = Provider::start(&[&old]).await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        &jwks_config(ISSUER, &format!("url: {}", old_provider.jwks_url())),
+    )
+    .await;
+    let readiness = ReadinessWatch::start(&gateway);
+
+    // A port nothing listens on: every fetch is refused at once.
+    let unreachable = format!("http://127.0.0.1:{}{JWKS_PATH}", free_port());
+    gateway.rewrite_config(
+        &upstream.url("/"),
+        &jwks_config(ISSUER, &format!("url: {unreachable}")),
+    );
+    gateway.wait_metric(RELOAD_REFUSED, 1.0).await;
+    assert!(gateway.is_ready().await);
+    assert!(accepted(&gateway, &old.token()).await);
+    assert_eq!(gateway.metric(RELOADED).await, 0.0);
+    assert_eq!(gateway.metric("wsfleet_gateway_jwks_keys").await, 1.0);
+    // Retried (after 1 s), and still reported once.
+    gateway
+        .wait_metric("wsfleet_gateway_jwks_fetches_total{outcome=\"error\"}", 2.0)
+        .await;
+    assert_eq!(gateway.metric(RELOAD_REFUSED).await, 1.0);
+
+    // The next change supersedes the waiting one.
+    let new = SigningKey::new("new");
+    let new_provider = Provider::start(&[&new]).await;
+    gateway.rewrite_config(
+        &upstream.url("/"),
+        &jwks_config(ISSUER, &format!("url: {}", new_provider.jwks_url())),
+    );
+    gateway.wait_metric(RELOADED, 1.0).await;
+    assert!(accepted(&gateway, &new.token()).await);
+    assert_eq!(status_with(&gateway, &old.token()).await, 401);
+    assert_eq!(gateway.metric(RELOAD_REFUSED).await, 1.0);
+    assert_eq!(readiness.unready(), 0, "the gateway turned unready");
 }
