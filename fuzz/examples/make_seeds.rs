@@ -378,7 +378,8 @@ fn config_seeds() -> Vec<(String, String)> {
         issuer: Some("https://auth.example.com".into()),
         audiences: vec!["chat".into()],
         algorithms: vec![JwtAlgorithm::RS256],
-        key_file: "/etc/wsfleet/jwt/public.pem".into(),
+        key_file: Some("/etc/wsfleet/jwt/public.pem".into()),
+        jwks: None,
         token_from: vec![
             TokenSource::Header,
             TokenSource::Query,

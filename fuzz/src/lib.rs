@@ -185,7 +185,8 @@ fn load_verifier(key: &[u8], algorithms: &[JwtAlgorithm], forward: bool) -> JwtV
         issuer: Some(ISSUER.into()),
         audiences: vec![AUDIENCE.into()],
         algorithms: algorithms.to_vec(),
-        key_file: key_file.clone(),
+        key_file: Some(key_file.clone()),
+        jwks: None,
         token_from: vec![
             TokenSource::Subprotocol,
             TokenSource::Query,
@@ -206,7 +207,7 @@ fn load_verifier(key: &[u8], algorithms: &[JwtAlgorithm], forward: bool) -> JwtV
         subject_claim: "sub".into(),
         leeway: Duration::ZERO,
     };
-    let verifier = JwtVerifier::load(&config);
+    let verifier = JwtVerifier::load(&config, None, &Default::default());
     let _ = std::fs::remove_file(&key_file);
     verifier.expect("the fuzz verifier's config is valid")
 }

@@ -1,5 +1,6 @@
 //! The metrics port: `/metrics` (Prometheus text), `/healthz` (the process runs) and
-//! `/readyz` (accepting connections; fails as soon as draining starts).
+//! `/readyz` (accepting connections and able to check tokens; fails as soon as draining
+//! starts).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,9 +45,7 @@ async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
             shared.metrics.render(),
         ),
         "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-        "/readyz" if shared.ready.load(Ordering::Relaxed) => {
-            ("200 OK", "text/plain", "ready\n".to_owned())
-        }
+        "/readyz" if is_ready(&shared) => ("200 OK", "text/plain", "ready\n".to_owned()),
         "/readyz" => (
             "503 Service Unavailable",
             "text/plain",
@@ -60,4 +59,16 @@ async fn answer(mut stream: TcpStream, shared: Arc<Shared>) {
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// Listening and not draining; with keys from an identity provider, once they were fetched:
+/// until then every token would be refused.
+fn is_ready(shared: &Shared) -> bool {
+    shared.ready.load(Ordering::Relaxed)
+        && shared
+            .policy
+            .load()
+            .jwt
+            .as_ref()
+            .is_none_or(|verifier| verifier.has_keys())
 }

@@ -136,8 +136,13 @@ pub struct JwtConfig {
     pub audiences: Vec<String>,
     /// Accepted algorithms; all must share one key family (HMAC, RSA or EC).
     pub algorithms: Vec<JwtAlgorithm>,
-    /// HMAC secret (raw bytes) or PEM public key, re-read when it changes.
-    pub key_file: PathBuf,
+    /// HMAC secret (raw bytes) or PEM public key, re-read when it changes. Exactly one of
+    /// `keyFile` and `jwks` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Public keys fetched from an identity provider and refreshed as it rotates them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwksConfig>,
     /// Where the token may be carried, tried in this order.
     #[serde(default = "default_token_sources")]
     pub token_from: Vec<TokenSource>,
@@ -154,6 +159,29 @@ pub struct JwtConfig {
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(default = "default_leeway", with = "duration_text")]
     pub leeway: Duration,
+}
+
+/// Where the gateway fetches a JWK set: `url`, or `discovery` through `auth.jwt.issuer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksConfig {
+    /// The JWK set document, `http://` or `https://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The JWK set is the `jwks_uri` of `{auth.jwt.issuer}/.well-known/openid-configuration`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discovery: bool,
+    /// PEM bundle that an `https://` provider's certificate must chain to; absent: the
+    /// system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Time between scheduled fetches.
+    #[serde(default = "default_jwks_refresh_interval", with = "duration_text")]
+    pub refresh_interval: Duration,
+    /// Least time between fetches started by tokens with an unknown `kid`, so that made-up
+    /// `kid`s cannot make the gateway flood the provider.
+    #[serde(default = "default_jwks_min_refresh_interval", with = "duration_text")]
+    pub min_refresh_interval: Duration,
 }
 
 /// A signing algorithm; `none` is deliberately absent.
@@ -607,6 +635,25 @@ impl JwtConfig {
                 ),
             )),
         }?;
+        match (&self.key_file, &self.jwks) {
+            (Some(_), None) => {}
+            (None, Some(jwks)) => {
+                if families.contains(&KeyFamily::Hmac) {
+                    return Err(ConfigError::new(
+                        "auth.jwt.algorithms",
+                        "must be RSA or EC algorithms with jwks: an identity provider publishes \
+                         public keys, never HMAC secrets",
+                    ));
+                }
+                jwks.validate(self.issuer.as_deref())?;
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "auth.jwt",
+                    "set exactly one of keyFile and jwks",
+                ));
+            }
+        }
         if self.token_from.is_empty() {
             return Err(ConfigError::new(
                 "auth.jwt.tokenFrom",
@@ -643,6 +690,67 @@ impl JwtConfig {
         }
         Ok(())
     }
+}
+
+impl JwksConfig {
+    fn validate(&self, issuer: Option<&str>) -> Result<(), ConfigError> {
+        match (&self.url, self.discovery) {
+            (Some(url), false) => http_url("auth.jwt.jwks.url", url)?,
+            (None, true) => {
+                let issuer = issuer.ok_or_else(|| {
+                    ConfigError::new(
+                        "auth.jwt.issuer",
+                        "must be set with jwks.discovery: the provider's keys are found through it",
+                    )
+                })?;
+                http_url("auth.jwt.issuer", issuer)?;
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "auth.jwt.jwks",
+                    "set exactly one of url and discovery: true",
+                ));
+            }
+        }
+        positive("auth.jwt.jwks.refreshInterval", self.refresh_interval)?;
+        positive(
+            "auth.jwt.jwks.minRefreshInterval",
+            self.min_refresh_interval,
+        )?;
+        if self.min_refresh_interval > self.refresh_interval {
+            return Err(ConfigError::new(
+                "auth.jwt.jwks.minRefreshInterval",
+                format!(
+                    "must not exceed refreshInterval ({}), got {}",
+                    duration_text::format(self.refresh_interval),
+                    duration_text::format(self.min_refresh_interval)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `url` is `http://` or `https://` with a host.
+fn http_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                field,
+                format!("scheme must be http:// or https://, got {url:?}"),
+            )
+        })?;
+    if rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err(ConfigError::new(field, format!("has no host: {url:?}")));
+    }
+    Ok(())
 }
 
 impl LimitsConfig {
@@ -819,6 +927,17 @@ fn default_subject_claim() -> String {
     "sub".to_owned()
 }
 fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+/// Providers rotate keys over days and publish a new key ahead of its use; five minutes
+/// picks it up long before, at one small request per gateway.
+fn default_jwks_refresh_interval() -> Duration {
+    Duration::from_secs(300)
+}
+/// At most two fetches a minute per gateway from unknown `kid`s: a fleet of a hundred
+/// gateways stays far below a provider's rate limits, and a key used the moment it is
+/// published is accepted within half a minute.
+fn default_jwks_min_refresh_interval() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_connections() -> u32 {
@@ -1001,6 +1120,52 @@ mod tests {
             "{MINIMAL}auth:\n  jwt: {{algorithms: [HS256, RS256], keyFile: /k}}\n"
         ));
         assert_eq!(err.field, "auth.jwt.algorithms");
+    }
+
+    #[test]
+    fn jwt_keys_come_from_exactly_one_source() {
+        let jwt =
+            |fields: &str| format!("{MINIMAL}auth:\n  jwt: {{algorithms: [RS256]{fields}}}\n");
+        assert_eq!(error_of(&jwt("")).field, "auth.jwt");
+        assert_eq!(
+            error_of(&jwt(", keyFile: /k, jwks: {url: https://id.test/keys}")).field,
+            "auth.jwt"
+        );
+        assert_eq!(
+            error_of(&jwt(", jwks: {url: https://id.test/keys, discovery: true}")).field,
+            "auth.jwt.jwks"
+        );
+        assert_eq!(
+            error_of(&jwt(", jwks: {url: ftp://id.test/keys}")).field,
+            "auth.jwt.jwks.url"
+        );
+        assert_eq!(
+            error_of(&jwt(", jwks: {discovery: true}")).field,
+            "auth.jwt.issuer"
+        );
+        assert_eq!(
+            error_of(&jwt(
+                ", jwks: {url: https://id.test/keys, refreshInterval: 10s, minRefreshInterval: 1m}"
+            ))
+            .field,
+            "auth.jwt.jwks.minRefreshInterval"
+        );
+        let hmac = format!(
+            "{MINIMAL}auth:\n  jwt: {{algorithms: [HS256], jwks: {{url: https://id.test/keys}}}}\n"
+        );
+        assert_eq!(error_of(&hmac).field, "auth.jwt.algorithms");
+    }
+
+    #[test]
+    fn jwks_settings_take_defaults_and_read_back() {
+        let config = GatewayConfig::from_yaml(&format!(
+            "{MINIMAL}auth:\n  jwt:\n    issuer: https://id.test/realms/chat\n    algorithms: [ES256]\n    jwks: {{discovery: true, caFile: /ca.pem}}\n"
+        ))
+        .unwrap();
+        let jwks = config.auth.jwt.as_ref().unwrap().jwks.as_ref().unwrap();
+        assert_eq!(jwks.refresh_interval, Duration::from_secs(300));
+        assert_eq!(jwks.min_refresh_interval, Duration::from_secs(30));
+        assert_eq!(GatewayConfig::from_yaml(&config.to_yaml()).unwrap(), config);
     }
 
     #[test]

@@ -197,7 +197,7 @@ async fn upgrade(
     let chain = ClientChain::of(peer.ip(), &request, &policy.config.auth.trusted_proxies);
     attempt.client = chain.client();
     attempt.path = Some(&request.path);
-    let admitted = match admit(shared, &policy, &request, &chain, peer) {
+    let admitted = match admit(shared, &policy, &request, &chain, peer).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
             attempt.refuse(&mut client, refusal).await;
@@ -318,7 +318,7 @@ struct Admitted {
 }
 
 /// The checks in order: cheapest first, and the connection slot before the costly token check.
-fn admit(
+async fn admit(
     shared: &Arc<Shared>,
     policy: &Policy,
     request: &UpgradeRequest,
@@ -348,14 +348,17 @@ fn admit(
     admission::check_subprotocols(request, &config.validation)?;
     let verified = match &policy.jwt {
         None => Verified::default(),
-        Some(verifier) => match verifier.verify_request(request) {
-            Ok(verified) => verified,
-            Err(TokenError::Missing) => return Err(Refusal::TokenMissing),
-            Err(err @ TokenError::Invalid(_)) => {
-                tracing::debug!(%peer, error = %err, "token refused");
-                return Err(Refusal::TokenInvalid);
+        Some(verifier) => {
+            verifier.await_token_key(request).await;
+            match verifier.verify_request(request) {
+                Ok(verified) => verified,
+                Err(TokenError::Missing) => return Err(Refusal::TokenMissing),
+                Err(err @ (TokenError::Invalid(_) | TokenError::UnknownKey)) => {
+                    tracing::debug!(%peer, error = %err, "token refused");
+                    return Err(Refusal::TokenInvalid);
+                }
             }
-        },
+        }
     };
     let subject_slot = match config.limits.connections_per_subject {
         None => None,

@@ -3,8 +3,11 @@
 //! The accepted algorithms share one key family (checked by the config), and the key is
 //! loaded as that family only, so a token cannot pick a weaker interpretation of the key:
 //! an HS256 token signed with an RSA public key is refused because HS256 is not accepted.
+//! With keys from an identity provider ([`crate::jwks`]), the token's `kid` picks the key.
 
 use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -13,13 +16,16 @@ use serde_json::{Map, Value};
 
 use crate::config::{ForwardedClaim, JwtAlgorithm, JwtConfig, KeyFamily, TokenSource};
 use crate::handshake::UpgradeRequest;
+use crate::jwks::{JwksKeys, KeySource};
+use crate::metrics::Metrics;
+use crate::tls::CaBundle;
 
 /// The entry prefix that carries a token in `Sec-WebSocket-Protocol`.
 pub const SUBPROTOCOL_PREFIX: &str = "bearer.";
 
-/// Verifies tokens with one key and one set of rules.
+/// Verifies tokens with one set of rules.
 pub struct JwtVerifier {
-    key: DecodingKey,
+    keys: VerificationKeys,
     validation: Validation,
     sources: Vec<TokenSource>,
     query_parameter: String,
@@ -35,6 +41,14 @@ impl std::fmt::Debug for JwtVerifier {
             .field("sources", &self.sources)
             .finish_non_exhaustive()
     }
+}
+
+/// The keys tokens are checked with.
+enum VerificationKeys {
+    /// `auth.jwt.keyFile`: one key for every token.
+    File(DecodingKey),
+    /// `auth.jwt.jwks`: the provider's keys, picked by the token's `kid`.
+    Jwks(Arc<JwksKeys>),
 }
 
 /// What a verified token yields.
@@ -53,29 +67,45 @@ pub enum TokenError {
     Missing,
     #[error("token refused: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("token refused: no key for its kid and algorithm")]
+    UnknownKey,
 }
 
 impl JwtVerifier {
-    /// Reads the key file and prepares the validation rules.
-    pub fn load(config: &JwtConfig) -> anyhow::Result<Self> {
-        let key_bytes = std::fs::read(&config.key_file)
-            .with_context(|| format!("auth.jwt.keyFile: reading {}", config.key_file.display()))?;
+    /// Reads the key file, or starts fetching the provider's keys (keeping `previous`'s when
+    /// they come from the same source), and prepares the validation rules.
+    pub fn load(
+        config: &JwtConfig,
+        previous: Option<&Self>,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let family = config
             .algorithms
             .first()
             .context("auth.jwt.algorithms: must name at least one algorithm")?
             .key_family();
-        let key = decoding_key(family, &key_bytes).with_context(|| {
-            format!(
-                "auth.jwt.keyFile: {} is not a {family:?} key",
-                config.key_file.display()
-            )
-        })?;
         let algorithms: Vec<Algorithm> = config
             .algorithms
             .iter()
             .map(|alg| algorithm(*alg))
             .collect();
+        let keys = match (&config.key_file, &config.jwks) {
+            (Some(key_file), None) => VerificationKeys::File(read_key_file(key_file, family)?),
+            (None, Some(jwks)) => {
+                let source = KeySource {
+                    config: jwks.clone(),
+                    issuer: config.issuer.clone(),
+                    ca: jwks
+                        .ca_file
+                        .as_deref()
+                        .map(|path| CaBundle::read("auth.jwt.jwks.caFile", path))
+                        .transpose()?,
+                    algorithms: algorithms.clone(),
+                };
+                VerificationKeys::Jwks(provider_keys(source, previous, metrics)?)
+            }
+            _ => anyhow::bail!("auth.jwt: set exactly one of keyFile and jwks"),
+        };
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
         validation.leeway = config.leeway.as_secs();
@@ -90,7 +120,7 @@ impl JwtVerifier {
             validation.set_audience(&config.audiences);
         }
         Ok(Self {
-            key,
+            keys,
             validation,
             sources: config.token_from.clone(),
             query_parameter: config.query_parameter.clone(),
@@ -106,6 +136,18 @@ impl JwtVerifier {
         self
     }
 
+    /// With keys from an identity provider, waits briefly for a fetch when the request's
+    /// token names a `kid` not held yet (see [`JwksKeys::wait_for`]); at once otherwise.
+    pub async fn await_token_key(&self, request: &UpgradeRequest) {
+        if let VerificationKeys::Jwks(jwks) = &self.keys
+            && let Some(token) = self.find_token(request)
+            && let Ok(jsonwebtoken::Header { kid: Some(kid), .. }) =
+                jsonwebtoken::decode_header(token)
+        {
+            jwks.wait_for(&kid).await;
+        }
+    }
+
     /// Finds the token in the request and verifies it.
     pub fn verify_request(&self, request: &UpgradeRequest) -> Result<Verified, TokenError> {
         let token = self.find_token(request).ok_or(TokenError::Missing)?;
@@ -115,12 +157,23 @@ impl JwtVerifier {
     /// Verifies one token (signature, algorithm, `exp`, `nbf`, `iss`, `aud`) and returns the
     /// claims collected from it.
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let provider_keys;
+        let key = match &self.keys {
+            VerificationKeys::File(key) => key,
+            VerificationKeys::Jwks(jwks) => {
+                provider_keys = jwks.current();
+                let header = jsonwebtoken::decode_header(token)?;
+                provider_keys
+                    .select(&header)
+                    .ok_or(TokenError::UnknownKey)?
+            }
+        };
         if self.forward_claims.is_empty() && self.subject_claim.is_none() {
             // Nothing to collect: the claims are checked but not kept.
-            jsonwebtoken::decode::<IgnoredAny>(token, &self.key, &self.validation)?;
+            jsonwebtoken::decode::<IgnoredAny>(token, key, &self.validation)?;
             return Ok(Verified::default());
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)?;
         let mut claims = data.claims;
         Ok(Verified {
             claim_headers: self.claim_headers(&claims),
@@ -132,6 +185,22 @@ impl JwtVerifier {
                     _ => None,
                 }),
         })
+    }
+
+    /// False while the provider's keys have never been fetched: no token can pass yet.
+    pub fn has_keys(&self) -> bool {
+        match &self.keys {
+            VerificationKeys::File(_) => true,
+            VerificationKeys::Jwks(jwks) => jwks.has_keys(),
+        }
+    }
+
+    /// The provider's keys, when tokens are checked with them.
+    pub fn provider_keys(&self) -> Option<&Arc<JwksKeys>> {
+        match &self.keys {
+            VerificationKeys::File(_) => None,
+            VerificationKeys::Jwks(jwks) => Some(jwks),
+        }
     }
 
     fn find_token<'a>(&self, request: &'a UpgradeRequest) -> Option<&'a str> {
@@ -182,6 +251,32 @@ pub fn offered_token_protocol(request: &UpgradeRequest) -> Option<&str> {
     request
         .list("sec-websocket-protocol")
         .find(|entry| entry.starts_with(SUBPROTOCOL_PREFIX))
+}
+
+fn read_key_file(path: &Path, family: KeyFamily) -> anyhow::Result<DecodingKey> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("auth.jwt.keyFile: reading {}", path.display()))?;
+    decoding_key(family, &bytes).with_context(|| {
+        format!(
+            "auth.jwt.keyFile: {} is not a {family:?} key",
+            path.display()
+        )
+    })
+}
+
+/// `previous`'s provider keys when they come from `source`: a reload that keeps the JWKS
+/// settings neither refetches nor drops them. Any other source starts over.
+fn provider_keys(
+    source: KeySource,
+    previous: Option<&JwtVerifier>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<JwksKeys>> {
+    if let Some(VerificationKeys::Jwks(running)) = previous.map(|verifier| &verifier.keys)
+        && *running.source() == source
+    {
+        return Ok(running.clone());
+    }
+    Ok(Arc::new(JwksKeys::start(source, metrics.clone())?))
 }
 
 fn decoding_key(family: KeyFamily, bytes: &[u8]) -> anyhow::Result<DecodingKey> {
@@ -261,7 +356,8 @@ mod tests {
             issuer: Some("https://issuer.test".into()),
             audiences: vec!["chat".into()],
             algorithms: vec![JwtAlgorithm::HS256],
-            key_file: file.path().to_owned(),
+            key_file: Some(file.path().to_owned()),
+            jwks: None,
             token_from: vec![
                 TokenSource::Header,
                 TokenSource::Query,
@@ -276,7 +372,10 @@ mod tests {
             leeway: Duration::ZERO,
         };
         edit(&mut config);
-        (JwtVerifier::load(&config).unwrap(), file)
+        (
+            JwtVerifier::load(&config, None, &Arc::default()).unwrap(),
+            file,
+        )
     }
 
     fn sign(claims: serde_json::Value) -> String {
@@ -376,14 +475,15 @@ mod tests {
             issuer: None,
             audiences: vec![],
             algorithms: vec![JwtAlgorithm::HS256],
-            key_file: file.path().to_owned(),
+            key_file: Some(file.path().to_owned()),
+            jwks: None,
             token_from: vec![TokenSource::Header],
             query_parameter: "access_token".into(),
             forward_claims: vec![],
             subject_claim: "sub".into(),
             leeway: Duration::ZERO,
         };
-        let err = JwtVerifier::load(&config).unwrap_err();
+        let err = JwtVerifier::load(&config, None, &Arc::default()).unwrap_err();
         assert!(format!("{err:#}").contains("auth.jwt.keyFile"), "{err:#}");
     }
 

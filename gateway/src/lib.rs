@@ -2,10 +2,11 @@
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
 //! applies lives in small modules ([`proxy_protocol`], [`admission`], [`path`], [`pending`],
-//! [`jwt`], [`rate`], [`subject_limit`], [`refusal`], [`socket_options`]), and [`relay`]
-//! moves frames once the handshake is done, checked by [`tracker`] ([`deflate`] measures
-//! compressed messages, [`utf8`] checks text). [`server`] accepts ([`accept_backoff`] paces it when out of
-//! descriptors) and [`reload`] swaps in changes to the files [`watched`] names.
+//! [`jwt`] with [`jwks`], [`rate`], [`subject_limit`], [`refusal`], [`socket_options`]), and
+//! [`relay`] moves frames once the handshake is done, checked by [`tracker`] ([`deflate`]
+//! measures compressed messages, [`utf8`] checks text). [`server`] accepts ([`accept_backoff`]
+//! paces it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`]
+//! names ([`staged`] holds a policy back until its new JWKS source answers).
 //! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
 //! [`access_log`] writes a JSON line per connection and refusal.
 
@@ -21,6 +22,7 @@ pub mod drain;
 pub mod frame;
 pub mod handshake;
 pub mod histogram;
+pub mod jwks;
 pub mod jwt;
 pub mod metrics;
 pub mod path;
@@ -33,6 +35,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod socket_options;
+pub mod staged;
 pub mod subject_limit;
 pub mod tls;
 pub mod tracker;

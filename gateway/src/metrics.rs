@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::histogram::Histogram;
 
@@ -166,6 +166,8 @@ const CONNECTION_BOUNDS: [u64; 13] = [
 
 /// The certificate gauge's value while no certificate is served.
 const NO_CERTIFICATE: i64 = i64::MIN;
+/// The JWK set's fetch time while no set has been fetched.
+const NO_KEYS: i64 = i64::MIN;
 
 /// Every counter, gauge and histogram the gateway exports.
 #[derive(Debug)]
@@ -186,6 +188,12 @@ pub struct Metrics {
     /// notAfter of the served certificate in Unix seconds; [`NO_CERTIFICATE`] without one.
     certificate_not_after: AtomicI64,
     access_log_dropped: AtomicU64,
+    /// JWK set fetches: success (0) and error (1).
+    jwks_fetches: [AtomicU64; 2],
+    /// When the keys in use were fetched, in Unix milliseconds; [`NO_KEYS`] before the first.
+    jwks_fetched_at: AtomicI64,
+    /// Usable keys in the last JWK set fetched.
+    jwks_keys: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -204,6 +212,9 @@ impl Default for Metrics {
             closes: Default::default(),
             certificate_not_after: AtomicI64::new(NO_CERTIFICATE),
             access_log_dropped: AtomicU64::default(),
+            jwks_fetches: Default::default(),
+            jwks_fetched_at: AtomicI64::new(NO_KEYS),
+            jwks_keys: AtomicU64::default(),
         }
     }
 }
@@ -277,6 +288,24 @@ impl Metrics {
     pub fn certificate_served(&self, not_after: Option<i64>) {
         self.certificate_not_after
             .store(not_after.unwrap_or(NO_CERTIFICATE), Relaxed);
+    }
+
+    /// A JWK set with `keys` usable keys was fetched at `at`.
+    pub fn jwks_fetched(&self, keys: usize, at: SystemTime) {
+        self.jwks_fetches[0].fetch_add(1, Relaxed);
+        self.jwks_keys.store(keys as u64, Relaxed);
+        self.jwks_fetched_at.store(unix_millis(at), Relaxed);
+    }
+
+    /// A JWK set fetch failed; the keys held stay.
+    pub fn jwks_fetch_failed(&self) {
+        self.jwks_fetches[1].fetch_add(1, Relaxed);
+    }
+
+    /// The policy in use takes no keys from an identity provider (any more): the key gauges go.
+    pub fn jwks_not_in_use(&self) {
+        self.jwks_fetched_at.store(NO_KEYS, Relaxed);
+        self.jwks_keys.store(0, Relaxed);
     }
 
     /// The Prometheus text exposition of every series.
@@ -444,8 +473,60 @@ impl Metrics {
                 not_after,
             );
         }
+        self.render_jwks(&mut out, SystemTime::now());
         out
     }
+
+    fn render_jwks(&self, out: &mut String, now: SystemTime) {
+        family(
+            out,
+            "wsfleet_gateway_jwks_fetches_total",
+            "counter",
+            "Fetches of the identity provider's JWK set by outcome.",
+        );
+        for (index, outcome) in ["success", "error"].into_iter().enumerate() {
+            series(
+                out,
+                "wsfleet_gateway_jwks_fetches_total",
+                &format!("outcome=\"{outcome}\""),
+                self.jwks_fetches[index].load(Relaxed),
+            );
+        }
+        let fetched_at = self.jwks_fetched_at.load(Relaxed);
+        if fetched_at == NO_KEYS {
+            return;
+        }
+        family(
+            out,
+            "wsfleet_gateway_jwks_key_age_seconds",
+            "gauge",
+            "Seconds since the JWK set in use was fetched; grows while the provider fails.",
+        );
+        let age_millis = (unix_millis(now) - fetched_at).max(0);
+        series(
+            out,
+            "wsfleet_gateway_jwks_key_age_seconds",
+            "",
+            age_millis as f64 / 1000.0,
+        );
+        family(
+            out,
+            "wsfleet_gateway_jwks_keys",
+            "gauge",
+            "Usable keys in the JWK set in use.",
+        );
+        series(
+            out,
+            "wsfleet_gateway_jwks_keys",
+            "",
+            self.jwks_keys.load(Relaxed),
+        );
+    }
+}
+
+fn unix_millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -548,5 +629,27 @@ mod tests {
         );
         metrics.certificate_served(None);
         assert!(!metrics.render().contains("certificate_not_after"));
+    }
+
+    #[test]
+    fn jwks_key_gauges_exist_only_while_keys_are_held() {
+        let metrics = Metrics::default();
+        let text = metrics.render();
+        assert!(text.contains("wsfleet_gateway_jwks_fetches_total{outcome=\"error\"} 0\n"));
+        assert!(!text.contains("jwks_key_age"), "{text}");
+        let fetched = UNIX_EPOCH + Duration::from_secs(1_000);
+        metrics.jwks_fetched(3, fetched);
+        metrics.jwks_fetch_failed();
+        let mut text = String::new();
+        metrics.render_jwks(&mut text, fetched + Duration::from_millis(90_500));
+        assert!(
+            text.contains("wsfleet_gateway_jwks_key_age_seconds 90.5\n"),
+            "{text}"
+        );
+        assert!(text.contains("wsfleet_gateway_jwks_keys 3\n"));
+        assert!(text.contains("wsfleet_gateway_jwks_fetches_total{outcome=\"success\"} 1\n"));
+        assert!(text.contains("wsfleet_gateway_jwks_fetches_total{outcome=\"error\"} 1\n"));
+        metrics.jwks_not_in_use();
+        assert!(!metrics.render().contains("jwks_key_age"));
     }
 }

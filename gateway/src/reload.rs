@@ -1,5 +1,7 @@
 //! Reloads on changes to the config and the files it names (see [`crate::watched`] for which
-//! events count). Every such change re-reads everything; unchanged inputs are ignored.
+//! events count). Every such change re-reads everything; unchanged inputs are ignored. A
+//! policy with a new JWKS source is swapped in once that source answers ([`crate::staged`]);
+//! a later change supersedes it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use crate::config::GatewayConfig;
 use crate::metrics::ReloadKind;
 use crate::policy::Policy;
 use crate::server::Shared;
+use crate::staged::{Progress, Staged, StagedPolicy};
 use crate::watched::WatchedFiles;
 
 /// Editors and the kubelet write in several steps; events this close together are one change.
@@ -24,6 +27,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 struct Inputs {
     config: String,
     jwt_key: Option<Vec<u8>>,
+    jwks_ca: Option<Vec<u8>>,
     ca: Option<Vec<u8>>,
 }
 
@@ -35,10 +39,16 @@ impl Inputs {
         let config = GatewayConfig::from_yaml(&text)
             .with_context(|| format!("invalid gateway config {}", config_path.display()))?;
         let read = |path: Option<&Path>| path.map(std::fs::read).transpose();
+        let jwt = config.auth.jwt.as_ref();
         let inputs = Self {
             config: text,
-            jwt_key: read(config.auth.jwt.as_ref().map(|jwt| jwt.key_file.as_path()))
+            jwt_key: read(jwt.and_then(|jwt| jwt.key_file.as_deref()))
                 .context("auth.jwt.keyFile")?,
+            jwks_ca: read(
+                jwt.and_then(|jwt| jwt.jwks.as_ref())
+                    .and_then(|jwks| jwks.ca_file.as_deref()),
+            )
+            .context("auth.jwt.jwks.caFile")?,
             ca: read(config.upstream.ca_file.as_deref()).context("upstream.caFile")?,
         };
         Ok((inputs, config))
@@ -81,13 +91,24 @@ pub fn watch(shared: Arc<Shared>, config_path: PathBuf) -> anyhow::Result<()> {
         files,
         watched,
         last_error: None,
+        staged: None,
     };
     tokio::spawn(async move {
-        while changes.recv().await.is_some() {
-            tokio::time::sleep(SETTLE).await;
-            while changes.try_recv().is_ok() {}
-            reloader.reload_config(&mut watcher).await;
-            reloader.reload_certificate().await;
+        loop {
+            // One task for both, so that a staged policy and a newer change never race to
+            // be swapped in.
+            tokio::select! {
+                change = changes.recv() => {
+                    if change.is_none() {
+                        return;
+                    }
+                    tokio::time::sleep(SETTLE).await;
+                    while changes.try_recv().is_ok() {}
+                    reloader.reload_config(&mut watcher).await;
+                    reloader.reload_certificate().await;
+                }
+                progress = reloader.staged_progress() => reloader.staged_progressed(progress),
+            }
         }
     });
     Ok(())
@@ -102,6 +123,8 @@ struct Reloader {
     watched: BTreeSet<PathBuf>,
     /// The last refusal, so that events from unrelated files do not repeat it.
     last_error: Option<String>,
+    /// The policy of the last change, while it waits for its new JWKS source.
+    staged: Option<StagedPolicy>,
 }
 
 impl Reloader {
@@ -141,15 +164,62 @@ impl Reloader {
         ) {
             tracing::warn!(error = %format!("{err:#}"), "cannot watch a new directory");
         }
-        match Policy::build(config) {
+        match Policy::build(config, Some(&current), &self.shared.metrics) {
             Ok(policy) => {
-                self.shared.policy.store(Arc::new(policy));
                 self.inputs = inputs;
                 self.last_error = None;
-                self.shared.metrics.reload(ReloadKind::Config, true);
-                tracing::info!(path = %self.config_path.display(), "config reloaded");
+                // A newer policy supersedes a staged one, which stops fetching when dropped.
+                self.staged = None;
+                match Staged::new(policy, &current) {
+                    Staged::Ready(policy) => self.swap_in(policy),
+                    Staged::Waiting(staged) => {
+                        tracing::info!(
+                            path = %self.config_path.display(),
+                            "config read; it takes effect once its new JWKS source answers"
+                        );
+                        self.staged = Some(staged);
+                    }
+                }
             }
             Err(err) => self.config_failed(&err),
+        }
+    }
+
+    fn swap_in(&self, policy: Policy) {
+        if policy.provider_keys().is_none() {
+            // A key age left behind would grow into a stale-keys alert for keys nobody uses.
+            self.shared.metrics.jwks_not_in_use();
+        }
+        self.shared.policy.store(Arc::new(policy));
+        self.shared.metrics.reload(ReloadKind::Config, true);
+        tracing::info!(path = %self.config_path.display(), "config reloaded");
+    }
+
+    /// What the staged policy's source did; never returns while there is none.
+    async fn staged_progress(&mut self) -> Progress {
+        match &mut self.staged {
+            Some(staged) => staged.progress().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn staged_progressed(&mut self, progress: Progress) {
+        match progress {
+            Progress::Ready => {
+                if let Some(staged) = self.staged.take() {
+                    self.swap_in(staged.into_policy());
+                }
+            }
+            Progress::Failed(error) => {
+                // Counted like a refused config: the new config is not in effect. The source
+                // is retried, and the config swapped in when it answers, so that a provider
+                // down during the change needs no second change to be picked up.
+                self.shared.metrics.reload(ReloadKind::Config, false);
+                tracing::error!(
+                    error = %error,
+                    "config reload waits: its new JWKS source does not answer; the previous config stays, and the source is retried"
+                );
+            }
         }
     }
 

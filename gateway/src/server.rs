@@ -91,8 +91,8 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         .as_ref()
         .map(|certificate| certificate.server_config().map(TlsAcceptor::from))
         .transpose()?;
-    let policy = Policy::build(config)?;
     let metrics = Arc::new(Metrics::default());
+    let policy = Policy::build(config, None, &metrics)?;
     let shared = Arc::new(Shared {
         policy: ArcSwap::from_pointee(policy),
         drain: Arc::new(Drain::new(metrics.clone())),

@@ -1,8 +1,8 @@
 //! TLS with rustls (ring): the serving certificate, swapped whole on reload so that new
 //! handshakes see the new pair while live connections keep theirs, and the client side
-//! used for `wss://` upstreams.
+//! used for `wss://` upstreams and `https://` key providers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -217,21 +217,47 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 /// The client config for `wss://` upstreams: roots from `ca_file`, or the system's.
 pub fn upstream_client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
+    let ca = ca_file
+        .map(|path| CaBundle::read("upstream.caFile", path))
+        .transpose()?;
+    client_config(ca.as_ref())
+}
+
+/// A PEM bundle of trusted roots, read from the file that `field` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    field: &'static str,
+    path: PathBuf,
+    pem: Vec<u8>,
+}
+
+impl CaBundle {
+    pub fn read(field: &'static str, path: &Path) -> anyhow::Result<Self> {
+        let pem =
+            std::fs::read(path).with_context(|| format!("{field}: reading {}", path.display()))?;
+        Ok(Self {
+            field,
+            path: path.to_owned(),
+            pem,
+        })
+    }
+}
+
+/// A client config trusting `ca`, or the system's roots without one.
+pub fn client_config(ca: Option<&CaBundle>) -> anyhow::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("upstream.caFile: reading {}", path.display()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert
-                    .with_context(|| format!("upstream.caFile {}: invalid PEM", path.display()))?;
-                roots.add(cert).with_context(|| {
-                    format!("upstream.caFile {}: unusable certificate", path.display())
-                })?;
+    match ca {
+        Some(CaBundle { field, path, pem }) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert =
+                    cert.with_context(|| format!("{field} {}: invalid PEM", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{field} {}: unusable certificate", path.display()))?;
             }
             anyhow::ensure!(
                 !roots.is_empty(),
-                "upstream.caFile {}: no certificate",
+                "{field} {}: no certificate",
                 path.display()
             );
         }

@@ -47,7 +47,8 @@ impl WatchedFiles {
             named.extend([tls.cert_file.as_path(), tls.key_file.as_path()]);
         }
         if let Some(jwt) = &config.auth.jwt {
-            named.push(&jwt.key_file);
+            named.extend(jwt.key_file.as_deref());
+            named.extend(jwt.jwks.as_ref().and_then(|jwks| jwks.ca_file.as_deref()));
         }
         if let Some(ca) = &config.upstream.ca_file {
             named.push(ca);

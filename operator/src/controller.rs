@@ -194,7 +194,7 @@ fn referrers<K: Resource>(
 }
 
 /// Whether `wss` uses the Secret `name`: its TLS Secret (the user's, or the one it issues, which
-/// another fleet may hold until its owner is deleted) or the JWT key.
+/// another fleet may hold until its owner is deleted), the JWT key or the JWKS provider's CA.
 pub fn secret_references(wss: &WebSocketService, name: &str) -> bool {
     let tls = wss
         .spec
@@ -202,13 +202,15 @@ pub fn secret_references(wss: &WebSocketService, name: &str) -> bool {
         .as_ref()
         .and_then(|tls| tls_secret_name(tls, &ChildNames::of(wss)))
         .is_some_and(|secret| secret == name);
-    let jwt = wss
-        .spec
-        .auth
-        .as_ref()
-        .and_then(|auth| auth.jwt.as_ref())
-        .is_some_and(|jwt| jwt.key_secret_ref.name == name);
-    tls || jwt
+    let jwt = wss.spec.auth.as_ref().and_then(|auth| auth.jwt.as_ref());
+    let jwt_secrets = jwt.into_iter().flat_map(|jwt| {
+        let jwks_ca = jwt
+            .jwks
+            .as_ref()
+            .and_then(|jwks| jwks.ca_secret_ref.as_ref());
+        jwt.key_secret_ref.iter().chain(jwks_ca)
+    });
+    tls || jwt_secrets.into_iter().any(|secret| secret.name == name)
 }
 
 /// Whether `wss` forwards to the Service `name`.
@@ -311,6 +313,10 @@ mod tests {
         let default_name =
             wss("metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  tls: {}\n");
         assert!(secret_references(&default_name, "edge-tls"));
+        assert!(secret_references(
+            &example("oidc-jwks.yaml"),
+            "id-example-ca"
+        ));
     }
 
     #[test]

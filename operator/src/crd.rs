@@ -306,6 +306,9 @@ pub struct AuthSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.algorithms.all(a, a.startsWith('HS')) || self.algorithms.all(a, a.startsWith('RS') || a.startsWith('PS')) || self.algorithms.all(a, a.startsWith('ES'))").message("auth.jwt.algorithms must all use one key type (HMAC, RSA or EC)"),
+    validation = Rule::new("has(self.keySecretRef) != has(self.jwks)").message("auth.jwt must set exactly one of keySecretRef and jwks"),
+    validation = Rule::new("!has(self.jwks) || self.algorithms.all(a, !a.startsWith('HS'))").message("auth.jwt.algorithms must be RSA or EC algorithms with auth.jwt.jwks: identity providers publish public keys, never HMAC secrets"),
+    validation = Rule::new("!has(self.jwks) || !has(self.jwks.discovery) || !self.jwks.discovery || has(self.issuer)").message("auth.jwt.issuer must be set with auth.jwt.jwks.discovery: the provider's keys are found through it"),
 )]
 pub struct JwtSpec {
     /// Required `iss`; absent: not checked.
@@ -319,8 +322,13 @@ pub struct JwtSpec {
     /// Accepted algorithms, all of one key type.
     #[schemars(length(min = 1, max = 11))]
     pub algorithms: Vec<JwtAlgorithm>,
-    /// The Secret key holding the HMAC secret or the PEM public key.
-    pub key_secret_ref: SecretKeyRef,
+    /// The Secret key holding the HMAC secret or the PEM public key; or use `jwks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<SecretKeyRef>,
+    /// Public keys fetched from an identity provider and refreshed as it rotates them; or
+    /// use `keySecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwksSpec>,
     /// Where the token may be carried, tried in this order.
     #[serde(default = "default_token_sources")]
     #[schemars(length(min = 1, max = 3))]
@@ -343,6 +351,39 @@ pub struct JwtSpec {
     #[serde(default = "default_subject_claim")]
     #[schemars(length(min = 1, max = 253))]
     pub subject_claim: String,
+}
+
+/// Where the gateways fetch an identity provider's JWK set: `url`, or `discovery` through
+/// `auth.jwt.issuer` (`{issuer}/.well-known/openid-configuration`, its `jwks_uri`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.url) != (has(self.discovery) && self.discovery)").message("auth.jwt.jwks must set exactly one of url and discovery: true"),
+)]
+pub struct JwksSpec {
+    /// The JWK set document, such as Keycloak's
+    /// `https://id.example.com/realms/chat/protocol/openid-connect/certs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#]+')").message("auth.jwt.jwks.url must be an http:// or https:// URL with a host"))]
+    pub url: Option<String>,
+    /// Find the JWK set through the discovery document of `auth.jwt.issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<bool>,
+    /// The Secret key holding the PEM CA bundle an `https://` provider's certificate must
+    /// chain to; absent: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Time between scheduled fetches.
+    #[serde(default = "default_jwks_refresh_interval")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("auth.jwt.jwks.refreshInterval must be a positive duration in h, m, s or ms such as 5m"))]
+    pub refresh_interval: String,
+    /// Least time between fetches started by tokens with an unknown `kid`.
+    #[serde(default = "default_jwks_min_refresh_interval")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = Rule::new(positive_duration_rule()).message("auth.jwt.jwks.minRefreshInterval must be a positive duration in h, m, s or ms such as 30s"))]
+    pub min_refresh_interval: String,
 }
 
 /// A key in a Secret of the same namespace.
@@ -786,6 +827,12 @@ fn default_subject_claim() -> String {
 }
 fn default_leeway() -> String {
     "30s".to_owned()
+}
+fn default_jwks_refresh_interval() -> String {
+    "5m".into()
+}
+fn default_jwks_min_refresh_interval() -> String {
+    "30s".into()
 }
 fn default_max_connections() -> i32 {
     10_000
@@ -1407,6 +1454,67 @@ mod tests {
             "auth.jwt.algorithms must all use one key type",
         );
         assert!(cel_errors(&with_spec(jwt(json!(["RS256", "PS512"])))).is_empty());
+    }
+
+    #[test]
+    fn jwt_keys_come_from_a_secret_or_a_provider() {
+        let jwt = |fields: Value| {
+            let mut jwt = json!({"algorithms": ["RS256"]});
+            jwt.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            json!({"upstream": service_upstream(), "auth": {"jwt": jwt}})
+        };
+        let secret = json!({"name": "k", "key": "key"});
+        refused_with(
+            jwt(json!({})),
+            "auth.jwt must set exactly one of keySecretRef and jwks",
+        );
+        refused_with(
+            jwt(json!({"keySecretRef": secret, "jwks": {"url": "https://id.example/keys"}})),
+            "auth.jwt must set exactly one of keySecretRef and jwks",
+        );
+        refused_with(
+            jwt(json!({"jwks": {"url": "https://id.example/keys", "discovery": true}})),
+            "auth.jwt.jwks must set exactly one of url and discovery: true",
+        );
+        refused_with(
+            jwt(json!({"jwks": {}})),
+            "auth.jwt.jwks must set exactly one of url and discovery: true",
+        );
+        refused_with(
+            jwt(json!({"jwks": {"url": "ftp://id.example/keys"}})),
+            "auth.jwt.jwks.url must be an http:// or https:// URL",
+        );
+        refused_with(
+            jwt(json!({"jwks": {"discovery": true}})),
+            "auth.jwt.issuer must be set with auth.jwt.jwks.discovery",
+        );
+        refused_with(
+            jwt(json!({"jwks": {"url": "https://id.example/keys", "refreshInterval": "0s"}})),
+            "auth.jwt.jwks.refreshInterval must be a positive duration",
+        );
+        let mut hmac = jwt(json!({"jwks": {"url": "https://id.example/keys"}}));
+        hmac["auth"]["jwt"]["algorithms"] = json!(["HS256"]);
+        refused_with(
+            hmac,
+            "auth.jwt.algorithms must be RSA or EC algorithms with auth.jwt.jwks",
+        );
+        for accepted in [
+            jwt(json!({"keySecretRef": secret})),
+            jwt(
+                json!({"jwks": {"url": "http://keycloak.auth.svc:8080/realms/chat/protocol/openid-connect/certs"}}),
+            ),
+            jwt(
+                json!({"issuer": "https://id.example", "jwks": {"discovery": true,
+                "caSecretRef": {"name": "id-ca", "key": "ca.crt"}, "refreshInterval": "10m"}}),
+            ),
+        ] {
+            assert!(
+                cel_errors(&with_spec(accepted.clone())).is_empty(),
+                "{accepted}"
+            );
+        }
     }
 
     #[test]

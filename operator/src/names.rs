@@ -15,6 +15,8 @@ pub const CONFIG_KEY: &str = "gateway.yaml";
 pub const TLS_DIR: &str = "/etc/wsfleet/tls";
 /// Where the JWT verification key is mounted.
 pub const JWT_DIR: &str = "/etc/wsfleet/jwt";
+/// Where the CA bundle for an identity provider's certificate is mounted.
+pub const JWKS_CA_DIR: &str = "/etc/wsfleet/jwks-ca";
 /// Container and Service port of the gateway's metrics and health endpoints.
 pub const METRICS_PORT: i32 = 9090;
 

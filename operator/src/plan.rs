@@ -26,6 +26,8 @@ pub struct Plan {
     /// The upstream Service in the same namespace, when the upstream is given as one.
     pub upstream_service: Option<String>,
     pub jwt_key: Option<SecretKeyRef>,
+    /// The CA bundle for an `https://` identity provider's certificate.
+    pub jwks_ca: Option<SecretKeyRef>,
     /// `spec.resources` as the apiserver stores it (`0.5` as `500m`), so that the built
     /// Deployment matches the stored one and an unchanged spec applies nothing.
     pub resources: Option<ResourceRequirements>,
@@ -58,13 +60,13 @@ pub fn plan(wss: &WebSocketService) -> Result<Plan, InvalidSpec> {
     gateway_config.validate()?;
     check_service_exposure(&spec.service)?;
     let resources = spec.resources.as_ref().map(stored_resources).transpose()?;
+    let jwt = spec.auth.as_ref().and_then(|auth| auth.jwt.as_ref());
     Ok(Plan {
         upstream_service: spec.upstream.service.clone(),
-        jwt_key: spec
-            .auth
-            .as_ref()
-            .and_then(|auth| auth.jwt.as_ref())
-            .map(|jwt| jwt.key_secret_ref.clone()),
+        jwt_key: jwt.and_then(|jwt| jwt.key_secret_ref.clone()),
+        jwks_ca: jwt
+            .and_then(|jwt| jwt.jwks.as_ref())
+            .and_then(|jwks| jwks.ca_secret_ref.clone()),
         names,
         gateway_config,
         tls,
@@ -351,7 +353,11 @@ fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
             .iter()
             .map(|alg| render_algorithm(*alg))
             .collect(),
-        key_file: PathBuf::from(names::JWT_DIR).join(&jwt.key_secret_ref.key),
+        key_file: jwt
+            .key_secret_ref
+            .as_ref()
+            .map(|key| PathBuf::from(names::JWT_DIR).join(&key.key)),
+        jwks: jwt.jwks.as_ref().map(render_jwks).transpose()?,
         token_from: jwt
             .token_from
             .iter()
@@ -385,6 +391,25 @@ fn render_jwt(jwt: &crd::JwtSpec) -> Result<JwtConfig, InvalidSpec> {
                     ),
                 )
             })?,
+    })
+}
+
+fn render_jwks(jwks: &crd::JwksSpec) -> Result<gw::JwksConfig, InvalidSpec> {
+    Ok(gw::JwksConfig {
+        url: jwks.url.clone(),
+        discovery: jwks.discovery.unwrap_or(false),
+        ca_file: jwks
+            .ca_secret_ref
+            .as_ref()
+            .map(|ca| PathBuf::from(names::JWKS_CA_DIR).join(&ca.key)),
+        refresh_interval: parse_duration(
+            "spec.auth.jwt.jwks.refreshInterval",
+            &jwks.refresh_interval,
+        )?,
+        min_refresh_interval: parse_duration(
+            "spec.auth.jwt.jwks.minRefreshInterval",
+            &jwks.min_refresh_interval,
+        )?,
     })
 }
 
@@ -563,6 +588,43 @@ mod tests {
             plan(&example("hpa-cpu.yaml")).unwrap().upstream_service,
             None
         );
+    }
+
+    #[test]
+    fn provider_keys_render_with_their_ca_mounted() {
+        let planned = plan(&example("oidc-jwks.yaml")).unwrap();
+        assert_eq!(planned.jwt_key, None);
+        let ca = planned.jwks_ca.unwrap();
+        assert_eq!(
+            (ca.name.as_str(), ca.key.as_str()),
+            ("id-example-ca", "ca.crt")
+        );
+        let jwt = planned.gateway_config.auth.jwt.unwrap();
+        assert_eq!(jwt.key_file, None);
+        assert_eq!(
+            jwt.jwks,
+            Some(gw::JwksConfig {
+                url: None,
+                discovery: true,
+                ca_file: Some(PathBuf::from("/etc/wsfleet/jwks-ca/ca.crt")),
+                refresh_interval: Duration::from_secs(300),
+                min_refresh_interval: Duration::from_secs(30),
+            })
+        );
+    }
+
+    #[test]
+    fn provider_key_intervals_are_checked_by_the_gateways_rules() {
+        let with_jwks = |edit: fn(&mut crd::JwksSpec)| {
+            let mut object = example("oidc-jwks.yaml");
+            let jwt = object.spec.auth.as_mut().unwrap().jwt.as_mut().unwrap();
+            edit(jwt.jwks.as_mut().unwrap());
+            plan(&object).unwrap_err()
+        };
+        let err = with_jwks(|jwks| jwks.min_refresh_interval = "10m".into());
+        assert_eq!(err.field, "spec.auth.jwt.jwks.minRefreshInterval");
+        let err = with_jwks(|jwks| jwks.refresh_interval = "soon".into());
+        assert_eq!(err.field, "spec.auth.jwt.jwks.refreshInterval");
     }
 
     #[test]

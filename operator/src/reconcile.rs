@@ -393,17 +393,32 @@ async fn check_references(ctx: &Context, plan: &Plan) -> Result<Vec<Problem>, Er
             });
         }
     }
-    if let Some(key) = &plan.jwt_key {
+    let secret_keys = [
+        (
+            &plan.jwt_key,
+            "JWT key",
+            "JwtSecretNotFound",
+            "JwtKeyNotFound",
+        ),
+        (
+            &plan.jwks_ca,
+            "JWKS CA",
+            "JwksCaSecretNotFound",
+            "JwksCaKeyNotFound",
+        ),
+    ];
+    for (key, what, secret_missing, key_missing) in secret_keys {
+        let Some(key) = key else { continue };
         let secrets: Api<Secret> = ctx.api(namespace);
         match get(&secrets, namespace, &key.name).await? {
             None => problems.push(Problem {
-                reason: "JwtSecretNotFound",
-                message: format!("JWT key Secret {namespace}/{} does not exist", key.name),
+                reason: secret_missing,
+                message: format!("{what} Secret {namespace}/{} does not exist", key.name),
             }),
             Some(secret) if !secret_has(&secret, &key.key) => problems.push(Problem {
-                reason: "JwtKeyNotFound",
+                reason: key_missing,
                 message: format!(
-                    "JWT key Secret {namespace}/{} has no key {:?}",
+                    "{what} Secret {namespace}/{} has no key {:?}",
                     key.name, key.key
                 ),
             }),

@@ -317,7 +317,9 @@ fn production_example_issues_a_certificate_and_autoscales_on_connections() -> Re
     );
     let jwt = config.auth.jwt.as_ref().context("no jwt in gateway.yaml")?;
     ensure!(
-        jwt.key_file.ends_with("public.pem")
+        jwt.key_file
+            .as_ref()
+            .is_some_and(|key_file| key_file.ends_with("public.pem"))
             && jwt.issuer.as_deref() == Some("https://auth.example.com"),
         "jwt {jwt:?}"
     );

@@ -271,6 +271,18 @@ impl Gateway {
         extra: &str,
         adjust: impl FnOnce(&mut Command),
     ) -> Self {
+        let gateway = Self::launch(dir, upstream_url, extra, adjust);
+        eventually("the gateway to become ready", || gateway.is_ready()).await;
+        gateway
+    }
+
+    /// Starts the gateway like [`Gateway::start_command`] without waiting until it is ready.
+    pub fn launch(
+        dir: tempfile::TempDir,
+        upstream_url: &str,
+        extra: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = render_config(address, metrics_address, upstream_url, extra);
@@ -283,15 +295,13 @@ impl Gateway {
             .stdin(Stdio::null());
         adjust(&mut command);
         let child = command.spawn().unwrap();
-        let gateway = Self {
+        Self {
             child,
             address,
             metrics_address,
             tls: extra.contains("certFile"),
             dir,
-        };
-        eventually("the gateway to become ready", || gateway.is_ready()).await;
-        gateway
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {

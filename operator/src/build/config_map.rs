@@ -72,7 +72,10 @@ mod tests {
         assert_eq!(jwt.issuer.as_deref(), Some("https://auth.example.com"));
         assert_eq!(jwt.audiences, ["chat"]);
         assert_eq!(jwt.algorithms, [JwtAlgorithm::RS256]);
-        assert_eq!(jwt.key_file.to_str(), Some("/etc/wsfleet/jwt/public.pem"));
+        assert_eq!(
+            jwt.key_file.unwrap().to_str(),
+            Some("/etc/wsfleet/jwt/public.pem")
+        );
         assert_eq!(
             jwt.token_from,
             [

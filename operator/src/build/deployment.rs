@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{child_metadata, pod_selector};
 use crate::crd::WebSocketServiceSpec;
-use crate::names::{CONFIG_DIR, CONFIG_KEY, JWT_DIR, METRICS_PORT, TLS_DIR};
+use crate::names::{CONFIG_DIR, CONFIG_KEY, JWKS_CA_DIR, JWT_DIR, METRICS_PORT, TLS_DIR};
 use crate::plan::{Plan, drain_seconds};
 
 /// The user (and group) the gateway image runs as.
@@ -231,6 +231,10 @@ fn volumes(plan: &Plan) -> (Vec<Volume>, Vec<VolumeMount>) {
         volumes.push(secret_volume("jwt", &key.name, &[&key.key]));
         mounts.push(mount("jwt", JWT_DIR));
     }
+    if let Some(ca) = &plan.jwks_ca {
+        volumes.push(secret_volume("jwks-ca", &ca.name, &[&ca.key]));
+        mounts.push(mount("jwks-ca", JWKS_CA_DIR));
+    }
     (volumes, mounts)
 }
 
@@ -377,6 +381,33 @@ mod tests {
         let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
         assert_eq!(spread.topology_key, "kubernetes.io/hostname");
         assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway");
+    }
+
+    #[test]
+    fn the_identity_providers_ca_is_mounted_as_a_directory() {
+        let deployment = build(&example("oidc-jwks.yaml"));
+        let pod = pod(&deployment);
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .last()
+            .unwrap();
+        assert_eq!(
+            (mount.name.as_str(), mount.mount_path.as_str()),
+            ("jwks-ca", "/etc/wsfleet/jwks-ca")
+        );
+        let ca = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .last()
+            .unwrap()
+            .secret
+            .as_ref()
+            .unwrap();
+        assert_eq!(ca.secret_name.as_deref(), Some("id-example-ca"));
+        assert_eq!(ca.items.as_ref().unwrap()[0].key, "ca.crt");
     }
 
     #[test]
