@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+use wsfleet_e2e::cert_manager::{CertManagerStandIn, install_crds};
 use wsfleet_e2e::certs::verify_serving_certificate;
 use wsfleet_e2e::children::{FIELD_MANAGER, expected_children, fetch_children, fields_owned_by};
 use wsfleet_e2e::fixtures::{
@@ -208,6 +209,56 @@ fn heartbeat_is_checked_against_the_declared_idle_timeout(kubectl: &Kubectl) -> 
         &[Expected::new("HeartbeatWithinIdleTimeout", "True")],
     )?;
     Ok(())
+}
+
+/// The production edge example, its surroundings in place (cert-manager's CRDs with its
+/// controller's part played by the test, the provider's CA Secret): Ready with the Certificate
+/// cert-manager issued, the PROXY protocol, provider keys, per-user limit and access log in the
+/// gateways' config, and the heartbeat within the NLB's declared idle timeout.
+#[test]
+fn production_edge_example_reaches_ready_with_cert_manager_and_provider_keys() -> Result<()> {
+    let (namespace, _operator) = prepared("example-edge")?;
+    let kubectl = namespace.kubectl();
+    create_backend_service(kubectl, namespace.name())?;
+    install_crds(kubectl)?;
+    let cert_manager = CertManagerStandIn::new(kubectl)?;
+    let provider_ca = format!("--from-literal=ca.crt={}", cert_manager.ca_pem());
+    kubectl.run(&["create", "secret", "generic", "id-example-ca", &provider_ca])?;
+    apply_example(kubectl, "production-edge.yaml")?;
+    cert_manager.issue_once_written("chat-edge-gateway", (2027, 6, 1), 1)?;
+    await_conditions(
+        kubectl,
+        "chat-edge",
+        &[
+            Expected::new("Ready", "True"),
+            Expected::new("CertificateReady", "True").because("CertManagerReady"),
+            Expected::new("HeartbeatWithinIdleTimeout", "True"),
+        ],
+    )?;
+
+    let config = rendered_config(&kubectl.get("configmap", "chat-edge-gateway")?)?;
+    let jwt = config.auth.jwt.as_ref().context("no auth.jwt rendered")?;
+    ensure!(
+        config.listen.proxy_protocol.is_some()
+            && jwt.jwks.as_ref().is_some_and(|jwks| jwks.discovery)
+            && config.limits.connections_per_subject == Some(20)
+            && config.access_log.enabled,
+        "rendered config: {config:?}"
+    );
+    let deployment = kubectl.get("deployment", "chat-edge-gateway")?;
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].to_string();
+    ensure!(
+        volumes.contains("id-example-ca") && volumes.contains("chat-edge-tls"),
+        "the provider's CA and the issued certificate are not mounted: {volumes}"
+    );
+    let service = kubectl.get("service", "chat-edge")?;
+    ensure!(
+        service["spec"]["type"] == "LoadBalancer"
+            && port(&service["spec"]["ports"], "wss")?["port"] == 443,
+        "Service: {}",
+        service["spec"]
+    );
+    assert_no_diff(kubectl, &example_path("production-edge.yaml"))
 }
 
 #[test]
