@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use wsfleet_gateway::config::GatewayConfig;
+use wsfleet_config::GatewayConfig;
 
 use crate::children::expected_children;
 use crate::conditions::condition;

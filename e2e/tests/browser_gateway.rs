@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
+use wsfleet_config::GatewayConfig;
 use wsfleet_e2e::binaries::wsfleet_binary;
 use wsfleet_e2e::browser::{Browser, BrowserRun};
 use wsfleet_e2e::fixtures::generate_rsa_key;
@@ -19,7 +20,6 @@ use wsfleet_e2e::poll::give_up;
 use wsfleet_e2e::process::ManagedProcess;
 use wsfleet_e2e::wire::sign_token;
 use wsfleet_e2e::{DEADLINE, eventually};
-use wsfleet_gateway::config::GatewayConfig;
 
 /// The name the certificate carries; the browser resolves it to 127.0.0.1 by host rule, as a
 /// test in a cluster would point a Service's name at its ClusterIP.

@@ -405,7 +405,7 @@ fn alerts_use_configured_thresholds_and_only_metrics_the_binaries_export() {
     ] {
         assert!(exprs.contains(metric), "dashboard or alerts miss {metric}");
     }
-    assert_metrics_are_exported(&exprs, "wsfleet_gateway_", "gateway/src");
+    assert_metrics_are_exported(&exprs, "wsfleet_gateway_", "config/src");
     assert_metrics_are_exported(&exprs, "wsfleet_operator_", "operator/src");
 }
 

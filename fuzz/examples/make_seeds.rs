@@ -10,7 +10,7 @@ use wsfleet_fuzz::{
     HS256_HEADER, HeadSetup, JwtKey, JwtMode, JwtSetup, ReadSizes, TrackerSetup, sign, sign_hs256,
     upgrade_request,
 };
-use wsfleet_gateway::config::{
+use wsfleet_config::{
     Compression, ForwardedClaim, GatewayConfig, JwtAlgorithm, JwtConfig, Rate, TlsConfig,
     TokenSource,
 };

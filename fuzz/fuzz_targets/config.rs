@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use wsfleet_gateway::config::GatewayConfig;
+use wsfleet_config::GatewayConfig;
 
 fuzz_target!(|text: &[u8]| {
     let Ok(text) = std::str::from_utf8(text) else {

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use wsfleet_gateway::config::{ForwardedClaim, JwtAlgorithm, JwtConfig, Rate, TokenSource};
+use wsfleet_config::{ForwardedClaim, JwtAlgorithm, JwtConfig, Rate, TokenSource};
 use wsfleet_gateway::jwt::JwtVerifier;
 use wsfleet_gateway::tracker::{Source, Tracker};
 

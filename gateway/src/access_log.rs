@@ -16,10 +16,10 @@ use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::AccessLogConfig;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::relay::Outcome;
+use wsfleet_config::AccessLogConfig;
 
 /// Lines waiting for the writer; beyond this many, new lines are dropped.
 const QUEUE_LINES: usize = 8192;

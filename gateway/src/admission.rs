@@ -6,10 +6,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::{AuthConfig, ValidationConfig};
 use crate::handshake::UpgradeRequest;
 use crate::jwt::SUBPROTOCOL_PREFIX;
 use crate::refusal::Refusal;
+use wsfleet_config::{AuthConfig, ValidationConfig};
 
 /// Where a request comes from, as far as the gateway can vouch: the client, then every
 /// trusted proxy it passed through, ending with the gateway's peer.

@@ -2,8 +2,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::path;
 use crate::refusal::Refusal;
+use wsfleet_config::path;
 
 /// Headers beyond this count are refused like an oversized head.
 const MAX_HEADERS: usize = 96;

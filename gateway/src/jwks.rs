@@ -25,9 +25,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 
-use crate::config::JwksConfig;
 use crate::metrics::Metrics;
 use crate::tls::CaBundle;
+use wsfleet_config::JwksConfig;
 
 /// Longest a handshake waits for the fetch that its unknown `kid` asked for.
 pub const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
@@ -197,7 +197,7 @@ async fn keep_fresh(
                 let wait = retry.min(refresh_interval);
                 tracing::warn!(
                     error = %format!("{err:#}"),
-                    retry_in = %crate::config::duration_text::format(wait),
+                    retry_in = %wsfleet_config::duration_text::format(wait),
                     "JWK set fetch failed; the keys held stay in use"
                 );
                 next = tokio::time::Instant::now() + wait;
@@ -454,7 +454,7 @@ impl Fetcher {
                 Err(anyhow::anyhow!(
                     "no answer from {} within {}",
                     self.location.uri(),
-                    crate::config::duration_text::format(FETCH_TIMEOUT)
+                    wsfleet_config::duration_text::format(FETCH_TIMEOUT)
                 ))
             });
         // Named after the setting, so that a log line or a waiting reload says what to check.

@@ -14,14 +14,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use crate::config::{ForwardedClaim, JwtAlgorithm, JwtConfig, KeyFamily, TokenSource};
 use crate::handshake::UpgradeRequest;
 use crate::jwks::{JwksKeys, KeySource};
 use crate::metrics::Metrics;
 use crate::tls::CaBundle;
+use wsfleet_config::{ForwardedClaim, JwtAlgorithm, JwtConfig, KeyFamily, TokenSource};
 
 /// The entry prefix that carries a token in `Sec-WebSocket-Protocol`.
-pub const SUBPROTOCOL_PREFIX: &str = "bearer.";
+pub use wsfleet_config::TOKEN_SUBPROTOCOL_PREFIX as SUBPROTOCOL_PREFIX;
 
 /// Verifies tokens with one set of rules.
 pub struct JwtVerifier {

@@ -1,21 +1,21 @@
 //! wsfleet-gateway: a WebSocket gateway with TLS, authentication, limits, heartbeats and draining.
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
-//! applies lives in small modules ([`proxy_protocol`], [`admission`], [`path`], [`pending`],
+//! applies lives in small modules ([`proxy_protocol`], [`admission`], [`pending`],
 //! [`jwt`] with [`jwks`], [`rate`], [`subject_limit`], [`refusal`], [`socket_options`]), and
 //! [`relay`] moves frames once the handshake is done, checked by [`tracker`] ([`deflate`]
 //! measures compressed messages, [`utf8`] checks text). [`server`] accepts ([`accept_backoff`]
 //! paces it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`]
 //! names ([`staged`] holds a policy back until its new JWKS source answers).
 //! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
-//! [`access_log`] writes a JSON line per connection and refusal.
+//! [`access_log`] writes a JSON line per connection and refusal. The config and the metric
+//! names are the `wsfleet-config` crate's, shared with the operator.
 
 pub mod accept_backoff;
 pub mod access_log;
 pub mod addresses;
 pub mod admin;
 pub mod admission;
-pub mod config;
 pub mod connection;
 pub mod deflate;
 pub mod drain;
@@ -25,7 +25,6 @@ pub mod histogram;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;
-pub mod path;
 pub mod pending;
 pub mod policy;
 pub mod proxy_protocol;

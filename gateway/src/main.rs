@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
-use wsfleet_gateway::config::GatewayConfig;
+use wsfleet_config::GatewayConfig;
 
 /// WebSocket gateway: TLS, JWT and IP admission, rate and size limits, heartbeats and
 /// graceful draining in front of one WebSocket upstream.

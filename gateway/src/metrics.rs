@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use wsfleet_config::metric_names as names;
+
 use crate::histogram::Histogram;
 
 /// Outcome of a client handshake.
@@ -313,19 +315,19 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         family(
             &mut out,
-            "wsfleet_gateway_active_connections",
+            names::ACTIVE_CONNECTIONS,
             "gauge",
             "Client connections being relayed.",
         );
         series(
             &mut out,
-            "wsfleet_gateway_active_connections",
+            names::ACTIVE_CONNECTIONS,
             "",
             self.active_connections.load(Relaxed),
         );
         family(
             &mut out,
-            "wsfleet_gateway_handshakes_total",
+            names::HANDSHAKES_TOTAL,
             "counter",
             "Client upgrade requests by outcome.",
         );
@@ -333,14 +335,14 @@ impl Metrics {
             let value = self.handshakes[outcome as usize].load(Relaxed);
             series(
                 &mut out,
-                "wsfleet_gateway_handshakes_total",
+                names::HANDSHAKES_TOTAL,
                 &format!("outcome=\"{}\"", outcome.label()),
                 value,
             );
         }
         family(
             &mut out,
-            "wsfleet_gateway_refusals_total",
+            names::REFUSALS_TOTAL,
             "counter",
             "Refused upgrade requests by reason.",
         );
@@ -348,19 +350,19 @@ impl Metrics {
             let value = self.refusals[refusal as usize].load(Relaxed);
             series(
                 &mut out,
-                "wsfleet_gateway_refusals_total",
+                names::REFUSALS_TOTAL,
                 &format!("reason=\"{}\"", refusal.reason()),
                 value,
             );
         }
         for (name, help, values) in [
             (
-                "wsfleet_gateway_messages_total",
+                names::MESSAGES_TOTAL,
                 "WebSocket messages relayed.",
                 &self.messages,
             ),
             (
-                "wsfleet_gateway_bytes_total",
+                names::BYTES_TOTAL,
                 "WebSocket bytes (frames with headers) relayed.",
                 &self.bytes,
             ),
@@ -378,7 +380,7 @@ impl Metrics {
         }
         family(
             &mut out,
-            "wsfleet_gateway_upstream_errors_total",
+            names::UPSTREAM_ERRORS_TOTAL,
             "counter",
             "Upstream failures by kind.",
         );
@@ -386,14 +388,14 @@ impl Metrics {
             let value = self.upstream_errors[kind as usize].load(Relaxed);
             series(
                 &mut out,
-                "wsfleet_gateway_upstream_errors_total",
+                names::UPSTREAM_ERRORS_TOTAL,
                 &format!("kind=\"{}\"", kind.label()),
                 value,
             );
         }
         family(
             &mut out,
-            "wsfleet_gateway_reloads_total",
+            names::RELOADS_TOTAL,
             "counter",
             "Reloads of the config and the certificate by outcome.",
         );
@@ -402,7 +404,7 @@ impl Metrics {
                 let value = self.reloads[kind as usize][index].load(Relaxed);
                 series(
                     &mut out,
-                    "wsfleet_gateway_reloads_total",
+                    names::RELOADS_TOTAL,
                     &format!("kind=\"{}\",outcome=\"{outcome}\"", kind.label()),
                     value,
                 );
@@ -410,17 +412,17 @@ impl Metrics {
         }
         for (name, help, histogram) in [
             (
-                "wsfleet_gateway_handshake_duration_seconds",
+                names::HANDSHAKE_DURATION_SECONDS,
                 "Successful client handshakes, from accept (TLS, auth, upstream) to the 101 written.",
                 &self.handshake_duration,
             ),
             (
-                "wsfleet_gateway_upstream_connect_duration_seconds",
+                names::UPSTREAM_CONNECT_DURATION_SECONDS,
                 "Successful upstream connects: lookup, TCP, TLS and the upgrade exchange.",
                 &self.upstream_connect_duration,
             ),
             (
-                "wsfleet_gateway_connection_duration_seconds",
+                names::CONNECTION_DURATION_SECONDS,
                 "Lifetime of relayed connections, from accept to close.",
                 &self.connection_duration,
             ),
@@ -430,7 +432,7 @@ impl Metrics {
         }
         family(
             &mut out,
-            "wsfleet_gateway_closes_total",
+            names::CLOSES_TOTAL,
             "counter",
             "Relayed connections by close code and the side that closed first.",
         );
@@ -440,7 +442,7 @@ impl Metrics {
                 let value = self.closes[by as usize][index].load(Relaxed);
                 series(
                     &mut out,
-                    "wsfleet_gateway_closes_total",
+                    names::CLOSES_TOTAL,
                     &format!("code=\"{code}\",by=\"{}\"", by.label()),
                     value,
                 );
@@ -448,13 +450,13 @@ impl Metrics {
         }
         family(
             &mut out,
-            "wsfleet_gateway_access_log_dropped_total",
+            names::ACCESS_LOG_DROPPED_TOTAL,
             "counter",
             "Access log lines dropped because stdout was not keeping up.",
         );
         series(
             &mut out,
-            "wsfleet_gateway_access_log_dropped_total",
+            names::ACCESS_LOG_DROPPED_TOTAL,
             "",
             self.access_log_dropped.load(Relaxed),
         );
@@ -462,13 +464,13 @@ impl Metrics {
         if not_after != NO_CERTIFICATE {
             family(
                 &mut out,
-                "wsfleet_gateway_certificate_not_after_seconds",
+                names::CERTIFICATE_NOT_AFTER_SECONDS,
                 "gauge",
                 "notAfter of the certificate served to new clients, in Unix seconds.",
             );
             series(
                 &mut out,
-                "wsfleet_gateway_certificate_not_after_seconds",
+                names::CERTIFICATE_NOT_AFTER_SECONDS,
                 "",
                 not_after,
             );
@@ -480,14 +482,14 @@ impl Metrics {
     fn render_jwks(&self, out: &mut String, now: SystemTime) {
         family(
             out,
-            "wsfleet_gateway_jwks_fetches_total",
+            names::JWKS_FETCHES_TOTAL,
             "counter",
             "Fetches of the identity provider's JWK set by outcome.",
         );
         for (index, outcome) in ["success", "error"].into_iter().enumerate() {
             series(
                 out,
-                "wsfleet_gateway_jwks_fetches_total",
+                names::JWKS_FETCHES_TOTAL,
                 &format!("outcome=\"{outcome}\""),
                 self.jwks_fetches[index].load(Relaxed),
             );
@@ -498,29 +500,24 @@ impl Metrics {
         }
         family(
             out,
-            "wsfleet_gateway_jwks_key_age_seconds",
+            names::JWKS_KEY_AGE_SECONDS,
             "gauge",
             "Seconds since the JWK set in use was fetched; grows while the provider fails.",
         );
         let age_millis = (unix_millis(now) - fetched_at).max(0);
         series(
             out,
-            "wsfleet_gateway_jwks_key_age_seconds",
+            names::JWKS_KEY_AGE_SECONDS,
             "",
             age_millis as f64 / 1000.0,
         );
         family(
             out,
-            "wsfleet_gateway_jwks_keys",
+            names::JWKS_KEYS,
             "gauge",
             "Usable keys in the JWK set in use.",
         );
-        series(
-            out,
-            "wsfleet_gateway_jwks_keys",
-            "",
-            self.jwks_keys.load(Relaxed),
-        );
+        series(out, names::JWKS_KEYS, "", self.jwks_keys.load(Relaxed));
     }
 }
 

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::config::GatewayConfig;
 use crate::jwks::JwksKeys;
 use crate::jwt::JwtVerifier;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamTarget;
+use wsfleet_config::GatewayConfig;
 
 /// What every new connection is checked and routed by.
 #[derive(Debug)]

@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt as _, Interest};
 use tokio::net::TcpStream;
 
 use crate::admission::is_trusted_proxy;
-use crate::config::ProxyProtocolConfig;
 use crate::refusal::Refusal;
+use wsfleet_config::ProxyProtocolConfig;
 
 /// A v1 line is at most this long, CRLF included.
 const V1_MAX_BYTES: usize = 107;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::config::Rate;
+use wsfleet_config::Rate;
 
 /// `burst` tokens, refilled at `perSecond`.
 #[derive(Debug, Clone, Copy)]

@@ -23,7 +23,7 @@ pub enum Refusal {
     BadRequest,
     /// A WebSocket version other than 13.
     UnsupportedVersion,
-    /// A path with dot segments or encoded separators (see [`crate::path`]).
+    /// A path with dot segments or encoded separators (see [`wsfleet_config::path`]).
     UnsafePath,
     /// The path is outside `listen.path`.
     NotFound,

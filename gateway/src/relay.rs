@@ -23,13 +23,13 @@ use rustls::crypto::SecureRandom;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::config::{HeartbeatConfig, Rate};
 use crate::deflate::Negotiated;
 use crate::frame::ControlFrame;
 use crate::metrics::{ClosedBy, Direction, Metrics, UpstreamError};
 use crate::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
 use crate::transport::Transport;
 use crate::wakes::{PartWakers, Parts};
+use wsfleet_config::{HeartbeatConfig, Rate};
 
 /// Largest single read; a TLS record carries at most 16 KiB too.
 const READ_SIZE: usize = 16 * 1024;

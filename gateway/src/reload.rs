@@ -12,12 +12,12 @@ use anyhow::Context as _;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use crate::config::GatewayConfig;
 use crate::metrics::ReloadKind;
 use crate::policy::Policy;
 use crate::server::Shared;
 use crate::staged::{Progress, Staged, StagedPolicy};
 use crate::watched::WatchedFiles;
+use wsfleet_config::GatewayConfig;
 
 /// Editors and the kubelet write in several steps; events this close together are one change.
 const SETTLE: Duration = Duration::from_millis(100);

@@ -13,7 +13,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accept_backoff::AcceptBackoff;
 use crate::access_log::AccessLog;
-use crate::config::GatewayConfig;
 use crate::drain::Drain;
 use crate::metrics::{HandshakeOutcome, Metrics};
 use crate::pending::PendingHandshakes;
@@ -23,6 +22,7 @@ use crate::refusal::Refusal;
 use crate::subject_limit::SubjectConnections;
 use crate::tls::ReloadingCertificate;
 use crate::{admin, connection, reload};
+use wsfleet_config::GatewayConfig;
 
 /// Pending connections the kernel queues before accepting: the standard library's default.
 const LISTEN_BACKLOG: u32 = 128;
@@ -139,7 +139,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
     drop(listener);
     let grace = shared.policy.load().config.drain.grace_period;
     let live = shared.metrics.active_connections();
-    tracing::info!(live, grace = %crate::config::duration_text::format(grace), "draining");
+    tracing::info!(live, grace = %wsfleet_config::duration_text::format(grace), "draining");
     shared.drain.start(grace);
     let all_closed = shared
         .drain

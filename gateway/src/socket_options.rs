@@ -7,7 +7,7 @@ use std::io;
 use rustix::net::sockopt;
 use tokio::net::TcpStream;
 
-use crate::config::TcpConfig;
+use wsfleet_config::TcpConfig;
 
 /// Sets what `config` asks for on `tcp`. `no_delay_now` is the socket's TCP_NODELAY as it
 /// stands (accepted sockets inherit the listener's), so that it is set only to change it.
@@ -35,7 +35,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::KeepaliveConfig;
+    use wsfleet_config::KeepaliveConfig;
 
     async fn connected_pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

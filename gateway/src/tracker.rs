@@ -9,7 +9,6 @@
 
 use std::time::Instant;
 
-use crate::config::Rate;
 use crate::deflate::{InflateError, Inflation};
 use crate::frame::{
     FrameHeader, MAX_CONTROL_FRAME, MAX_CONTROL_PAYLOAD, MAX_PAYLOAD_LEN, Opcode, apply_mask,
@@ -17,6 +16,7 @@ use crate::frame::{
 };
 use crate::rate::TokenBucket;
 use crate::utf8::{InvalidUtf8, Utf8Check};
+use wsfleet_config::Rate;
 
 /// The close code reported for a close frame that carries none (RFC 6455 section 7.1.5).
 pub const NO_STATUS_CODE: u16 = 1005;

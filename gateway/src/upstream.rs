@@ -12,12 +12,12 @@ use tokio::net::TcpStream;
 
 use crate::addresses::UpstreamAddresses;
 use crate::admission::{self, ClientChain};
-use crate::config::{Compression, TcpConfig, UpstreamConfig};
 use crate::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
 use crate::metrics::UpstreamError;
 use crate::refusal::Refusal;
 use crate::socket_options;
 use crate::transport::Transport;
+use wsfleet_config::{Compression, TcpConfig, UpstreamConfig};
 
 /// The least time one upstream address gets to accept a connection when a name has many.
 const MIN_CONNECT_PER_ADDRESS: Duration = Duration::from_secs(1);
@@ -360,7 +360,7 @@ fn split_host_port(authority: &str, default_port: u16) -> anyhow::Result<(String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GatewayConfig;
+    use wsfleet_config::GatewayConfig;
 
     fn target(url: &str) -> UpstreamTarget {
         UpstreamTarget::from_config(

@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::config::GatewayConfig;
+use wsfleet_config::GatewayConfig;
 
 /// The link Kubernetes swaps to update every file of a mounted volume at once.
 const KUBERNETES_DATA_LINK: &str = "..data";
@@ -86,7 +86,7 @@ mod tests {
 
     fn watched() -> WatchedFiles {
         let mut config = GatewayConfig::for_upstream("wss://backend:9000/");
-        config.tls = Some(crate::config::TlsConfig {
+        config.tls = Some(wsfleet_config::TlsConfig {
             cert_file: "/tls/tls.crt".into(),
             key_file: "/tls/tls.key".into(),
         });

@@ -1,6 +1,6 @@
 //! Reconcile failures, each with a short reason used as a metric label and an Event reason.
 
-use wsfleet_gateway::config::ConfigError;
+use wsfleet_config::ConfigError;
 
 /// A spec the operator cannot act on; it waits for the user to change the object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use wsfleet_gateway::config::duration_text;
+use wsfleet_config::duration_text;
 
 use crate::conditions::{HEARTBEAT_WITHIN_IDLE_TIMEOUT, Observed};
 

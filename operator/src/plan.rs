@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use wsfleet_gateway::config::{
+use wsfleet_config::{
     self as gw, GatewayConfig, HeartbeatConfig, JwtConfig, TlsConfig, duration_text,
 };
 

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+use wsfleet_config::GatewayConfig;
 use wsfleet_e2e::cert_manager::{CertManagerStandIn, install_crds};
 use wsfleet_e2e::certs::verify_serving_certificate;
 use wsfleet_e2e::children::{FIELD_MANAGER, expected_children, fetch_children, fields_owned_by};
@@ -14,7 +15,6 @@ use wsfleet_e2e::inspect::{
     assert_no_diff, described_condition_types, described_events, secret_value, table_row,
 };
 use wsfleet_e2e::{DEADLINE, Expected, Kubectl, await_conditions, eventually};
-use wsfleet_gateway::config::GatewayConfig;
 
 use crate::setup::prepared;
 

@@ -4,10 +4,10 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
+use wsfleet_config::GatewayConfig;
 use wsfleet_e2e::children::{Child, FIELD_MANAGER, fields_owned_by};
 use wsfleet_e2e::fixtures::{create_backend_service, create_user_tls_secret, example_path};
 use wsfleet_e2e::{DEADLINE, Expected, Kubectl, await_conditions, eventually};
-use wsfleet_gateway::config::GatewayConfig;
 
 use crate::setup::{prepared, ready_production_fleet};
 

@@ -14,7 +14,7 @@ use crate::crd::AutoscalingSpec;
 use crate::plan::Plan;
 
 /// The per-pod gauge the gateway exports; a metrics adapter serves it to the HPA.
-pub const CONNECTIONS_METRIC: &str = "wsfleet_gateway_active_connections";
+pub use wsfleet_config::metric_names::ACTIVE_CONNECTIONS as CONNECTIONS_METRIC;
 /// At most this many pods are removed per [`SCALE_DOWN_PERIOD_SECONDS`].
 const SCALE_DOWN_PODS: i32 = 1;
 const SCALE_DOWN_PERIOD_SECONDS: i32 = 60;

@@ -25,7 +25,7 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::{Value, json};
-    use wsfleet_gateway::config::{GatewayConfig, JwtAlgorithm, Rate, TokenSource};
+    use wsfleet_config::{GatewayConfig, JwtAlgorithm, Rate, TokenSource};
 
     use super::*;
     use crate::build::fixtures::{example, owner, plan_of, wss};
@@ -126,10 +126,7 @@ mod tests {
         wss.spec.drain.grace_period_seconds = 5;
         let map = config_map(&plan_of(&wss), &owner(&wss));
         let config = GatewayConfig::from_yaml(&map.data.unwrap()["gateway.yaml"]).unwrap();
-        assert_eq!(
-            config.compression,
-            wsfleet_gateway::config::Compression::Disabled
-        );
+        assert_eq!(config.compression, wsfleet_config::Compression::Disabled);
         assert!(config.validation.utf8);
         assert_eq!(config.validation.allowed_subprotocols, ["chat.v2"]);
         assert_eq!(config.drain.grace_period, Duration::from_secs(5));

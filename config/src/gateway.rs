@@ -1,4 +1,4 @@
-//! The gateway configuration: one typed struct, shared with the operator, validated once.
+//! The gateway configuration: one typed struct, validated once.
 //!
 //! The operator renders this type into the `<name>-gateway` ConfigMap; a standalone gateway
 //! reads it from `--config gateway.yaml`. Field names are camelCase like the Kubernetes
@@ -346,7 +346,7 @@ pub struct TcpConfig {
 }
 
 /// The access log: one JSON line on stdout per connection when it ends, and one per refused
-/// handshake (see [`crate::access_log`]).
+/// handshake (the gateway's `access_log` module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogConfig {
@@ -507,7 +507,7 @@ impl GatewayConfig {
             ));
         }
         for (index, name) in self.validation.allowed_subprotocols.iter().enumerate() {
-            if !is_token(name) || name.starts_with(crate::jwt::SUBPROTOCOL_PREFIX) {
+            if !is_token(name) || name.starts_with(crate::TOKEN_SUBPROTOCOL_PREFIX) {
                 return Err(ConfigError::new(
                     format!("validation.allowedSubprotocols[{index}]"),
                     format!(
