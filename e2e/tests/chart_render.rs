@@ -372,7 +372,6 @@ fn alerts_use_configured_thresholds_and_only_metrics_the_binaries_export() {
             "WsfleetGatewaySlowHandshakes",
             "WsfleetGatewayUpstreamFailureRatio",
             "WsfleetGatewayServedCertificateExpiring",
-            "WsfleetGatewayJwksStale",
             "WsfleetServiceDegraded",
             "WsfleetServiceNotReady",
             "WsfleetCertificateExpiringSoon"
