@@ -14,12 +14,12 @@ use crate::deflate::Negotiated;
 use crate::drain::ConnectionSlot;
 use crate::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::jwt::{self, TokenError, Verified};
+use crate::live_counts::LiveCount;
 use crate::metrics::HandshakeOutcome;
 use crate::policy::Policy;
 use crate::refusal::Refusal;
 use crate::relay::{Relay, RelaySettings};
 use crate::server::Shared;
-use crate::subject_limit::SubjectSlot;
 use crate::transport::Transport;
 use crate::upstream::ForwardPlan;
 use crate::{proxy_protocol, socket_options};
@@ -91,7 +91,7 @@ struct Upgraded {
     settings: RelaySettings,
     slot: ConnectionSlot,
     /// Held while `limits.connectionsPerSubject` counts this connection.
-    subject_slot: Option<SubjectSlot>,
+    subject_slot: Option<LiveCount<Box<str>>>,
 }
 
 /// Who connected where, for the access log line at the end.
@@ -314,7 +314,7 @@ struct Admitted {
     slot: ConnectionSlot,
     path_suffix: String,
     verified: Verified,
-    subject_slot: Option<SubjectSlot>,
+    subject_slot: Option<LiveCount<Box<str>>>,
 }
 
 /// The checks in order: cheapest first, and the connection slot before the costly token check.
@@ -372,7 +372,7 @@ async fn admit(
             Some(
                 shared
                     .per_subject
-                    .try_open(subject, limit)
+                    .try_open(subject.into(), limit)
                     .ok_or(Refusal::SubjectLimited)?,
             )
         }

@@ -2,7 +2,7 @@
 //!
 //! [`connection`] reads top to bottom as the life of one client connection; the policy it
 //! applies lives in small modules ([`proxy_protocol`], [`admission`], [`pending`],
-//! [`jwt`] with [`jwks`], [`rate`], [`subject_limit`], [`refusal`], [`socket_options`]), and
+//! [`jwt`] with [`jwks`], [`rate`], [`live_counts`], [`refusal`], [`socket_options`]), and
 //! [`relay`] moves frames once the handshake is done, checked by [`tracker`] ([`deflate`]
 //! measures compressed messages, [`utf8`] checks text). [`server`] accepts ([`accept_backoff`]
 //! paces it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`]
@@ -24,6 +24,7 @@ pub mod handshake;
 pub mod histogram;
 pub mod jwks;
 pub mod jwt;
+pub mod live_counts;
 pub mod metrics;
 pub mod pending;
 pub mod policy;
@@ -35,7 +36,6 @@ pub mod reload;
 pub mod server;
 pub mod socket_options;
 pub mod staged;
-pub mod subject_limit;
 pub mod tls;
 pub mod tracker;
 pub mod transport;

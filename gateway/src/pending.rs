@@ -1,10 +1,9 @@
 //! Handshakes not yet upgraded, counted per client address, so that one address holding many
 //! idle or slow sockets (slowloris) cannot starve everyone else until `limits.handshakeTimeout`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 
+use crate::live_counts::{LiveCount, LiveCounts};
 use crate::rate::rate_key;
 
 /// Most handshakes one client address may have in progress at once. Generous for browsers,
@@ -15,49 +14,18 @@ pub const MAX_PENDING_HANDSHAKES_PER_IP: u32 = 32;
 /// Only addresses with a handshake in progress are held, so the table stays small.
 #[derive(Debug, Default)]
 pub struct PendingHandshakes {
-    counts: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    counts: LiveCounts<IpAddr>,
 }
+
+/// One handshake in progress; dropping it ends its count.
+pub type PendingHandshake = LiveCount<IpAddr>;
 
 impl PendingHandshakes {
     /// Counts a handshake from `peer` until the returned guard drops; `None` when the address
     /// already has [`MAX_PENDING_HANDSHAKES_PER_IP`] in progress.
     pub fn try_begin(&self, peer: IpAddr) -> Option<PendingHandshake> {
-        let key = rate_key(peer);
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(key).or_insert(0);
-        if *count >= MAX_PENDING_HANDSHAKES_PER_IP {
-            return None;
-        }
-        *count += 1;
-        Some(PendingHandshake {
-            counts: self.counts.clone(),
-            key,
-        })
-    }
-}
-
-/// One handshake in progress; dropping it ends its count.
-#[derive(Debug)]
-pub struct PendingHandshake {
-    counts: Arc<Mutex<HashMap<IpAddr, u32>>>,
-    key: IpAddr,
-}
-
-impl Drop for PendingHandshake {
-    fn drop(&mut self) {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = counts.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.key);
-            }
-        }
+        self.counts
+            .try_open(rate_key(peer), MAX_PENDING_HANDSHAKES_PER_IP)
     }
 }
 
@@ -85,10 +53,7 @@ mod tests {
             pending.try_begin(a).is_some(),
             "a finished handshake frees its place"
         );
+        // That addresses without handshakes are forgotten is live_counts' own test.
         drop(held);
-        assert!(
-            pending.counts.lock().unwrap().is_empty(),
-            "addresses without handshakes are forgotten"
-        );
     }
 }

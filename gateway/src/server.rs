@@ -14,12 +14,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept_backoff::AcceptBackoff;
 use crate::access_log::AccessLog;
 use crate::drain::Drain;
+use crate::live_counts::LiveCounts;
 use crate::metrics::{HandshakeOutcome, Metrics};
 use crate::pending::PendingHandshakes;
 use crate::policy::Policy;
 use crate::rate::PerIpRate;
 use crate::refusal::Refusal;
-use crate::subject_limit::SubjectConnections;
 use crate::tls::ReloadingCertificate;
 use crate::{admin, connection, reload};
 use wsfleet_config::GatewayConfig;
@@ -33,7 +33,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub per_ip: PerIpRate,
     pub pending_handshakes: PendingHandshakes,
-    pub per_subject: Arc<SubjectConnections>,
+    pub per_subject: LiveCounts<Box<str>>,
     pub drain: Arc<Drain>,
     pub tls: Option<TlsAcceptor>,
     pub certificate: Option<Arc<ReloadingCertificate>>,
@@ -100,7 +100,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         metrics,
         per_ip: PerIpRate::default(),
         pending_handshakes: PendingHandshakes::default(),
-        per_subject: Arc::default(),
+        per_subject: LiveCounts::default(),
         tls,
         certificate,
         ready: AtomicBool::new(false),
