@@ -4,10 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
@@ -16,48 +13,39 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Resource, ResourceExt};
 
-use crate::build::cert_manager::Certificate as CertManagerCertificate;
-use crate::build::scaled_object::ScaledObject;
+use crate::context::{Context, object_key};
 use crate::crd::WebSocketService;
 use crate::error::Error;
-use crate::names::{ChildNames, FIELD_MANAGER};
+use crate::names::ChildNames;
 use crate::plan::tls_secret_name;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{error_policy, reconcile};
+use crate::stores::Watches;
 
 type Guarded = DeserializeGuard<WebSocketService>;
 
 /// Triggers for one object closer together than this are merged into one reconcile.
 const DEBOUNCE: Duration = Duration::from_secs(1);
 
-/// Runs the controller until `shutdown` resolves; watches one namespace or all.
+/// Runs the controller until `shutdown` resolves; watches one namespace or all. `watches` fill
+/// the caches in `ctx` and are the triggers of the children's owners.
 pub async fn run(
     ctx: Arc<Context>,
+    watches: Watches,
     namespace: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let api = |client: kube::Client| -> Api<Guarded> {
-        match namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
-        }
+    let api: Api<Guarded> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    macro_rules! scoped {
-        ($kind:ty) => {
-            match namespace {
-                Some(ns) => Api::<$kind>::namespaced(client.clone(), ns),
-                None => Api::<$kind>::all(client.clone()),
-            }
-        };
-    }
-    let children =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    let controller = Controller::new(
-        api(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    // A rollout sends a burst of Deployment status updates; one reconcile covers them.
-    .with_config(controller::Config::default().debounce(DEBOUNCE));
+    let secrets: Api<PartialObjectMeta<Secret>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        // A rollout sends a burst of Deployment status updates; one reconcile covers them.
+        .with_config(controller::Config::default().debounce(DEBOUNCE));
     let store = controller.store();
     let secret_store = store.clone();
     let outcomes = ctx.clone();
@@ -65,38 +53,34 @@ pub async fn run(
     // are served: a watch of a resource that does not exist would fail for good. A cluster that
     // gains them later needs an operator restart for the watch; meanwhile the fleets that use
     // them look again every 30 s.
-    let controller = if served::<ScaledObject>(&client, "KEDA").await {
-        controller.owns(scoped!(ScaledObject), children.clone())
-    } else {
-        controller
-    };
-    let controller = if served::<CertManagerCertificate>(&client, "cert-manager").await {
-        controller.owns(scoped!(CertManagerCertificate), children.clone())
-    } else {
-        controller
-    };
+    let mut controller = controller
+        .owns_stream(watches.config_maps)
+        .owns_stream(watches.deployments)
+        .owns_stream(watches.services)
+        .owns_stream(watches.autoscalers)
+        .owns_stream(watches.budgets);
+    if let Some(scaled_objects) = watches.scaled_objects {
+        controller = controller.owns_stream(scaled_objects);
+    }
+    if let Some(certificates) = watches.certificates {
+        controller = controller.owns_stream(certificates);
+    }
     controller
-        .owns(scoped!(ConfigMap), children.clone())
-        .owns(scoped!(Deployment), children.clone())
-        .owns(scoped!(HorizontalPodAutoscaler), children.clone())
-        .owns(scoped!(PodDisruptionBudget), children)
-        // Secrets and Services are watched without a label selector: the user's TLS and JWT
-        // Secrets and the upstream Service are not the operator's, yet their appearance must end
-        // a Degraded state. Secrets are watched by metadata only (an `Api<PartialObjectMeta<_>>`
-        // asks the apiserver for metadata), so the operator keeps no Secret's data in memory;
-        // every write to a Secret still arrives, since it moves the resourceVersion.
+        // The user's TLS and JWT Secrets and the upstream Service are not the operator's, yet
+        // their appearance must end a Degraded state, so all of them are watched. Both by
+        // metadata only (an `Api<PartialObjectMeta<_>>` asks the apiserver for metadata): the
+        // operator keeps no Secret's data in memory, and every write to a Secret still arrives,
+        // since it moves the resourceVersion.
         .watches(
-            scoped!(PartialObjectMeta<Secret>),
+            secrets,
             watcher::Config::default(),
             move |secret: PartialObjectMeta<Secret>| {
                 referrers(&secret_store, &secret, secret_references)
             },
         )
-        .watches(
-            scoped!(Service),
-            watcher::Config::default(),
-            move |service: Service| referrers(&store, &service, service_references),
-        )
+        .watches_stream(watches.service_names, move |service| {
+            referrers(&store, &service, service_references)
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|outcome| {
@@ -104,40 +88,6 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
-}
-
-/// How long the operator waits at start for the answer to whether a CRD is served.
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Whether the apiserver serves the custom resource `K` (of the add-on `owner`).
-async fn served<K: Resource<DynamicType = ()>>(client: &kube::Client, owner: &str) -> bool {
-    let group_version = K::api_version(&());
-    let discovered = tokio::time::timeout(
-        DISCOVERY_TIMEOUT,
-        client.list_api_group_resources(&group_version),
-    )
-    .await;
-    let plural = K::plural(&());
-    let installed = match discovered {
-        Ok(Ok(resources)) => resources
-            .resources
-            .iter()
-            .any(|resource| resource.name == plural),
-        Ok(Err(err)) => {
-            tracing::debug!(error = %err, "discovering {group_version}");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("no answer about {group_version} within {DISCOVERY_TIMEOUT:?}");
-            false
-        }
-    };
-    tracing::info!(
-        installed,
-        "{owner} {plural} ({group_version}) are {}watched",
-        if installed { "" } else { "not " }
-    );
-    installed
 }
 
 /// Logs what the controller did with one request, and forgets the failures of deleted objects.
@@ -153,10 +103,10 @@ fn record_outcome(
         // again, so this is the moment to drop their failure count.
         Err(controller::Error::ObjectNotFound(object)) => {
             tracing::debug!(object = %object, "deleted before its retry");
-            ctx.forget_failures(
+            ctx.forget_failures(&object_key(
                 object.namespace.as_deref().unwrap_or_default(),
                 &object.name,
-            );
+            ));
         }
         Err(err) => tracing::warn!(error = %err, "controller"),
     }
@@ -220,13 +170,14 @@ pub fn service_references(wss: &WebSocketService, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kube::Client;
     use kube::runtime::reflector;
 
     use super::*;
     use crate::build::fixtures::{example, owner, wss};
-    use crate::reconcile::fixtures::{context, unanswering_client};
+    use crate::reconcile::fixtures::{context, context_with, unanswering_client};
 
     fn store_of(objects: &[WebSocketService]) -> Store<Guarded> {
         let (store, mut writer) = reflector::store();
@@ -357,7 +308,16 @@ mod tests {
                 Result<http::Response<kube::client::Body>, std::convert::Infallible>,
             >()
         });
-        let ctx = Arc::new(context(Client::new(apiserver, "team-a")));
+        let client = Client::new(apiserver, "team-a");
+        let (stores, watches) = crate::stores::watch(
+            &client,
+            Some("team-a"),
+            crate::stores::Served {
+                keda: false,
+                cert_manager: false,
+            },
+        );
+        let ctx = Arc::new(context_with(client, stores));
         let secret_list_accepts = async {
             while let Some((path, accept)) = seen.recv().await {
                 if path == "/api/v1/namespaces/team-a/secrets" {
@@ -368,7 +328,7 @@ mod tests {
         };
         let accept = tokio::select! {
             accept = secret_list_accepts => accept,
-            () = run(ctx, Some("team-a"), std::future::pending()) => panic!("the controller stopped"),
+            () = run(ctx, watches, Some("team-a"), std::future::pending()) => panic!("the controller stopped"),
             () = tokio::time::sleep(Duration::from_secs(30)) => panic!("no Secret list within 30s"),
         };
         assert!(accept.contains("as=PartialObjectMetadataList"), "{accept}");

@@ -47,6 +47,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "the watch of {kind} has not listed them within {seconds}s (can the operator list and watch them?)"
+    )]
+    CacheNotReady { kind: String, seconds: u64 },
 }
 
 impl Error {
@@ -81,6 +85,7 @@ impl Error {
             Self::Kube { .. } => "ReadFailed",
             Self::Certificate { .. } => "CertificateFailed",
             Self::Serialize { .. } => "SerializeFailed",
+            Self::CacheNotReady { .. } => "CacheNotReady",
         }
     }
 }

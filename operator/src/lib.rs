@@ -2,10 +2,8 @@
 
 pub mod apply;
 pub mod build;
-pub mod cert_manager;
-pub mod certificate;
-pub mod certs;
 pub mod conditions;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod crdgen;
@@ -20,3 +18,5 @@ pub mod plan;
 pub mod quantity;
 pub mod reconcile;
 pub mod status;
+pub mod stores;
+pub mod x509;

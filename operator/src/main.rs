@@ -8,11 +8,12 @@ use kube::Client;
 use kube::client::ClientBuilder;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
+use wsfleet_operator::context::Context;
 use wsfleet_operator::fence::{Fence, FenceLayer};
 use wsfleet_operator::lease::{LeaderLease, LeaseSettings};
 use wsfleet_operator::metrics::Metrics;
 use wsfleet_operator::names::FIELD_MANAGER;
-use wsfleet_operator::reconcile::Context;
+use wsfleet_operator::stores::{self, Served};
 use wsfleet_operator::{controller, crdgen, http};
 
 /// The wsfleet Kubernetes operator: turns each WebSocketService into a fleet of WebSocket gateways.
@@ -137,8 +138,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.set_leader(true);
         // Each term starts from fresh watches and state: nothing seen in an earlier term is
         // trusted.
+        let served = Served::discover(&client).await;
+        let (stores, watches) = stores::watch(&client, args.namespace.as_deref(), served);
         let ctx = Arc::new(Context::new(
             client.clone(),
+            stores,
             Recorder::new(
                 client.clone(),
                 Reporter {
@@ -156,7 +160,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let lost = tokio::select! {
             biased;
             lost = lease.keep() => Some(lost),
-            () = controller::run(ctx, args.namespace.as_deref(), stopped(stop.clone())) => None,
+            () = controller::run(ctx, watches, args.namespace.as_deref(), stopped(stop.clone())) => None,
         };
         metrics.set_leader(false);
         match lost {

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::child_metadata;
-use crate::certs::Issued;
 use crate::plan::{Plan, TlsPlan};
+use crate::x509::Issued;
 
 pub const CERT_KEY: &str = "tls.crt";
 pub const KEY_KEY: &str = "tls.key";
@@ -50,7 +50,7 @@ pub fn tls_secret(
 mod tests {
     use super::*;
     use crate::build::fixtures::{example, owner, plan_of};
-    use crate::certs::{check_pair, issue};
+    use crate::x509::{check_pair, generate_key, issue};
 
     #[test]
     fn secret_holds_the_issued_pair_and_ca() {
@@ -58,6 +58,7 @@ mod tests {
         let plan = plan_of(&wss);
         let tls = plan.tls.as_ref().unwrap();
         let issued = issue(
+            generate_key,
             "team-a/chat-prod",
             &tls.dns_names,
             tls.duration,

@@ -1,5 +1,6 @@
-//! Serving certificates: reading and checking a `kubernetes.io/tls` Secret's contents, deciding
-//! when a SelfSigned certificate is renewed (pure, clock passed in), and issuing one with a CA.
+//! X.509 for serving certificates: reading and checking a `kubernetes.io/tls` Secret's contents,
+//! deciding when a SelfSigned certificate is renewed, and issuing one with a CA. Pure: the clock
+//! and the source of keys are passed in.
 
 use std::time::Duration;
 
@@ -151,9 +152,18 @@ pub struct StoredCa<'a> {
     pub key_pem: &'a str,
 }
 
+/// Where new private keys come from.
+pub type KeySource = fn() -> Result<KeyPair, String>;
+
+/// A fresh ECDSA P-256 key from the system's randomness.
+pub fn generate_key() -> Result<KeyPair, String> {
+    KeyPair::generate().map_err(|err| format!("generating a key: {err}"))
+}
+
 /// Issues a leaf for `dns_names` valid for `lifetime` from `now`, signed by `ca` when it can
-/// still sign such a leaf, otherwise by a new CA named after `owner`.
+/// still sign such a leaf, otherwise by a new CA named after `owner`; keys come from `keys`.
 pub fn issue(
+    keys: KeySource,
     owner: &str,
     dns_names: &[String],
     lifetime: Duration,
@@ -165,7 +175,7 @@ pub fn issue(
     let (issuer, ca_cert_pem, ca_key_pem, new_ca) = match reusable {
         Some((issuer, cert_pem, key_pem)) => (issuer, cert_pem, key_pem, false),
         None => {
-            let (issuer, cert_pem, key_pem) = new_ca(owner, now)?;
+            let (issuer, cert_pem, key_pem) = new_ca(keys, owner, now)?;
             (issuer, cert_pem, key_pem, true)
         }
     };
@@ -183,7 +193,7 @@ pub fn issue(
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().map_err(|err| format!("generating a key: {err}"))?;
+    let key = keys()?;
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(|err| format!("signing the certificate: {err}"))?;
@@ -214,7 +224,7 @@ fn reusable_ca(ca: StoredCa<'_>, leaf_not_after: Timestamp) -> Option<CaParts> {
     Some((issuer, ca.cert_pem.to_owned(), ca.key_pem.to_owned()))
 }
 
-fn new_ca(owner: &str, now: Timestamp) -> Result<CaParts, String> {
+fn new_ca(keys: KeySource, owner: &str, now: Timestamp) -> Result<CaParts, String> {
     let mut params = CertificateParams::new(Vec::<String>::new())
         .map_err(|err| format!("CA parameters: {err}"))?;
     params
@@ -228,7 +238,7 @@ fn new_ca(owner: &str, now: Timestamp) -> Result<CaParts, String> {
     ];
     params.not_before = offset_time(sub(now, BACKDATE)?)?;
     params.not_after = offset_time(add(now, CA_LIFETIME)?)?;
-    let key = KeyPair::generate().map_err(|err| format!("generating the CA key: {err}"))?;
+    let key = keys()?;
     let cert = params
         .self_signed(&key)
         .map_err(|err| format!("self-signing the CA: {err}"))?;
@@ -329,7 +339,7 @@ mod tests {
 
     #[test]
     fn issued_leaf_carries_the_names_and_lifetime_and_matches_its_key() {
-        let issued = issue("team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
+        let issued = issue(generate_key, "team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
         assert!(issued.new_ca);
         let info = check_pair(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap();
         assert_eq!(info.dns_names, names());
@@ -341,7 +351,7 @@ mod tests {
 
     #[test]
     fn leaf_chains_to_the_ca() {
-        let issued = issue("team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
+        let issued = issue(generate_key, "team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
         let leaf_der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
         let ca_der = CertificateDer::from_pem_slice(issued.ca_cert_pem.as_bytes()).unwrap();
         let (_, leaf) = X509Certificate::from_der(&leaf_der).unwrap();
@@ -355,18 +365,27 @@ mod tests {
 
     #[test]
     fn renewal_keeps_a_ca_that_outlives_the_new_leaf() {
-        let first = issue("team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
+        let first = issue(generate_key, "team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
         let stored = || StoredCa {
             cert_pem: &first.ca_cert_pem,
             key_pem: &first.ca_key_pem,
         };
         let later = add(now(), 80 * DAY).unwrap();
-        let renewed = issue("team-a/chat", &names(), 90 * DAY, later, Some(stored())).unwrap();
+        let renewed = issue(
+            generate_key,
+            "team-a/chat",
+            &names(),
+            90 * DAY,
+            later,
+            Some(stored()),
+        )
+        .unwrap();
         assert!(!renewed.new_ca);
         assert_eq!(renewed.ca_cert_pem, first.ca_cert_pem);
         assert_ne!(renewed.cert_pem, first.cert_pem);
         let near_ca_expiry = add(now(), 3640 * DAY).unwrap();
         let replaced = issue(
+            generate_key,
             "team-a/chat",
             &names(),
             90 * DAY,
@@ -379,23 +398,38 @@ mod tests {
 
     #[test]
     fn a_ca_key_that_does_not_match_its_certificate_is_replaced() {
-        let first = issue("team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
-        let other = issue("team-a/other", &names(), 90 * DAY, now(), None).unwrap();
+        let first = issue(generate_key, "team-a/chat", &names(), 90 * DAY, now(), None).unwrap();
+        let other = issue(
+            generate_key,
+            "team-a/other",
+            &names(),
+            90 * DAY,
+            now(),
+            None,
+        )
+        .unwrap();
         let mixed = StoredCa {
             cert_pem: &first.ca_cert_pem,
             key_pem: &other.ca_key_pem,
         };
         assert!(
-            issue("team-a/chat", &names(), 90 * DAY, now(), Some(mixed))
-                .unwrap()
-                .new_ca
+            issue(
+                generate_key,
+                "team-a/chat",
+                &names(),
+                90 * DAY,
+                now(),
+                Some(mixed)
+            )
+            .unwrap()
+            .new_ca
         );
     }
 
     #[test]
     fn mismatched_or_garbled_pairs_are_named() {
-        let one = issue("a", &names(), DAY * 2, now(), None).unwrap();
-        let two = issue("b", &names(), DAY * 2, now(), None).unwrap();
+        let one = issue(generate_key, "a", &names(), DAY * 2, now(), None).unwrap();
+        let two = issue(generate_key, "b", &names(), DAY * 2, now(), None).unwrap();
         let err = check_pair(one.cert_pem.as_bytes(), two.key_pem.as_bytes()).unwrap_err();
         assert!(err.contains("does not match"), "{err}");
         let err = check_pair(b"hello", one.key_pem.as_bytes()).unwrap_err();

@@ -1,0 +1,189 @@
+//! The apply step: makes the cluster hold the desired set. Children that are no longer desired
+//! are deleted first, when this fleet controls them, so that two autoscalers never scale the
+//! Deployment at once; then each desired child is applied, and only when it differs from what
+//! was observed.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+
+use super::desired::{Child, ChildKind};
+use super::observe::{Observed, get};
+use super::serving_certificate::ensure_ours;
+use crate::apply::{apply, delete_owned, hand_over_replicas};
+use crate::context::Context;
+use crate::error::Error;
+use crate::names::FIELD_MANAGER;
+use crate::status::Problem;
+
+/// What the apply step leaves behind.
+#[derive(Debug)]
+pub struct Applied {
+    /// The gateway Deployment as it now stands.
+    pub deployment: Deployment,
+    /// Children the cluster would not take, with the reason: an add-on's type is not served,
+    /// or another fleet holds the certificate Secret's name.
+    pub refused: Vec<(ChildKind, Problem)>,
+}
+
+/// Applies `children` (the desired set, in order) over `observed`.
+pub async fn apply_desired(
+    ctx: &Context,
+    namespace: &str,
+    owner: &OwnerReference,
+    children: Vec<Child>,
+    mut observed: Observed,
+) -> Result<Applied, Error> {
+    delete_undesired(ctx, namespace, &owner.uid, &children, &observed).await?;
+    let mut deployment = None;
+    let mut refused = Vec::new();
+    for child in children {
+        let kind = child.kind();
+        let not_served = child.not_served();
+        let result = match child {
+            Child::IssuedSecret { secret, create } => {
+                match store_secret(
+                    ctx,
+                    namespace,
+                    secret,
+                    create,
+                    observed.tls_secret.take(),
+                    owner,
+                )
+                .await?
+                {
+                    Ok(()) => Ok(()),
+                    Err(problem) => {
+                        refused.push((kind, problem));
+                        continue;
+                    }
+                }
+            }
+            Child::CertManagerCertificate(certificate) => {
+                put(
+                    ctx,
+                    namespace,
+                    certificate,
+                    observed.cert_manager_certificate.take(),
+                )
+                .await
+            }
+            Child::ConfigMap(config_map) => {
+                put(ctx, namespace, config_map, observed.config_map.take()).await
+            }
+            Child::Deployment {
+                deployment: desired,
+                hand_over_replicas: hand_over,
+            } => {
+                let api: Api<Deployment> = ctx.api(namespace);
+                if let (true, Some(observed)) = (hand_over, &observed.deployment) {
+                    hand_over_replicas(&api, observed).await?;
+                }
+                deployment = Some(apply(&api, *desired, observed.deployment.take()).await?);
+                Ok(())
+            }
+            Child::Service(service) => put(ctx, namespace, service, observed.service.take()).await,
+            Child::Autoscaler(autoscaler) => {
+                put(ctx, namespace, autoscaler, observed.autoscaler.take()).await
+            }
+            Child::ScaledObject(scaled_object) => {
+                put(ctx, namespace, scaled_object, observed.scaled_object.take()).await
+            }
+            Child::Budget(budget) => put(ctx, namespace, budget, observed.budget.take()).await,
+        };
+        match (result, not_served) {
+            (Ok(()), _) => {}
+            (Err(err), Some(problem)) if err.is_not_found() => refused.push((kind, problem)),
+            (Err(err), _) => return Err(err),
+        }
+    }
+    let deployment = deployment.expect("the desired set always holds the Deployment");
+    Ok(Applied {
+        deployment,
+        refused,
+    })
+}
+
+/// Applies `desired` unless `observed` already holds it.
+async fn put<K>(
+    ctx: &Context,
+    namespace: &str,
+    desired: K,
+    observed: Option<K>,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    apply(&ctx.api(namespace), desired, observed)
+        .await
+        .map(drop)
+}
+
+/// Deletes each observed child whose kind the desired set no longer holds, when this fleet
+/// controls it. The ConfigMap, Deployment, Service and PodDisruptionBudget are always desired;
+/// an issued Secret stays until its fleet is deleted, since another mode may come back to it.
+async fn delete_undesired(
+    ctx: &Context,
+    namespace: &str,
+    owner_uid: &str,
+    children: &[Child],
+    observed: &Observed,
+) -> Result<(), Error> {
+    let wanted = |kind| children.iter().any(|child| child.kind() == kind);
+    if !wanted(ChildKind::Autoscaler) {
+        let observed = observed.autoscaler.clone();
+        delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
+    }
+    if !wanted(ChildKind::ScaledObject) {
+        let observed = observed.scaled_object.clone();
+        delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
+    }
+    if !wanted(ChildKind::CertManagerCertificate) {
+        // cert-manager would otherwise go on writing the Secret.
+        let observed = observed.cert_manager_certificate.clone();
+        delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
+    }
+    Ok(())
+}
+
+/// Stores an issued certificate's Secret. A create fails when the Secret exists, unlike an
+/// apply, which every fleet sends with the same field manager and so would silently overwrite
+/// another's; losing that race is the problem naming the winner.
+async fn store_secret(
+    ctx: &Context,
+    namespace: &str,
+    secret: Secret,
+    create: bool,
+    observed: Option<Secret>,
+    owner: &OwnerReference,
+) -> Result<Result<(), Problem>, Error> {
+    let secrets: Api<Secret> = ctx.api(namespace);
+    if !create {
+        apply(&secrets, secret, observed).await?;
+        return Ok(Ok(()));
+    }
+    let name = secret.name_any();
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match secrets.create(&params, &secret).await {
+        Ok(_) => Ok(Ok(())),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            match get::<Secret>(ctx, namespace, &name).await? {
+                Some(winner) => Ok(ensure_ours(&winner, owner)),
+                // Gone again already: a failure, so that the retry creates it.
+                None => Err(Error::kube("create", "Secret", namespace, &name)(
+                    kube::Error::Api(status),
+                )),
+            }
+        }
+        Err(err) => Err(Error::kube("create", "Secret", namespace, &name)(err)),
+    }
+}

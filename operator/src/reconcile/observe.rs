@@ -1,0 +1,129 @@
+//! The observe step: everything a reconcile reads, up front. Children come from the
+//! controller's caches; the Secrets the spec names are read from the apiserver (the operator
+//! keeps no Secret data in memory), concurrently.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::reflector::Store;
+use serde::de::DeserializeOwned;
+
+use crate::build::cert_manager::Certificate as CertManagerCertificate;
+use crate::build::scaled_object::ScaledObject;
+use crate::context::Context;
+use crate::error::Error;
+use crate::plan::Plan;
+use crate::stores::cached;
+
+/// What exists now of a fleet's children and of the objects its spec names.
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    pub config_map: Option<ConfigMap>,
+    pub deployment: Option<Deployment>,
+    pub service: Option<Service>,
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+    pub scaled_object: Option<ScaledObject>,
+    pub budget: Option<PodDisruptionBudget>,
+    pub cert_manager_certificate: Option<CertManagerCertificate>,
+    /// The TLS Secret, when the spec asks for TLS.
+    pub tls_secret: Option<Secret>,
+    pub jwt_secret: Option<Secret>,
+    pub jwks_ca_secret: Option<Secret>,
+    /// Whether the upstream Service exists, when the spec names one.
+    pub upstream_service: Option<bool>,
+}
+
+/// Reads what `plan` is reconciled against.
+pub async fn observe(ctx: &Context, plan: &Plan) -> Result<Observed, Error> {
+    let stores = &ctx.stores;
+    let namespace = plan.names.namespace.as_str();
+    let gateway = plan.names.gateway();
+    let secret = |name: Option<&String>| {
+        let name = name.cloned();
+        async move {
+            match name {
+                Some(name) => get::<Secret>(ctx, namespace, &name).await,
+                None => Ok(None),
+            }
+        }
+    };
+    let (tls_secret, jwt_secret, jwks_ca_secret) = futures::try_join!(
+        secret(plan.tls.as_ref().map(|tls| &tls.secret_name)),
+        secret(plan.jwt_key.as_ref().map(|key| &key.name)),
+        secret(plan.jwks_ca.as_ref().map(|key| &key.name)),
+    )?;
+    let upstream_service = match &plan.upstream_service {
+        Some(name) => Some(
+            cached(&stores.service_names, namespace, name)
+                .await?
+                .is_some(),
+        ),
+        None => None,
+    };
+    Ok(Observed {
+        config_map: read(ctx, Some(&stores.config_maps), namespace, &gateway).await?,
+        deployment: read(ctx, Some(&stores.deployments), namespace, &gateway).await?,
+        service: read(
+            ctx,
+            Some(&stores.services),
+            namespace,
+            &plan.names.service(),
+        )
+        .await?,
+        autoscaler: read(ctx, Some(&stores.autoscalers), namespace, &gateway).await?,
+        scaled_object: read(ctx, stores.scaled_objects.as_ref(), namespace, &gateway).await?,
+        budget: read(ctx, Some(&stores.budgets), namespace, &gateway).await?,
+        cert_manager_certificate: read(ctx, stores.certificates.as_ref(), namespace, &gateway)
+            .await?,
+        tls_secret,
+        jwt_secret,
+        jwks_ca_secret,
+        upstream_service,
+    })
+}
+
+/// The child from its cache, or from the apiserver when its kind has none (an add-on installed
+/// after the operator started: its type may be served by now).
+async fn read<K>(
+    ctx: &Context,
+    store: Option<&Store<K>>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + 'static,
+{
+    match store {
+        Some(store) => Ok(cached(store, namespace, name)
+            .await?
+            .map(|object| (*object).clone())),
+        None => get(ctx, namespace, name).await,
+    }
+}
+
+/// The object `namespace/name` from the apiserver, `None` when absent or its type is not
+/// served (KEDA's ScaledObject without KEDA).
+pub(crate) async fn get<K>(ctx: &Context, namespace: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = ctx.api(namespace);
+    match api.get(name).await {
+        Ok(object) => Ok(Some(object)),
+        Err(err) if crate::error::is_not_found(&err) => Ok(None),
+        Err(err) => Err(Error::kube("get", K::kind(&()), namespace, name)(err)),
+    }
+}

@@ -1,0 +1,382 @@
+//! The reconcile driver against a mocked apiserver: each scenario says what the caches hold and
+//! how the apiserver answers, then checks the requests the reconcile sent and what it returned.
+
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use serde_json::{Value, json};
+
+use super::fixtures::{context_with, stores_holding};
+use super::*;
+use crate::build::fixtures::{example, owner};
+
+#[test]
+fn retries_back_off_exponentially_up_to_a_cap() {
+    let delays: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+    assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300]);
+    assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+}
+
+/// One request the reconcile sent.
+#[derive(Debug, Clone)]
+struct Sent {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+impl Sent {
+    fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// How the mocked apiserver answers a request: `Some((code, body))`, or `None` for the default
+/// (writes succeed and return what was sent, reads find nothing).
+type Answer = dyn Fn(&Sent) -> Option<(u16, Value)> + Send + Sync;
+
+/// The outcome of one reconcile: what it returned, and every request it sent.
+struct Run {
+    result: Result<Action, Error>,
+    sent: Vec<Sent>,
+}
+
+impl Run {
+    fn lines(&self) -> Vec<String> {
+        self.sent.iter().map(Sent::line).collect()
+    }
+
+    /// Requests other than Events, which are the recorder's business.
+    fn writes(&self) -> Vec<String> {
+        self.sent
+            .iter()
+            .filter(|sent| sent.method != "GET" && !sent.path.contains("/events"))
+            .map(Sent::line)
+            .collect()
+    }
+
+    fn events(&self) -> Vec<(String, String)> {
+        self.sent
+            .iter()
+            .filter(|sent| sent.path.contains("/events"))
+            .map(|sent| {
+                let field = |name: &str| sent.body[name].as_str().unwrap_or_default().to_owned();
+                (field("type"), field("reason"))
+            })
+            .collect()
+    }
+
+    /// The body of the request whose line ends with `path_end`.
+    fn body(&self, path_end: &str) -> &Value {
+        &self
+            .sent
+            .iter()
+            .find(|sent| sent.path.ends_with(path_end))
+            .unwrap_or_else(|| panic!("no request to {path_end} in {:?}", self.lines()))
+            .body
+    }
+
+    fn condition(&self, type_: &str) -> Value {
+        let conditions = self.body("/status")["status"]["conditions"].clone();
+        conditions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == type_)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {type_} condition in {conditions}"))
+    }
+}
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+           "reason": reason, "code": code, "message": format!("mocked {reason}")})
+}
+
+/// Reconciles `wss` once over caches holding `cached`, against an apiserver that answers with
+/// `answer`.
+async fn reconcile_once(
+    wss: WebSocketService,
+    cached: &[Value],
+    answer: impl Fn(&Sent) -> Option<(u16, Value)> + Send + Sync + 'static,
+) -> Run {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let log = sent.clone();
+    let answer: Arc<Answer> = Arc::new(answer);
+    let stored = serde_json::to_value(&wss).unwrap();
+    let apiserver = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let (log, answer, mut stored) = (log.clone(), answer.clone(), stored.clone());
+        async move {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            let bytes = request.into_body().collect_bytes().await?;
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let request = Sent { method, path, body };
+            log.lock().unwrap().push(request.clone());
+            let (code, body) = answer(&request).unwrap_or_else(|| match request.method.as_str() {
+                "GET" => (404, status_body(404, "NotFound")),
+                "POST" => (201, request.body.clone()),
+                "PATCH" if request.path.ends_with("/status") => {
+                    stored["status"] = request.body["status"].clone();
+                    (200, stored)
+                }
+                _ => (200, request.body.clone()),
+            });
+            let response = http::Response::builder()
+                .status(code)
+                .body(kube::client::Body::from(body.to_string().into_bytes()))
+                .unwrap();
+            Ok::<_, kube::Error>(response)
+        }
+    });
+    let ctx = Arc::new(context_with(
+        Client::new(apiserver, "team-a"),
+        stores_holding(cached),
+    ));
+    let result = reconcile(Arc::new(DeserializeGuard(Ok(wss))), ctx).await;
+    let sent = sent.lock().unwrap().clone();
+    Run { result, sent }
+}
+
+/// The upstream Service every example names.
+fn backend() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "chat-backend", "namespace": "team-a"}})
+}
+
+const NS: &str = "/namespaces/team-a";
+
+#[tokio::test]
+async fn a_new_fleet_gets_every_child_then_its_status() {
+    let run = reconcile_once(example("minimal.yaml"), &[backend()], |_| None).await;
+    assert_eq!(
+        run.result.as_ref().unwrap(),
+        &Action::requeue(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        run.lines(),
+        [
+            format!("PATCH /api/v1{NS}/configmaps/chat-gateway"),
+            format!("PATCH /apis/apps/v1{NS}/deployments/chat-gateway"),
+            format!("PATCH /api/v1{NS}/services/chat"),
+            format!("PATCH /apis/policy/v1{NS}/poddisruptionbudgets/chat-gateway"),
+            format!("PATCH /apis/wsfleet.io/v1alpha1{NS}/websocketservices/chat/status"),
+        ],
+        "no reads: the children come from the caches"
+    );
+    let ready = run.condition("Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("DeploymentProgressing")),
+        "{ready}"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_at_steady_state_sends_nothing() {
+    let wss = example("minimal.yaml");
+    let first = reconcile_once(wss.clone(), &[backend()], |_| None).await;
+    // The caches now hold what the first reconcile applied, and the object its status.
+    let mut cached: Vec<Value> = first
+        .sent
+        .iter()
+        .filter(|sent| sent.method == "PATCH" && !sent.path.ends_with("/status"))
+        .map(|sent| sent.body.clone())
+        .collect();
+    cached.push(backend());
+    let mut stored = wss;
+    stored.status = serde_json::from_value(first.body("/status")["status"].clone()).unwrap();
+
+    let second = reconcile_once(stored, &cached, |_| None).await;
+    assert!(second.result.is_ok(), "{:?}", second.result);
+    assert_eq!(second.lines(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_conflict_fails_the_reconcile_naming_the_object_and_writes_no_status() {
+    let run = reconcile_once(example("minimal.yaml"), &[backend()], |sent| {
+        sent.path
+            .ends_with("/deployments/chat-gateway")
+            .then(|| (409, status_body(409, "Conflict")))
+    })
+    .await;
+    let error = run.result.as_ref().unwrap_err();
+    assert_eq!(error.reason(), "ApplyFailed");
+    assert!(
+        error
+            .to_string()
+            .starts_with("apply Deployment team-a/chat-gateway"),
+        "{error}"
+    );
+    assert!(
+        !run.lines().iter().any(|line| line.ends_with("/status")),
+        "{:?}",
+        run.lines()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_degrades_the_fleet_and_is_announced() {
+    let run = reconcile_once(example("production.yaml"), &[backend()], |_| None).await;
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let degraded = run.condition("Degraded");
+    assert_eq!(degraded["status"], "True", "{degraded}");
+    assert_eq!(degraded["reason"], "JwtSecretNotFound", "{degraded}");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap()
+            .contains("JWT key Secret team-a/chat-jwt does not exist"),
+        "{degraded}"
+    );
+    let events = run.events();
+    assert!(
+        events.contains(&("Warning".to_owned(), "JwtSecretNotFound".to_owned())),
+        "{events:?}"
+    );
+    // The certificate is issued all the same: the Secret is created, never applied.
+    assert!(
+        events.contains(&("Normal".to_owned(), "CertificateIssued".to_owned())),
+        "{events:?}"
+    );
+    assert_eq!(
+        run.writes()[0],
+        format!("POST /api/v1{NS}/secrets"),
+        "{:?}",
+        run.writes()
+    );
+}
+
+#[tokio::test]
+async fn an_apiserver_error_on_a_read_fails_the_reconcile_before_any_write() {
+    let run = reconcile_once(example("production.yaml"), &[backend()], |sent| {
+        (sent.method == "GET").then(|| (500, status_body(500, "InternalError")))
+    })
+    .await;
+    let error = run.result.as_ref().unwrap_err();
+    assert_eq!(error.reason(), "ReadFailed");
+    assert!(
+        error.to_string().starts_with("get Secret team-a/"),
+        "{error}"
+    );
+    assert_eq!(run.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_secret_another_fleet_created_first_is_left_to_it() {
+    let wss = example("production.yaml");
+    let rival = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "chat-prod-tls", "namespace": "team-a",
+                     "ownerReferences": [{"apiVersion": "wsfleet.io/v1alpha1",
+                        "kind": "WebSocketService", "name": "chat-canary", "uid": "uid-2",
+                        "controller": true}]},
+    });
+    let creates = Arc::new(Mutex::new(0));
+    let run = reconcile_once(wss, &[backend()], move |sent| {
+        let tls_secret = sent.path.ends_with("/secrets/chat-prod-tls");
+        let mut creates = creates.lock().unwrap();
+        match sent.method.as_str() {
+            // The rival's create landed between this reconcile's read and its create.
+            "GET" if tls_secret && *creates > 0 => Some((200, rival.clone())),
+            "POST" if sent.path.ends_with("/secrets") => {
+                *creates += 1;
+                Some((409, status_body(409, "AlreadyExists")))
+            }
+            _ => None,
+        }
+    })
+    .await;
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    let ready = run.condition("Ready");
+    assert_eq!(ready["reason"], "SecretOwnedByAnother", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("WebSocketService team-a/chat-canary"),
+        "{ready}"
+    );
+    let secret_writes: Vec<_> = run
+        .writes()
+        .into_iter()
+        .filter(|line| line.contains("/secrets"))
+        .collect();
+    assert_eq!(
+        secret_writes,
+        [format!("POST /api/v1{NS}/secrets")],
+        "nothing overwritten"
+    );
+    assert!(
+        !run.events()
+            .iter()
+            .any(|(_, reason)| reason == "CertificateIssued"),
+        "{:?}",
+        run.events()
+    );
+}
+
+#[tokio::test]
+async fn switching_to_keda_deletes_the_operators_autoscaler_first() {
+    let wss = example("keda.yaml");
+    let reference = serde_json::to_value(owner(&wss)).unwrap();
+    let autoscaler = |uid: &str| {
+        let mut reference = reference.clone();
+        reference["uid"] = json!(uid);
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+               "metadata": {"name": "chat-keda-gateway", "namespace": "team-a",
+                            "ownerReferences": [reference]},
+               "spec": {"maxReplicas": 2, "scaleTargetRef": {"kind": "Deployment", "name": "x"}}})
+    };
+    let ours = reconcile_once(wss.clone(), &[backend(), autoscaler("uid-1")], |_| None).await;
+    assert!(ours.result.is_ok(), "{:?}", ours.result);
+    let writes = ours.writes();
+    let position = |end: &str| writes.iter().position(|line| line.ends_with(end));
+    let deleted = position("/horizontalpodautoscalers/chat-keda-gateway");
+    let scaled = position("/scaledobjects/chat-keda-gateway");
+    assert!(
+        deleted.is_some() && deleted < scaled,
+        "the HPA goes before the ScaledObject comes: {writes:?}"
+    );
+    assert!(writes[deleted.unwrap()].starts_with("DELETE "));
+
+    // An HPA of that name that this fleet does not control is left alone.
+    let theirs = reconcile_once(wss, &[backend(), autoscaler("uid-9")], |_| None).await;
+    assert!(
+        !theirs
+            .writes()
+            .iter()
+            .any(|line| line.starts_with("DELETE")),
+        "{:?}",
+        theirs.writes()
+    );
+}
+
+#[tokio::test]
+async fn keda_that_is_not_installed_degrades_the_fleet_and_is_looked_at_again_soon() {
+    let run = reconcile_once(example("keda.yaml"), &[backend()], |sent| {
+        // A type that is not served answers a bare 404.
+        (sent.path.contains("/scaledobjects/")).then(|| (404, json!("404 page not found")))
+    })
+    .await;
+    assert_eq!(
+        run.result.as_ref().unwrap(),
+        &Action::requeue(Duration::from_secs(30))
+    );
+    let ready = run.condition("Ready");
+    assert_eq!(ready["reason"], "KedaNotInstalled", "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("scaledobjects.keda.sh"),
+        "{ready}"
+    );
+    assert!(
+        run.lines()
+            .iter()
+            .any(|line| line.ends_with("/poddisruptionbudgets/chat-keda-gateway")),
+        "the children after it are still applied: {:?}",
+        run.lines()
+    );
+}

@@ -1,0 +1,220 @@
+//! The operator's caches of what it reads: every child kind it writes, and the metadata of all
+//! Services. The watches that fill them are also the controller's triggers, so the observe step
+//! reads them instead of asking the apiserver, and a steady state costs no reads.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::build::cert_manager::Certificate as CertManagerCertificate;
+use crate::build::scaled_object::ScaledObject;
+use crate::error::Error;
+use crate::names::FIELD_MANAGER;
+
+/// A stream of changed objects that keeps a [`Store`] up to date as it is polled.
+pub type Changes<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The caches the observe step reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub config_maps: Store<ConfigMap>,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    pub budgets: Store<PodDisruptionBudget>,
+    /// `None` where KEDA's CRD was not served at start: those are read from the apiserver.
+    pub scaled_objects: Option<Store<ScaledObject>>,
+    /// `None` where cert-manager's CRD was not served at start.
+    pub certificates: Option<Store<CertManagerCertificate>>,
+    /// Every Service in scope by metadata only: an upstream Service need only exist.
+    pub service_names: Store<PartialObjectMeta<Service>>,
+}
+
+/// The watches that fill [`Stores`]; the controller polls them as its triggers.
+pub struct Watches {
+    pub config_maps: Changes<ConfigMap>,
+    pub deployments: Changes<Deployment>,
+    pub services: Changes<Service>,
+    pub autoscalers: Changes<HorizontalPodAutoscaler>,
+    pub budgets: Changes<PodDisruptionBudget>,
+    pub scaled_objects: Option<Changes<ScaledObject>>,
+    pub certificates: Option<Changes<CertManagerCertificate>>,
+    pub service_names: Changes<PartialObjectMeta<Service>>,
+}
+
+/// Which add-on CRDs the apiserver served when the operator started.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub keda: bool,
+    pub cert_manager: bool,
+}
+
+impl Served {
+    /// Asks the apiserver.
+    pub async fn discover(client: &Client) -> Self {
+        Self {
+            keda: served::<ScaledObject>(client, "KEDA").await,
+            cert_manager: served::<CertManagerCertificate>(client, "cert-manager").await,
+        }
+    }
+}
+
+/// How long the operator waits at start for the answer to whether a CRD is served.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the apiserver serves the custom resource `K` (of the add-on `owner`).
+async fn served<K: Resource<DynamicType = ()>>(client: &Client, owner: &str) -> bool {
+    let group_version = K::api_version(&());
+    let discovered = tokio::time::timeout(
+        DISCOVERY_TIMEOUT,
+        client.list_api_group_resources(&group_version),
+    )
+    .await;
+    let plural = K::plural(&());
+    let installed = match discovered {
+        Ok(Ok(resources)) => resources
+            .resources
+            .iter()
+            .any(|resource| resource.name == plural),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "discovering {group_version}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("no answer about {group_version} within {DISCOVERY_TIMEOUT:?}");
+            false
+        }
+    };
+    tracing::info!(
+        installed,
+        "{owner} {plural} ({group_version}) are {}watched",
+        if installed { "" } else { "not " }
+    );
+    installed
+}
+
+/// The stores and the watches that fill them, in one namespace or all.
+pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Stores, Watches) {
+    let children =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    let scope = Scope { client, namespace };
+    let (config_maps, config_map_changes) = reflect(scope.api(), children.clone());
+    let (deployments, deployment_changes) = reflect(scope.api(), children.clone());
+    let (services, service_changes) = reflect(scope.api(), children.clone());
+    let (autoscalers, autoscaler_changes) = reflect(scope.api(), children.clone());
+    let (budgets, budget_changes) = reflect(scope.api(), children.clone());
+    let (scaled_objects, scaled_object_changes) = served
+        .keda
+        .then(|| reflect(scope.api(), children.clone()))
+        .unzip();
+    let (certificates, certificate_changes) = served
+        .cert_manager
+        .then(|| reflect(scope.api(), children))
+        .unzip();
+    let (service_names, service_name_changes) = {
+        let (store, writer) = reflector::store();
+        let api = scope.api::<PartialObjectMeta<Service>>();
+        let changes = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects()
+            .boxed();
+        (store, changes)
+    };
+    let stores = Stores {
+        config_maps,
+        deployments,
+        services,
+        autoscalers,
+        budgets,
+        scaled_objects,
+        certificates,
+        service_names,
+    };
+    let watches = Watches {
+        config_maps: config_map_changes,
+        deployments: deployment_changes,
+        services: service_changes,
+        autoscalers: autoscaler_changes,
+        budgets: budget_changes,
+        scaled_objects: scaled_object_changes,
+        certificates: certificate_changes,
+        service_names: service_name_changes,
+    };
+    (stores, watches)
+}
+
+struct Scope<'a> {
+    client: &'a Client,
+    namespace: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    fn api<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(&self) -> Api<K> {
+        match self.namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// A watch of `api` whose objects are kept in the returned store. Managed fields are trimmed
+/// to the operator's own entries, the only ones it reads: on Deployments they are most of the
+/// object, and a thousand fleets would otherwise keep megabytes of other managers' field sets.
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Changes<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changes = watcher(api, config)
+        .default_backoff()
+        .modify(|object: &mut K| {
+            object.managed_fields_mut().retain(|entry| {
+                entry
+                    .manager
+                    .as_deref()
+                    .is_some_and(|manager| manager.starts_with(FIELD_MANAGER))
+            });
+        })
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (store, changes)
+}
+
+/// How long a reconcile waits for a cache's first list; after that it fails and is retried.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The object `namespace/name` in `store`, once the store holds the cluster's state: a
+/// reconcile before that would take every child for missing.
+pub async fn cached<K>(
+    store: &Store<K>,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<K>>, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + 'static,
+{
+    match tokio::time::timeout(READY_TIMEOUT, store.wait_until_ready()).await {
+        Ok(Ok(())) => Ok(store.get(&ObjectRef::new(name).within(namespace))),
+        // The watch was dropped (the controller stops) or never listed.
+        _ => Err(Error::CacheNotReady {
+            kind: K::kind(&()).into_owned(),
+            seconds: READY_TIMEOUT.as_secs(),
+        }),
+    }
+}
