@@ -13,7 +13,7 @@ fn main() -> Result<()> {
         Some("--real-node") => true,
         Some(other) => bail!("unknown argument {other:?}; the only one is --real-node"),
     };
-    let signals = wsfleet_e2e::process::block_termination_signals();
+    let signals = wsfleet_e2e::process::block_termination_signals()?;
     let (real, fake);
     let control_plane = if real_node {
         real = RealCluster::start()?;
@@ -25,6 +25,6 @@ fn main() -> Result<()> {
     println!("export KUBECONFIG={}", control_plane.kubeconfig().display());
     println!("kubectl: {}", control_plane.kubectl().binary().display());
     println!("Ctrl-C stops the cluster.");
-    wsfleet_e2e::process::wait_for_signal(&signals);
+    wsfleet_e2e::process::wait_for_signal(&signals)?;
     Ok(())
 }
