@@ -1,6 +1,11 @@
 //! End-to-end harness for wsfleet: a local Kubernetes control plane built from Go modules,
 //! the real operator binary, and kubectl, used exactly as a platform engineer would.
 
+// A child's parent-death signal is set in a pre-exec hook and shared processes are stopped from
+// an atexit callback, both unsafe to the compiler; those two blocks (src/process.rs) allow it
+// and say why they are sound, and nothing else may be unsafe.
+#![deny(unsafe_code)]
+
 pub mod aggregation;
 pub mod apiserver_metrics;
 pub mod binaries;

@@ -3,6 +3,8 @@
 //! KUBECONFIG. Without `--real-node` the nodes are kwok's fakes; with it, one real node runs
 //! pods (as root), and the host is restored when it stops (both stop when dropped).
 
+#![forbid(unsafe_code)]
+
 use anyhow::{Result, bail};
 use wsfleet_e2e::node::RealCluster;
 use wsfleet_e2e::{ControlPlane, Nodes};
