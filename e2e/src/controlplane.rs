@@ -19,9 +19,9 @@ use tempfile::TempDir;
 use crate::binaries::{control_plane_bin_dir, workspace_root};
 use crate::kubectl::Kubectl;
 use crate::net::{free_port, http_get};
-use crate::pki::{CertificateAuthority, service_account_key_pair};
 use crate::poll::{DEADLINE, eventually, give_up};
 use crate::process::ManagedProcess;
+use crate::test_ca::{CertificateAuthority, service_account_key_pair};
 
 /// The controllers the operator's children depend on: Deployments roll out ReplicaSets and
 /// Pods, owner references are garbage-collected, namespaces are emptied on deletion and
