@@ -97,6 +97,7 @@ pub fn serve(mut ring: IoUring, listener: TcpListener, upstream: SocketAddr) -> 
             if data == ACCEPT {
                 if result >= 0 {
                     // SAFETY: a successful accept completion carries a new descriptor we own.
+                    #[allow(unsafe_code)]
                     let client = TcpStream::from(unsafe { OwnedFd::from_raw_fd(result) });
                     floor.open(&mut ring, client)?;
                 }
@@ -210,6 +211,7 @@ impl Floor {
 }
 
 /// Queues one operation, submitting the queue first if it is full.
+#[allow(unsafe_code)] // io_uring cannot check the lifetime of the buffers an entry points to.
 fn push(ring: &mut IoUring, entry: &squeue::Entry) -> anyhow::Result<()> {
     loop {
         // SAFETY: every buffer an entry points to outlives the operation (see the callers).

@@ -1,5 +1,10 @@
 //! `wsfleet-bench`: the gateway against a direct connection, nginx and HAProxy.
 
+// The io_uring floor (src/floor.rs) hands the kernel buffers and takes descriptors back, which
+// only unsafe code can express; those blocks allow it and say why they are sound, and nothing
+// else may be unsafe.
+#![deny(unsafe_code)]
+
 mod echo;
 mod floor;
 mod frame;

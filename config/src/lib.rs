@@ -10,6 +10,8 @@
 //! - [`path`] is the rule for request paths that both the config (`listen.path`) and the
 //!   gateway's handshake apply.
 
+#![forbid(unsafe_code)]
+
 mod gateway;
 pub mod metric_names;
 pub mod path;

@@ -16,9 +16,9 @@ use base64::prelude::BASE64_STANDARD;
 use rcgen::ExtendedKeyUsagePurpose;
 
 use crate::kubectl::Kubectl;
-use crate::pki::CertificateAuthority;
 use crate::poll::{DEADLINE, eventually, give_up};
 use crate::process::ManagedProcess;
+use crate::test_ca::CertificateAuthority;
 
 /// The name in the apiserver's front-proxy client certificate, the one the extension
 /// apiservers accept (`--requestheader-allowed-names`).

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use crate::binaries::addons_bin_dir;
 use crate::kubectl::Kubectl;
-use crate::pki::{CertificateAuthority, ServingCertificate};
 use crate::poll::{DEADLINE, eventually};
+use crate::test_ca::{CertificateAuthority, ServingCertificate};
 
 /// The CRD whose presence means cert-manager's API is served.
 pub const CERTIFICATES_CRD: &str = "certificates.cert-manager.io";

@@ -13,14 +13,15 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, ensure};
+use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::binaries::{control_plane_bin_dir, workspace_root};
 use crate::kubectl::Kubectl;
 use crate::net::{free_port, http_get};
-use crate::pki::{CertificateAuthority, service_account_key_pair};
 use crate::poll::{DEADLINE, eventually, give_up};
 use crate::process::ManagedProcess;
+use crate::test_ca::{CertificateAuthority, service_account_key_pair};
 
 /// The controllers the operator's children depend on: Deployments roll out ReplicaSets and
 /// Pods, owner references are garbage-collected, namespaces are emptied on deletion and
@@ -100,11 +101,7 @@ impl ControlPlane {
         let started = SHARED.get_or_init(|| {
             let control_plane =
                 ControlPlane::start(Nodes::Fake).map_err(|err| format!("{err:#}"))?;
-            // SAFETY: registers a plain function; statics are never dropped, so this is how
-            // the shared processes and directory are cleaned up at exit.
-            unsafe {
-                libc::atexit(stop_shared);
-            }
+            crate::process::at_exit(stop_shared);
             Ok(control_plane)
         });
         match started {
@@ -189,7 +186,7 @@ impl ControlPlane {
     /// SIGSTOP to etcd: it keeps its sockets but answers nothing, as in a stalled disk or VM.
     pub fn pause_etcd(&self) -> Result<()> {
         self.with_process(ETCD, |process, _| {
-            process.signal(libc::SIGSTOP);
+            process.signal(Signal::SIGSTOP);
             Ok(())
         })
     }
@@ -197,7 +194,7 @@ impl ControlPlane {
     /// SIGCONT after [`ControlPlane::pause_etcd`].
     pub fn resume_etcd(&self) -> Result<()> {
         self.with_process(ETCD, |process, _| {
-            process.signal(libc::SIGCONT);
+            process.signal(Signal::SIGCONT);
             Ok(())
         })
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::command::run;
 
 use crate::kubectl::Kubectl;
-use crate::pki::CertificateAuthority;
+use crate::test_ca::CertificateAuthority;
 
 /// The Service the examples send traffic to: `chat-backend`, port 8080.
 pub fn backend_service_manifest(namespace: &str) -> String {

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use nix::sys::signal::Signal;
 
 use crate::binaries::wsfleet_binary;
 use crate::controlplane::ControlPlane;
@@ -129,12 +130,12 @@ impl Operator {
 
     /// SIGSTOP: the replica freezes mid-flight, as in a stalled VM or a long GC pause.
     pub fn pause(&self) {
-        self.process.signal(libc::SIGSTOP);
+        self.process.signal(Signal::SIGSTOP);
     }
 
     /// SIGCONT after [`Operator::pause`].
     pub fn resume(&self) {
-        self.process.signal(libc::SIGCONT);
+        self.process.signal(Signal::SIGCONT);
     }
 
     /// SIGKILL: no chance to release the Lease.

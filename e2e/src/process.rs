@@ -16,6 +16,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::sys::prctl;
+use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::unistd::Pid;
 
 /// How much of a log is shown when a process fails or a test panics.
 const LOG_TAIL_BYTES: u64 = 4096;
@@ -41,14 +44,11 @@ impl ManagedProcess {
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // The pre-exec hook is unsafe because it runs between fork and exec; prctl is
+        // async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)]
         unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            command.pre_exec(|| Ok(prctl::set_pdeathsig(Signal::SIGKILL)?));
         }
         let child = spawn_on_keeper_thread(command)
             .with_context(|| format!("starting {name} (log {})", log_path.display()))?;
@@ -90,11 +90,11 @@ impl ManagedProcess {
 
     /// Sends SIGTERM to the group and waits up to `grace` before killing it.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.exit_status() {
-                self.signal(libc::SIGKILL);
+                self.signal(Signal::SIGKILL);
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -105,7 +105,7 @@ impl ManagedProcess {
 
     /// Kills the whole process group at once and reaps the child.
     pub fn kill(&mut self) {
-        self.signal(libc::SIGKILL);
+        self.signal(Signal::SIGKILL);
         let _ = self.child.wait();
     }
 
@@ -116,13 +116,10 @@ impl ManagedProcess {
     }
 
     /// Sends `signal` to the process and everything it forked.
-    pub fn signal(&self, signal: libc::c_int) {
-        // The child is its group's leader, so its pid is the group id.
-        let group = self.child.id() as libc::pid_t;
-        // SAFETY: plain syscall; a group that is already gone yields ESRCH, which is fine.
-        unsafe {
-            libc::kill(-group, signal);
-        }
+    pub fn signal(&self, signal: Signal) {
+        // The child is its group's leader, so its pid is the group id. A group that is already
+        // gone yields ESRCH, which is fine.
+        let _ = killpg(pid_of(&self.child), signal);
     }
 }
 
@@ -179,25 +176,33 @@ fn read_tail(path: &Path, max_bytes: u64) -> io::Result<String> {
 
 /// Blocks SIGINT and SIGTERM for this thread and the threads it starts afterwards, so that
 /// [`wait_for_signal`] receives them instead of the process dying without cleanup.
-pub fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: plain signal-mask syscalls on a locally owned set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
+pub fn block_termination_signals() -> Result<SigSet> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().context("blocking SIGINT and SIGTERM")?;
+    Ok(set)
 }
 
 /// Waits for one of the signals blocked by [`block_termination_signals`].
-pub fn wait_for_signal(set: &libc::sigset_t) {
-    let mut signal = 0;
-    // SAFETY: `set` is a valid signal set and `signal` a valid out pointer.
+pub fn wait_for_signal(set: &SigSet) -> Result<Signal> {
+    set.wait().context("waiting for a signal")
+}
+
+/// Runs `cleanup` when the process exits normally. Statics are never dropped, so this is how
+/// the processes and directories a shared static owns are cleaned up.
+pub fn at_exit(cleanup: extern "C" fn()) {
+    // A foreign call, so unsafe to the compiler; it only registers a plain function.
+    #[allow(unsafe_code)]
     unsafe {
-        libc::sigwait(set, &mut signal);
+        libc::atexit(cleanup);
     }
+}
+
+/// The pid of `child` as the signal calls take it.
+fn pid_of(child: &Child) -> Pid {
+    // Linux pids are at most 2^22.
+    Pid::from_raw(child.id() as i32)
 }
 
 /// Peak resident memory of a live process in KiB (`VmHWM` in /proc/PID/status).
@@ -242,4 +247,68 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
         })
         .sum::<Result<u64>>()?;
     Ok(Duration::from_millis(ticks * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::raise;
+
+    use super::*;
+
+    /// Whether `pid` is still a process that has not exited (a zombie counts as gone).
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn terminating_a_process_stops_what_it_forked() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sh.log");
+        let mut command = Command::new("sh");
+        command.args(["-c", "sleep 60 & echo $!; wait"]);
+        let mut process = ManagedProcess::spawn("sh", command, &log).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let forked = loop {
+            if let Ok(pid) = std::fs::read_to_string(&log).unwrap().trim().parse::<i32>() {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "sh printed no pid");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(process.ensure_running().is_ok());
+        assert!(alive(forked));
+        assert!(process.terminate(Duration::from_secs(5)).is_some());
+        while alive(forked) {
+            assert!(
+                Instant::now() < deadline,
+                "the forked sleep outlived its group"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(process.ensure_running().is_err());
+    }
+
+    #[test]
+    fn a_blocked_termination_signal_is_waited_for() {
+        let set = block_termination_signals().unwrap();
+        raise(Signal::SIGTERM).unwrap();
+        assert_eq!(wait_for_signal(&set).unwrap(), Signal::SIGTERM);
+    }
+
+    #[test]
+    fn cpu_time_and_memory_of_this_process_are_read() {
+        let pid = std::process::id();
+        let spent = cpu_time(pid).unwrap();
+        let busy_until = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < busy_until {
+            std::hint::black_box(0);
+        }
+        assert!(cpu_time(pid).unwrap() >= spent);
+        let resident = rss_kib(pid).unwrap();
+        assert!(resident > 0);
+        assert!(peak_rss_kib(pid).unwrap() >= resident);
+    }
 }

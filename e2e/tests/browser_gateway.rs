@@ -15,9 +15,9 @@ use wsfleet_e2e::binaries::wsfleet_binary;
 use wsfleet_e2e::browser::{Browser, BrowserRun};
 use wsfleet_e2e::fixtures::generate_rsa_key;
 use wsfleet_e2e::net::{free_port, http_status};
-use wsfleet_e2e::pki::CertificateAuthority;
 use wsfleet_e2e::poll::give_up;
 use wsfleet_e2e::process::ManagedProcess;
+use wsfleet_e2e::test_ca::CertificateAuthority;
 use wsfleet_e2e::wire::sign_token;
 use wsfleet_e2e::{DEADLINE, eventually};
 

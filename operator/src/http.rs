@@ -3,14 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use anyhow::Context as _;
 use tokio::net::TcpListener;
+use wsfleet_probes::{Reply, StatusCode};
 
 use crate::metrics::Metrics;
 
@@ -19,55 +14,46 @@ pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<impl Future<Output = ()>> {
-    use anyhow::Context as _;
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the metrics address {address}"))?;
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-    Ok(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accepting a metrics connection");
-                    continue;
-                }
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&request, &metrics)) }
-                });
-                if let Err(err) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %err, "metrics connection ended");
-                }
-            });
-        }
-    })
+    Ok(wsfleet_probes::serve(listener, "metrics", move |path| {
+        respond(path, &metrics)
+    }))
 }
 
-fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => (
+fn respond(path: &str, metrics: &Metrics) -> Reply {
+    match path {
+        "/metrics" => Reply::new(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.encode(),
         ),
         // Serving at all is the health signal; a standby replica is healthy and ready too.
-        "/healthz" | "/readyz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
+        "/healthz" | "/readyz" => Reply::text("ok\n"),
+        _ => Reply::not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_openmetrics_and_probes_always_pass() {
+        let metrics = Metrics::default();
+        let scrape = respond("/metrics", &metrics);
+        assert_eq!(scrape.status, StatusCode::OK);
+        assert!(
+            scrape
+                .content_type
+                .starts_with("application/openmetrics-text")
+        );
+        assert!(scrape.body.ends_with("# EOF\n"), "{}", scrape.body);
+        for probe in ["/healthz", "/readyz"] {
+            assert_eq!(respond(probe, &metrics), Reply::text("ok\n"));
+        }
+        assert_eq!(respond("/", &metrics), Reply::not_found());
+    }
 }

@@ -1,5 +1,7 @@
 //! wsfleet-operator: reconciles `WebSocketService` resources into fleets of wsfleet gateways.
 
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod build;
 pub mod conditions;

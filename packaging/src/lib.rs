@@ -2,6 +2,8 @@
 //! resource reference in docs/reference.md is rendered from the CRD in crds/.
 //! The tests of this crate also check the Helm chart and the Argo CD health check.
 
+#![forbid(unsafe_code)]
+
 mod reference;
 
 pub use reference::render_reference;

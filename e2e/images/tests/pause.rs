@@ -3,6 +3,9 @@
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 const DEADLINE: Duration = Duration::from_secs(20);
 const PAUSE: &str = env!("CARGO_BIN_EXE_wsfleet-pause");
 
@@ -32,11 +35,7 @@ impl Pause {
         eventually("wsfleet-pause waits for signals", || {
             self.waits_for_signals()
         });
-        // SAFETY: kill has no memory-safety preconditions.
-        assert_eq!(
-            unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) },
-            0
-        );
+        kill(Pid::from_raw(self.pid() as i32), Signal::SIGTERM).unwrap();
         self.0.wait().unwrap()
     }
 }

@@ -9,6 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 use yawc::close::CloseCode;
 use yawc::{Frame, HttpRequestBuilder, OpCode, TcpWebSocket, WebSocket};
@@ -64,9 +66,7 @@ impl Upstream {
     }
 
     fn terminate(&self) {
-        // SAFETY: kill has no memory-safety preconditions.
-        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0, "sending SIGTERM");
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).expect("sending SIGTERM");
     }
 
     fn wait(&mut self) -> ExitStatus {

@@ -3,6 +3,8 @@
 //! KUBECONFIG. Without `--real-node` the nodes are kwok's fakes; with it, one real node runs
 //! pods (as root), and the host is restored when it stops (both stop when dropped).
 
+#![forbid(unsafe_code)]
+
 use anyhow::{Result, bail};
 use wsfleet_e2e::node::RealCluster;
 use wsfleet_e2e::{ControlPlane, Nodes};
@@ -13,7 +15,7 @@ fn main() -> Result<()> {
         Some("--real-node") => true,
         Some(other) => bail!("unknown argument {other:?}; the only one is --real-node"),
     };
-    let signals = wsfleet_e2e::process::block_termination_signals();
+    let signals = wsfleet_e2e::process::block_termination_signals()?;
     let (real, fake);
     let control_plane = if real_node {
         real = RealCluster::start()?;
@@ -25,6 +27,6 @@ fn main() -> Result<()> {
     println!("export KUBECONFIG={}", control_plane.kubeconfig().display());
     println!("kubectl: {}", control_plane.kubectl().binary().display());
     println!("Ctrl-C stops the cluster.");
-    wsfleet_e2e::process::wait_for_signal(&signals);
+    wsfleet_e2e::process::wait_for_signal(&signals)?;
     Ok(())
 }

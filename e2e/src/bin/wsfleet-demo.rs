@@ -3,6 +3,8 @@
 //! room, and two clients on the host that reach the room through the fleet's Service, each
 //! carried by a different gateway pod.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{Context, Result, bail};
 use wsfleet_e2e::fixtures::{create_jwt_secret, example_path};
 use wsfleet_e2e::fleet::{deploy_upstream, endpoint, gateway_pods, install_chart};

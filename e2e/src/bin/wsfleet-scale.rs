@@ -6,6 +6,8 @@
 //!
 //! `cargo run --release -p wsfleet-e2e --bin wsfleet-scale -- [COUNT]`
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};

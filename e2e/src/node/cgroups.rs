@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::poll::eventually;
 
@@ -67,10 +69,8 @@ pub fn kill_pods_and_remove() -> Result<()> {
                 for cgroup in subtree(dir) {
                     for pid in pids_in(&cgroup) {
                         alive += 1;
-                        // SAFETY: plain syscall; a process that is gone already yields ESRCH.
-                        unsafe {
-                            libc::kill(pid, libc::SIGKILL);
-                        }
+                        // A process that is gone already yields ESRCH, which is fine.
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }
             }

@@ -17,12 +17,14 @@ pub mod outside;
 pub mod proxy;
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use self::containerd::ContainerdPaths;
 use self::host::HostRecord;
@@ -44,7 +46,7 @@ const HOST_RECORD: &str = "host.json";
 pub struct RealCluster {
     control_plane: ControlPlane,
     running: Mutex<Option<Running>>,
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 struct Running {
@@ -60,11 +62,7 @@ impl RealCluster {
     pub fn shared() -> &'static RealCluster {
         let started = SHARED.get_or_init(|| {
             let cluster = RealCluster::start().map_err(|err| format!("{err:#}"))?;
-            // SAFETY: registers a plain function; statics are never dropped, so this is how
-            // the node is stopped and the host restored at exit.
-            unsafe {
-                libc::atexit(stop_shared);
-            }
+            crate::process::at_exit(stop_shared);
             Ok(cluster)
         });
         match started {
@@ -244,20 +242,16 @@ fn start_node(
 }
 
 /// Takes the machine-wide lock, or says who holds it.
-fn lock() -> Result<File> {
+fn lock() -> Result<Flock<File>> {
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(LOCK_FILE)
         .with_context(|| format!("opening {LOCK_FILE}"))?;
-    // SAFETY: flock on a descriptor this function owns.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    ensure!(
-        locked,
-        "another real node runs on this machine ({LOCK_FILE} is locked)"
-    );
-    Ok(file)
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!("another real node runs on this machine ({LOCK_FILE} is locked: {errno})")
+    })
 }
 
 /// Stops containerd's shims (found by the socket they were given), which outlive containerd.
@@ -280,10 +274,7 @@ fn kill_shims(containerd_socket: &Path) {
             .first()
             .is_some_and(|program| program.ends_with(b"containerd-shim-runc-v2"));
         if is_shim && args.contains(&socket.as_bytes()) {
-            // SAFETY: plain syscall on a pid just read from /proc.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }

@@ -9,13 +9,13 @@
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use nix::sched::{CloneFlags, setns};
 
 use crate::command::run;
 use crate::poll::{DEADLINE, eventually, give_up};
@@ -144,13 +144,8 @@ fn remove_link() {
 fn listen_inside(namespace: String) -> Result<TcpListener> {
     std::thread::spawn(move || -> Result<TcpListener> {
         let namespace = File::open(&namespace).context("opening the outside namespace")?;
-        // SAFETY: setns on a valid namespace descriptor; it changes only this thread.
-        let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
-        ensure!(
-            entered,
-            "entering the outside namespace: {}",
-            std::io::Error::last_os_error()
-        );
+        // Changes only this thread's namespace.
+        setns(&namespace, CloneFlags::CLONE_NEWNET).context("entering the outside namespace")?;
         let listener = TcpListener::bind((OUTSIDE_IP, PORT))
             .with_context(|| format!("listening on {OUTSIDE_IP}:{PORT}"))?;
         Ok(listener)

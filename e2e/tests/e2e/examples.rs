@@ -5,8 +5,8 @@
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use wsfleet_config::GatewayConfig;
+use wsfleet_e2e::cert_checks::verify_serving_certificate;
 use wsfleet_e2e::cert_manager::{CertManagerStandIn, install_crds};
-use wsfleet_e2e::certs::verify_serving_certificate;
 use wsfleet_e2e::children::{FIELD_MANAGER, expected_children, fetch_children, fields_owned_by};
 use wsfleet_e2e::fixtures::{
     create_backend_service, create_jwt_secret, create_user_tls_secret, example_path,

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use wsfleet_e2e::certs::verify_serving_certificate;
+use wsfleet_e2e::cert_checks::verify_serving_certificate;
 use wsfleet_e2e::fixtures::{create_user_tls_secret, example_path};
 use wsfleet_e2e::inspect::secret_value;
 use wsfleet_e2e::{DEADLINE, Expected, Kubectl, await_conditions, condition, eventually};

@@ -3,6 +3,8 @@
 //! `kubectl get pod -o jsonpath='{.status.containerStatuses[0].state.terminated.message}'`
 //! reads it back without fetching logs.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;

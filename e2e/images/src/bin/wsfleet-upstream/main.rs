@@ -5,6 +5,8 @@
 //! echoes or chats until either side closes. `whoami` is the JSON a client asks for to learn
 //! which pod answered and what the gateway forwarded; `room` is the chat mode's one room.
 
+#![forbid(unsafe_code)]
+
 mod room;
 mod server;
 mod session;

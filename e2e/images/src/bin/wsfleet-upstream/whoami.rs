@@ -52,16 +52,7 @@ fn header_value<B>(request: &Request<B>, name: &str) -> Value {
 
 /// The kernel's host name: in a pod, the pod's name unless the spec overrides it.
 pub fn hostname() -> io::Result<String> {
-    let mut buffer = [0u8; 256];
-    // SAFETY: gethostname writes at most buffer.len() bytes into the buffer.
-    if unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let end = buffer
-        .iter()
-        .position(|&byte| byte == 0)
-        .unwrap_or(buffer.len());
-    Ok(String::from_utf8_lossy(&buffer[..end]).into_owned())
+    Ok(nix::unistd::gethostname()?.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

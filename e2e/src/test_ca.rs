@@ -1,5 +1,6 @@
-//! Keys and certificates the harness issues: the apiserver's serving certificate, the
-//! service-account signing key, and user-managed TLS Secrets for the examples.
+//! The harness's own certificate authority and the keys it issues: the apiserver's serving
+//! certificate, the service-account signing key, and user-managed TLS Secrets for the examples.
+//! Checking what the operator issued is [`crate::cert_checks`].
 
 use anyhow::{Context, Result};
 use rcgen::{

@@ -1,4 +1,5 @@
-//! Checks on certificates the operator produces, as a TLS client would make them.
+//! Checks on certificates the operator produces, as a TLS client would make them. Issuing the
+//! harness's own certificates is [`crate::test_ca`].
 
 use anyhow::{Context, Result, bail, ensure};
 use x509_parser::extensions::GeneralName;
