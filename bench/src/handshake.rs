@@ -1,11 +1,11 @@
 //! The HTTP/1.1 upgrade, from both ends: the load generator's request and the echo
 //! upstream's answer.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context as _, bail, ensure};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
 use tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use crate::frame::FrameBuf;
@@ -48,10 +48,38 @@ pub async fn connect(
     endpoint: &Endpoint,
     bearer: Option<&str>,
 ) -> anyhow::Result<(TcpStream, FrameBuf)> {
-    let mut stream = TcpStream::connect(endpoint.addr)
-        .await
-        .with_context(|| format!("connecting to {}", endpoint.addr))?;
+    let stream = dial(endpoint, None).await?;
+    upgrade(stream, endpoint, bearer).await
+}
+
+/// Opens a TCP connection to the endpoint, from `source` if given (any address of
+/// 127.0.0.0/8 is local, so a storm can come from as many addresses as it has clients).
+pub async fn dial(endpoint: &Endpoint, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let stream = match source {
+        None => TcpStream::connect(endpoint.addr).await,
+        Some(source) => {
+            let socket = if source.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .with_context(|| format!("binding a client socket to {source}"))?;
+            socket.connect(endpoint.addr).await
+        }
+    };
+    let stream = stream.with_context(|| format!("connecting to {}", endpoint.addr))?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends the upgrade request over `stream` and checks the 101 that answers it.
+pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    endpoint: &Endpoint,
+    bearer: Option<&str>,
+) -> anyhow::Result<(S, FrameBuf)> {
     let key = generate_key();
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -63,6 +91,7 @@ pub async fn connect(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
 
     let (head, leftover) = read_head(&mut stream).await?;
     let mut headers = [httparse::EMPTY_HEADER; 32];

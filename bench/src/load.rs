@@ -4,6 +4,7 @@
 //! the generator stays on the core it is pinned to and shares counters without atomics.
 
 use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ use crate::procstat;
 
 /// How long one reply, one handshake or one write may take before it counts as an error.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one storm client may take to upgrade: long enough to see SYN retransmissions
+/// (1 s, then 3 s) as latency rather than as errors.
+const STORM_TIMEOUT: Duration = Duration::from_secs(15);
 /// Budget for opening all connections of a run.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
 /// Connections opened at once while setting up a run.
@@ -76,6 +80,28 @@ pub struct Idle {
     pub rss_after: Option<u64>,
     pub bytes_per_connection: Option<f64>,
     pub open_secs: f64,
+}
+
+/// A connection storm: many clients upgrading at once, as after a drain elsewhere.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Storm {
+    pub clients: usize,
+    /// Connections started per second; `None`: as fast as the load generator can.
+    pub offered_per_sec: Option<f64>,
+    pub upgraded: u64,
+    /// Upgrades completed per second, from the first connect to the last 101.
+    pub per_sec: f64,
+    /// Time from a client's connect to its 101.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub cpu_us_per_handshake: Option<f64>,
+    /// Upgrades per second of proxy CPU time: the rate one core could sustain.
+    pub per_cpu_sec: Option<f64>,
+    /// Connections the machine's listen queues turned away during the storm.
+    pub listen_overflows: u64,
+    pub errors: u64,
 }
 
 /// Connection set-up: upgrade, close handshake, repeat.
@@ -349,6 +375,88 @@ pub async fn idle(target: &Target, count: usize, settle: Duration) -> anyhow::Re
         rss_after,
         bytes_per_connection,
         open_secs,
+    })
+}
+
+/// `clients` connections, each from an address of its own in 127.1.0.0/16 (so per-address
+/// limits see many clients, as after a real drain), started all at once or at `rate` per
+/// second, held until the last one has upgraded, then closed together.
+pub async fn storm(target: &Target, clients: usize, rate: Option<f64>) -> anyhow::Result<Storm> {
+    ensure!(
+        (1..=65_000).contains(&clients),
+        "a storm has 1 to 65,000 clients, got {clients}"
+    );
+    let histogram = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?,
+    ));
+    let last_upgrade = Rc::new(Cell::new(None::<Instant>));
+    let overflows_before = procstat::listen_overflows()?;
+    let cpu_before = target.pid.map(procstat::cpu_time).transpose()?;
+    let started = Instant::now();
+    let mut clients_started = Vec::with_capacity(clients);
+    for index in 0..clients {
+        if let Some(rate) = rate {
+            sleep_until((started + Duration::from_secs_f64(index as f64 / rate)).into()).await;
+        }
+        let source = IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(127, 1, 0, 1)) + index as u32,
+        ));
+        let (target, histogram, last_upgrade) =
+            (target.clone(), histogram.clone(), last_upgrade.clone());
+        clients_started.push(spawn_local(async move {
+            let began = Instant::now();
+            let upgrade = async {
+                let stream = handshake::dial(&target.endpoint, Some(source)).await?;
+                handshake::upgrade(stream, &target.endpoint, target.bearer.as_deref()).await
+            };
+            let connection = timeout(STORM_TIMEOUT, upgrade).await.ok()?.ok()?;
+            let now = Instant::now();
+            let micros = now.duration_since(began).as_micros() as u64;
+            histogram.borrow_mut().saturating_record(micros.max(1));
+            last_upgrade.set(Some(now));
+            Some(connection)
+        }));
+    }
+    let mut held = Vec::with_capacity(clients);
+    let mut errors = 0;
+    for client in clients_started {
+        match client.await.context("storm client task")? {
+            Some(connection) => held.push(connection),
+            None => errors += 1,
+        }
+    }
+    let cpu_after = target.pid.map(procstat::cpu_time).transpose()?;
+    let overflows = procstat::listen_overflows()? - overflows_before;
+    drop(held);
+    let histogram = histogram.borrow();
+    let upgraded = histogram.len();
+    let secs = last_upgrade
+        .get()
+        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if upgraded > 0 => Some((after - before).as_secs_f64()),
+        _ => None,
+    };
+    let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64;
+    Ok(Storm {
+        clients,
+        offered_per_sec: rate,
+        upgraded,
+        per_sec: if secs > 0.0 {
+            upgraded as f64 / secs
+        } else {
+            0.0
+        },
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        max_us: histogram.max() as f64,
+        cpu_us_per_handshake: cpu.map(|cpu| cpu * 1e6 / upgraded as f64),
+        per_cpu_sec: cpu
+            .filter(|&cpu| cpu > 0.0)
+            .map(|cpu| upgraded as f64 / cpu),
+        listen_overflows: overflows,
+        errors,
     })
 }
 

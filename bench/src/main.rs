@@ -21,7 +21,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::handshake::Endpoint;
-use crate::matrix::{Plan, ScenarioKind, StreamShape, TargetKind};
+use crate::matrix::{Plan, ScenarioKind, StormShape, StreamShape, TargetKind};
 
 /// Benchmark of the wsfleet gateway against a direct connection, nginx and HAProxy.
 ///
@@ -83,7 +83,12 @@ struct RunArgs {
     /// Concurrent upgrade-and-close loops in the handshake scenario.
     #[arg(long, default_value_t = 32)]
     handshake_concurrency: usize,
-    /// Scenarios run in every round (always in the order streams, idle, handshakes).
+    /// Connection storms as CLIENTS (all at once) or CLIENTS@RATE (connections started per
+    /// second), for the storm scenario.
+    #[arg(long = "storm", default_values = ["9000", "9000@3000"])]
+    storms: Vec<StormArg>,
+    /// Scenarios run in every round (always in the order streams, idle, handshakes, storm);
+    /// storm is left out unless named.
     #[arg(long, value_delimiter = ',', default_value = "streams,idle,handshakes")]
     scenarios: Vec<ScenarioKind>,
     /// Targets, run in this order within every round.
@@ -135,6 +140,9 @@ struct LoadArgs {
     /// Sent as `Authorization: Bearer TOKEN`.
     #[arg(long)]
     token: Option<String>,
+    /// Storm: connections started per second [default: as fast as possible].
+    #[arg(long)]
+    connect_rate: Option<f64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,6 +151,7 @@ enum Scenario {
     Latency,
     Idle,
     Handshakes,
+    Storm,
 }
 
 /// `CONNECTIONSxBYTES@RATE`, e.g. `64x128@10000`.
@@ -170,6 +179,32 @@ impl FromStr for ShapeArg {
     }
 }
 
+/// `CLIENTS` or `CLIENTS@RATE`, e.g. `9000@3000`.
+#[derive(Clone, Copy, Debug)]
+struct StormArg(StormShape);
+
+impl FromStr for StormArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("expected CLIENTS or CLIENTS@RATE such as 9000@3000, got {text:?}");
+        let (clients, rate) = match text.split_once('@') {
+            Some((clients, rate)) => (clients, Some(rate.parse().map_err(|_| bad())?)),
+            None => (text, None),
+        };
+        let shape = StormShape {
+            clients: clients.parse().map_err(|_| bad())?,
+            rate,
+        };
+        if shape.clients == 0 || shape.rate.is_some_and(|rate: f64| rate <= 0.0) {
+            return Err(format!(
+                "{text:?}: needs at least 1 client and a positive rate"
+            ));
+        }
+        Ok(Self(shape))
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One thread: the load generator and the echo upstream each stay on the core they are given.
@@ -179,9 +214,7 @@ fn main() -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     match cli.command {
         Commands::Echo { listen } => local.block_on(&runtime, async {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
+            let listener = echo::listener(listen).with_context(|| format!("binding {listen}"))?;
             echo::serve(listener).await
         }),
         Commands::Floor { listen, upstream } => {
@@ -222,6 +255,9 @@ async fn load_once(args: LoadArgs) -> anyhow::Result<()> {
         Scenario::Handshakes => {
             serde_json::to_string(&load::handshakes(&target, args.connections, window).await?)
         }
+        Scenario::Storm => {
+            serde_json::to_string(&load::storm(&target, args.connections, args.connect_rate).await?)
+        }
     }?;
     println!("{json}");
     Ok(())
@@ -251,6 +287,7 @@ async fn run_matrix(args: RunArgs) -> anyhow::Result<()> {
         idle_connections: args.idle_connections,
         idle_settle: secs(args.idle_settle_secs),
         handshake_concurrency: args.handshake_concurrency,
+        storms: args.storms.iter().map(|storm| storm.0).collect(),
         scenarios: args.scenarios,
         targets: args.targets,
         base_port: args.base_port,

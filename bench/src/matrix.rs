@@ -35,6 +35,23 @@ impl StreamShape {
     }
 }
 
+/// One connection storm: this many clients, started at once or at a paced rate.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StormShape {
+    pub clients: usize,
+    /// Connections started per second; `None`: as fast as the load generator can.
+    pub rate: Option<f64>,
+}
+
+impl StormShape {
+    fn label(&self) -> String {
+        match self.rate {
+            None => format!("storm {} at once", self.clients),
+            Some(rate) => format!("storm {} at {rate}/s", self.clients),
+        }
+    }
+}
+
 /// What to run, and how often.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
@@ -45,6 +62,7 @@ pub struct Plan {
     pub idle_connections: usize,
     pub idle_settle: Duration,
     pub handshake_concurrency: usize,
+    pub storms: Vec<StormShape>,
     pub scenarios: Vec<ScenarioKind>,
     pub targets: Vec<TargetKind>,
     pub base_port: u16,
@@ -63,11 +81,22 @@ pub enum ScenarioKind {
     Idle,
     /// Connection set-up rate and CPU per handshake.
     Handshakes,
+    /// Many clients upgrading at once: rate, time to upgrade, CPU per handshake.
+    Storm,
 }
 
 impl Plan {
     fn runs(&self, scenario: ScenarioKind) -> bool {
         self.scenarios.contains(&scenario)
+    }
+
+    /// The storms measured: none unless the storm scenario runs.
+    fn storm_shapes(&self) -> &[StormShape] {
+        if self.runs(ScenarioKind::Storm) {
+            &self.storms
+        } else {
+            &[]
+        }
     }
 
     /// The stream shapes measured: none unless the streams scenario runs.
@@ -206,6 +235,50 @@ impl ConnectionMetrics {
     }
 }
 
+/// The metrics of one storm.
+struct StormMetrics {
+    per_sec: Metric,
+    per_cpu_sec: Metric,
+    p50: Metric,
+    p99: Metric,
+    p999: Metric,
+    cpu: Metric,
+    overflows: Metric,
+}
+
+impl StormMetrics {
+    fn of(shape: &StormShape) -> Self {
+        let label = shape.label();
+        Self {
+            per_sec: Metric::new(format!("{label}: upgrades/s"), Goal::None),
+            per_cpu_sec: Metric::new(
+                format!("{label}: upgrades per proxy CPU-second"),
+                Goal::AtLeastNginx(1.2),
+            ),
+            p50: Metric::new(format!("{label}: p50 ms to upgrade"), Goal::None),
+            p99: Metric::new(
+                format!("{label}: p99 ms to upgrade"),
+                Goal::AtMostNginx(1.0),
+            ),
+            p999: Metric::new(format!("{label}: p999 ms to upgrade"), Goal::None),
+            cpu: Metric::new(format!("{label}: proxy CPU µs/upgrade"), Goal::None),
+            overflows: Metric::new(format!("{label}: listen queue overflows"), Goal::None),
+        }
+    }
+
+    fn all(self) -> [Metric; 7] {
+        [
+            self.per_sec,
+            self.per_cpu_sec,
+            self.p50,
+            self.p99,
+            self.p999,
+            self.cpu,
+            self.overflows,
+        ]
+    }
+}
+
 /// Every scenario's metrics, in the order the report lists them.
 pub fn metrics(plan: &Plan) -> Vec<Metric> {
     let mut metrics = Vec::new();
@@ -226,6 +299,9 @@ pub fn metrics(plan: &Plan) -> Vec<Metric> {
     }
     if plan.runs(ScenarioKind::Handshakes) {
         metrics.extend([m.handshakes, m.cpu_per_handshake]);
+    }
+    for shape in plan.storm_shapes() {
+        metrics.extend(StormMetrics::of(shape).all());
     }
     metrics
 }
@@ -382,6 +458,33 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
             }
             if result.errors > 0 {
                 samples.push(Sample::errors(round, subject.kind, result.errors));
+            }
+        }
+        for shape in plan.storm_shapes() {
+            let m = StormMetrics::of(shape);
+            for subject in subjects
+                .iter()
+                .filter(|subject| subject.kind.takes_part(ScenarioKind::Storm))
+            {
+                let target = subject.load_target(&bearer);
+                let storm = load::storm(&target, shape.clients, shape.rate).await?;
+                progress(round, subject.kind, &shape.label(), &format!("{storm:?}"));
+                subject.settle()?;
+                let mut record = |metric: &Metric, value: Option<f64>| {
+                    if let Some(value) = value {
+                        samples.push(Sample::new(round, subject.kind, &metric.name, value));
+                    }
+                };
+                record(&m.per_sec, Some(storm.per_sec));
+                record(&m.per_cpu_sec, storm.per_cpu_sec);
+                record(&m.p50, Some(storm.p50_us / 1000.0));
+                record(&m.p99, Some(storm.p99_us / 1000.0));
+                record(&m.p999, Some(storm.p999_us / 1000.0));
+                record(&m.cpu, storm.cpu_us_per_handshake);
+                record(&m.overflows, Some(storm.listen_overflows as f64));
+                if storm.errors > 0 {
+                    samples.push(Sample::errors(round, subject.kind, storm.errors));
+                }
             }
         }
     }
