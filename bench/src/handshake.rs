@@ -13,21 +13,26 @@ use crate::frame::FrameBuf;
 /// Largest request or response head either side accepts.
 const MAX_HEAD_BYTES: usize = 16 << 10;
 
-/// Where the load generator connects: `ws://host:port/path`.
+/// Where the load generator connects: `ws://host:port/path` or `wss://host:port/path`.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// `wss://`: TLS before the upgrade.
+    pub tls: bool,
     /// `host:port` as written in the URL, sent as the `Host` header.
     pub authority: String,
     pub path: String,
 }
 
 impl Endpoint {
-    /// Parses `ws://127.0.0.1:8080/path`; only literal socket addresses, since everything is local.
+    /// Parses `ws://127.0.0.1:8080/path` (or `wss://`); only literal socket addresses, since
+    /// everything is local.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("ws://")
-            .with_context(|| format!("URL {url:?} must start with ws://"))?;
+        let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => bail!("URL {url:?} must start with ws:// or wss://"),
+        };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
@@ -37,19 +42,11 @@ impl Endpoint {
         })?;
         Ok(Self {
             addr,
+            tls,
             authority: authority.to_owned(),
             path: path.to_owned(),
         })
     }
-}
-
-/// Connects and upgrades; `bearer` becomes an `Authorization` header.
-pub async fn connect(
-    endpoint: &Endpoint,
-    bearer: Option<&str>,
-) -> anyhow::Result<(TcpStream, FrameBuf)> {
-    let stream = dial(endpoint, None).await?;
-    upgrade(stream, endpoint, bearer).await
 }
 
 /// Opens a TCP connection to the endpoint, from `source` if given (any address of
@@ -174,7 +171,9 @@ mod tests {
         assert_eq!(endpoint.addr, "127.0.0.1:18403".parse().unwrap());
         assert_eq!(endpoint.authority, "127.0.0.1:18403");
         assert_eq!(endpoint.path, "/ws?x=1");
+        assert!(!endpoint.tls);
         assert_eq!(Endpoint::parse("ws://127.0.0.1:1").unwrap().path, "/");
+        assert!(Endpoint::parse("wss://127.0.0.1:1/").unwrap().tls);
     }
 
     #[test]

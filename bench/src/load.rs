@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, spawn_local};
 use tokio::time::{sleep, sleep_until, timeout};
 
+use crate::client::{self, Conn, TlsClient};
 use crate::frame::{self, FrameBuf};
-use crate::handshake::{self, Endpoint};
+use crate::handshake::Endpoint;
 use crate::procstat;
 
 /// How long one reply, one handshake or one write may take before it counts as an error.
@@ -39,6 +39,8 @@ pub struct Target {
     pub endpoint: Endpoint,
     /// Sent as `Authorization: Bearer ...` on every upgrade.
     pub bearer: Option<String>,
+    /// TLS for a `wss://` target.
+    pub tls: Option<TlsClient>,
     /// Process whose CPU time and memory are charged to the target (none for direct).
     pub pid: Option<u32>,
 }
@@ -109,6 +111,10 @@ pub struct Storm {
 pub struct Handshakes {
     pub per_sec: f64,
     pub cpu_us_per_handshake: Option<f64>,
+    /// Handshakes per second of proxy CPU time: the rate one core could sustain.
+    pub per_cpu_sec: Option<f64>,
+    /// Share of the measured handshakes whose TLS session was resumed.
+    pub resumed_share: Option<f64>,
     pub errors: u64,
 }
 
@@ -118,6 +124,8 @@ struct Tally {
     stop: Cell<bool>,
     done: Cell<u64>,
     errors: Cell<u64>,
+    /// Handshakes that resumed a TLS session.
+    resumed: Cell<u64>,
 }
 
 impl Tally {
@@ -194,12 +202,7 @@ pub async fn throughput(
     })
 }
 
-async fn closed_loop(
-    mut stream: TcpStream,
-    mut frames: FrameBuf,
-    message: Rc<[u8]>,
-    tally: Rc<Tally>,
-) {
+async fn closed_loop(mut stream: Conn, mut frames: FrameBuf, message: Rc<[u8]>, tally: Rc<Tally>) {
     while !tally.stop.get() {
         let round_trip = async {
             stream.write_all(&message).await?;
@@ -239,7 +242,7 @@ pub async fn latency(
     let mut writers = Vec::with_capacity(connections);
     let mut readers = Vec::with_capacity(connections);
     for (index, (stream, frames)) in streams.into_iter().enumerate() {
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half) = stream.split();
         let first_send = epoch + interval.mul_f64(index as f64 / connections as f64);
         let schedule = Schedule {
             first_send,
@@ -272,8 +275,13 @@ pub async fn latency(
     recording.set(false);
     let (achieved, _, cpu_us) = meter.finish(&tally, 2.0)?;
     stop_and_join(&tally, writers).await;
-    // Readers may wait on replies that will never come once writers stopped.
+    // Readers may wait on replies that will never come once writers stopped. Their halves
+    // are dropped here, before the caller waits for the proxy to let go: a TLS stream's
+    // write half alone does not close it.
     readers.iter().for_each(JoinHandle::abort);
+    for reader in readers {
+        let _ = reader.await;
+    }
     let histogram = histogram.borrow();
     let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64;
     Ok(Latency {
@@ -383,8 +391,8 @@ pub async fn idle(target: &Target, count: usize, settle: Duration) -> anyhow::Re
 /// second, held until the last one has upgraded, then closed together.
 pub async fn storm(target: &Target, clients: usize, rate: Option<f64>) -> anyhow::Result<Storm> {
     ensure!(
-        (1..=65_000).contains(&clients),
-        "a storm has 1 to 65,000 clients, got {clients}"
+        (1..=MAX_SOURCES).contains(&clients),
+        "a storm has 1 to {MAX_SOURCES} clients, got {clients}"
     );
     let histogram = Rc::new(RefCell::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?,
@@ -398,17 +406,17 @@ pub async fn storm(target: &Target, clients: usize, rate: Option<f64>) -> anyhow
         if let Some(rate) = rate {
             sleep_until((started + Duration::from_secs_f64(index as f64 / rate)).into()).await;
         }
-        let source = IpAddr::V4(Ipv4Addr::from(
-            u32::from(Ipv4Addr::new(127, 1, 0, 1)) + index as u32,
-        ));
+        let source = source_address(STORM_SOURCES, index);
         let (target, histogram, last_upgrade) =
             (target.clone(), histogram.clone(), last_upgrade.clone());
         clients_started.push(spawn_local(async move {
             let began = Instant::now();
-            let upgrade = async {
-                let stream = handshake::dial(&target.endpoint, Some(source)).await?;
-                handshake::upgrade(stream, &target.endpoint, target.bearer.as_deref()).await
-            };
+            let upgrade = client::connect(
+                &target.endpoint,
+                target.tls.as_ref(),
+                Some(source),
+                target.bearer.as_deref(),
+            );
             let connection = timeout(STORM_TIMEOUT, upgrade).await.ok()?.ok()?;
             let now = Instant::now();
             let micros = now.duration_since(began).as_micros() as u64;
@@ -469,11 +477,18 @@ pub async fn handshakes(
     let tally = Rc::new(Tally::default());
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (target, tally) = (target.clone(), tally.clone());
+            let (mut target, tally) = (target.clone(), tally.clone());
+            // Each loop resumes its own sessions, as each real client does.
+            target.tls = target.tls.as_ref().map(TlsClient::with_own_sessions);
             spawn_local(async move {
                 while !tally.stop.get() {
                     match timeout(OPERATION_TIMEOUT, upgrade_and_close(&target)).await {
-                        Ok(Ok(())) => tally.add_done(),
+                        Ok(Ok(resumed)) => {
+                            tally.add_done();
+                            if resumed {
+                                tally.resumed.set(tally.resumed.get() + 1);
+                            }
+                        }
                         _ => tally.add_error(),
                     }
                 }
@@ -482,19 +497,33 @@ pub async fn handshakes(
         .collect();
     sleep(window.warmup).await;
     let meter = WindowMeter::start(target.pid, &tally)?;
+    let resumed_before = tally.resumed.get();
     sleep(window.measure).await;
-    let (per_sec, _, cpu_us) = meter.finish(&tally, 1.0)?;
+    let (per_sec, done, cpu_us) = meter.finish(&tally, 1.0)?;
+    let resumed = tally.resumed.get() - resumed_before;
     stop_and_join(&tally, tasks).await;
     Ok(Handshakes {
         per_sec,
         cpu_us_per_handshake: cpu_us,
+        per_cpu_sec: cpu_us.filter(|&cpu| cpu > 0.0).map(|cpu| 1e6 / cpu),
+        resumed_share: (target.tls.is_some() && done > 0.0).then(|| resumed as f64 / done),
         errors: tally.errors.get(),
     })
 }
 
-async fn upgrade_and_close(target: &Target) -> anyhow::Result<()> {
-    let (mut stream, mut frames) =
-        handshake::connect(&target.endpoint, target.bearer.as_deref()).await?;
+/// One upgrade, closed cleanly; whether its TLS session was resumed.
+async fn upgrade_and_close(target: &Target) -> anyhow::Result<bool> {
+    let client::Upgraded {
+        conn: mut stream,
+        mut frames,
+        resumed,
+    } = client::connect(
+        &target.endpoint,
+        target.tls.as_ref(),
+        None,
+        target.bearer.as_deref(),
+    )
+    .await?;
     let mut close = Vec::with_capacity(16);
     frame::encode(
         &mut close,
@@ -503,11 +532,17 @@ async fn upgrade_and_close(target: &Target) -> anyhow::Result<()> {
         Some(MASK),
     );
     stream.write_all(&close).await?;
-    frames.read_close(&mut stream).await
+    stream.flush().await?;
+    frames.read_close(&mut stream).await?;
+    Ok(resumed)
 }
 
 /// Opens `count` upgraded connections, `OPEN_CONCURRENCY` at a time; any failure fails the run.
-async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(TcpStream, FrameBuf)>> {
+async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(Conn, FrameBuf)>> {
+    ensure!(
+        count <= MAX_SOURCES,
+        "at most {MAX_SOURCES} connections, got {count}"
+    );
     let opened = Rc::new(RefCell::new(Vec::with_capacity(count)));
     let next = Rc::new(Cell::new(0usize));
     let openers: Vec<_> = (0..OPEN_CONCURRENCY.min(count))
@@ -515,14 +550,20 @@ async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(TcpStrea
             let (target, opened, next) = (target.clone(), opened.clone(), next.clone());
             spawn_local(async move {
                 while next.get() < count {
-                    next.set(next.get() + 1);
-                    let connection = timeout(
+                    let index = next.get();
+                    next.set(index + 1);
+                    let upgraded = timeout(
                         OPERATION_TIMEOUT,
-                        handshake::connect(&target.endpoint, target.bearer.as_deref()),
+                        client::connect(
+                            &target.endpoint,
+                            target.tls.as_ref(),
+                            Some(source_address(OPEN_SOURCES, index)),
+                            target.bearer.as_deref(),
+                        ),
                     )
                     .await
                     .context("upgrade timed out")??;
-                    opened.borrow_mut().push(connection);
+                    opened.borrow_mut().push((upgraded.conn, upgraded.frames));
                 }
                 anyhow::Ok(())
             })
@@ -547,6 +588,20 @@ async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(TcpStrea
             opened.borrow().len()
         ),
     }
+}
+
+/// Source addresses of storm clients: 127.1.0.1 onwards.
+const STORM_SOURCES: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 1);
+/// Source addresses of the connections a run opens and holds: 127.2.0.1 onwards.
+const OPEN_SOURCES: Ipv4Addr = Ipv4Addr::new(127, 2, 0, 1);
+/// Clients per range of source addresses.
+const MAX_SOURCES: usize = 65_000;
+
+/// The `index`th address from `first`: every client of a run has an address of its own, as
+/// clients after a real drain do, so that the gateway's per-address limits (at most 32
+/// handshakes in progress per address) see many clients rather than one.
+fn source_address(first: Ipv4Addr, index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(u32::from(first) + index as u32))
 }
 
 /// A masked client frame holding `payload`.

@@ -1,5 +1,7 @@
 //! `wsfleet-bench`: the gateway against a direct connection, nginx and HAProxy.
 
+mod certs;
+mod client;
 mod echo;
 mod floor;
 mod frame;
@@ -20,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::certs::KeyKind;
 use crate::handshake::Endpoint;
 use crate::matrix::{Plan, ScenarioKind, StormShape, StreamShape, TargetKind};
 
@@ -87,8 +90,14 @@ struct RunArgs {
     /// second), for the storm scenario.
     #[arg(long = "storm", default_values = ["9000", "9000@3000"])]
     storms: Vec<StormArg>,
-    /// Scenarios run in every round (always in the order streams, idle, handshakes, storm);
-    /// storm is left out unless named.
+    /// Certificate keys the TLS scenario serves, each in turn.
+    #[arg(long, value_delimiter = ',', default_value = "ecdsa,rsa")]
+    tls_keys: Vec<KeyKind>,
+    /// Message stream of the TLS scenario, as CONNECTIONSxBYTES@PACED_RATE.
+    #[arg(long, default_value = "256x1024@10000")]
+    tls_shape: ShapeArg,
+    /// Scenarios run in every round (always in the order streams, idle, handshakes, storm,
+    /// tls); storm and tls are left out unless named.
     #[arg(long, value_delimiter = ',', default_value = "streams,idle,handshakes")]
     scenarios: Vec<ScenarioKind>,
     /// Targets, run in this order within every round.
@@ -143,6 +152,12 @@ struct LoadArgs {
     /// Storm: connections started per second [default: as fast as possible].
     #[arg(long)]
     connect_rate: Option<f64>,
+    /// For a wss:// URL: the certificate (PEM) the target serves, the only one trusted.
+    #[arg(long)]
+    server_cert: Option<PathBuf>,
+    /// For a wss:// URL: offer earlier sessions again (tickets) instead of full handshakes.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -233,10 +248,22 @@ fn secs(value: f64) -> Duration {
 }
 
 async fn load_once(args: LoadArgs) -> anyhow::Result<()> {
+    let endpoint = Endpoint::parse(&args.url)?;
+    let tls = match (&args.server_cert, endpoint.tls) {
+        (Some(path), true) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let certificate = rustls::pki_types::CertificateDer::from_pem_file(path)
+                .with_context(|| format!("reading a certificate from {}", path.display()))?;
+            Some(client::TlsClient::new(certificate, args.resume)?)
+        }
+        (None, true) => bail!("a wss:// URL needs --server-cert"),
+        (_, false) => None,
+    };
     let target = load::Target {
-        endpoint: Endpoint::parse(&args.url)?,
+        endpoint,
         bearer: args.token,
         pid: args.pid,
+        tls,
     };
     let window = load::Window {
         warmup: secs(args.warmup_secs),
@@ -288,6 +315,8 @@ async fn run_matrix(args: RunArgs) -> anyhow::Result<()> {
         idle_settle: secs(args.idle_settle_secs),
         handshake_concurrency: args.handshake_concurrency,
         storms: args.storms.iter().map(|storm| storm.0).collect(),
+        tls_keys: args.tls_keys,
+        tls_shape: args.tls_shape.0,
         scenarios: args.scenarios,
         targets: args.targets,
         base_port: args.base_port,
