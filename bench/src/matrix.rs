@@ -170,18 +170,33 @@ impl Subject {
         }
     }
 
-    /// Waits for the proxy to drop the previous run's connections.
-    fn settle(&self) -> anyhow::Result<()> {
-        if let Some(proxy) = &self.proxy
-            && !proxy.await_fds_at_most(self.idle_fds, DRAIN_TIMEOUT)?
-        {
-            eprintln!(
-                "warning: {} still holds connections {DRAIN_TIMEOUT:?} after a run",
-                proxy.name()
-            );
+    /// Waits for the proxy, then the echo upstream, to drop the previous run's connections.
+    fn settle(&self, upstream: &Upstream) -> anyhow::Result<()> {
+        if let Some(proxy) = &self.proxy {
+            await_release(proxy, self.idle_fds)?;
         }
-        Ok(())
+        await_release(&upstream.process, upstream.idle_fds)
     }
+}
+
+/// The echo upstream every target forwards to.
+struct Upstream {
+    process: Running,
+    /// Descriptors it holds with no connection open.
+    idle_fds: usize,
+}
+
+/// Waits for `process` to hold no more than `idle_fds` descriptors. The echo upstream matters
+/// as much as the proxy: it shares the load generator's core, so 9,000 connections it is
+/// still closing would slow the start of the next run (of a storm above all).
+fn await_release(process: &Running, idle_fds: usize) -> anyhow::Result<()> {
+    if !process.await_fds_at_most(idle_fds, DRAIN_TIMEOUT)? {
+        eprintln!(
+            "warning: {} still holds connections {DRAIN_TIMEOUT:?} after a run",
+            process.name()
+        );
+    }
+    Ok(())
 }
 
 /// The metrics of one stream shape.
@@ -410,7 +425,11 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
     let bearer = claims.sign_hs256(secret)?;
 
     let bench_exe = std::env::current_exe().context("locating the benchmark binary")?;
-    let _echo = layout.echo(&bench_exe).start()?;
+    let echo = layout.echo(&bench_exe).start()?;
+    let upstream = &Upstream {
+        idle_fds: crate::procstat::open_fds(echo.measured_pid)?,
+        process: echo,
+    };
     let mut subjects = Vec::new();
     for &kind in &plan.targets {
         let launch: Option<Launch> = match kind {
@@ -464,7 +483,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 let target = subject.load_target(&bearer);
                 let closed =
                     load::throughput(&target, shape.connections, shape.size, window).await?;
-                subject.settle()?;
+                subject.settle(upstream)?;
                 let paced = load::latency(
                     &target,
                     shape.connections,
@@ -473,7 +492,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                     window,
                 )
                 .await?;
-                subject.settle()?;
+                subject.settle(upstream)?;
                 progress(
                     round,
                     subject.kind,
@@ -517,7 +536,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
             let target = subject.load_target(&bearer);
             let idle = load::idle(&target, plan.idle_connections, plan.idle_settle).await?;
             progress(round, subject.kind, "idle", &format!("{idle:?}"));
-            subject.settle()?;
+            subject.settle(upstream)?;
             if let Some(bytes) = idle.bytes_per_connection {
                 samples.push(Sample::new(
                     round,
@@ -533,7 +552,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
             let target = subject.load_target(&bearer);
             let result = load::handshakes(&target, plan.handshake_concurrency, window).await?;
             progress(round, subject.kind, "handshakes", &format!("{result:?}"));
-            subject.settle()?;
+            subject.settle(upstream)?;
             samples.push(Sample::new(
                 round,
                 subject.kind,
@@ -561,7 +580,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 let target = subject.load_target(&bearer);
                 let storm = load::storm(&target, shape.clients, shape.rate).await?;
                 progress(round, subject.kind, &shape.label(), &format!("{storm:?}"));
-                subject.settle()?;
+                subject.settle(upstream)?;
                 let mut record = |metric: &Metric, value: Option<f64>| {
                     if let Some(value) = value {
                         samples.push(Sample::new(round, subject.kind, &metric.name, value));
@@ -592,6 +611,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                     claims: &claims,
                     bearer: &bearer,
                     window,
+                    upstream,
                 };
                 tls.run(round, &mut samples).await?;
             }
@@ -612,6 +632,7 @@ struct TlsRound<'a> {
     claims: &'a BenchClaims,
     bearer: &'a str,
     window: Window,
+    upstream: &'a Upstream,
 }
 
 impl TlsRound<'_> {
@@ -621,6 +642,7 @@ impl TlsRound<'_> {
             SocketAddr::from(([127, 0, 0, 1], plan.base_port + self.ports_from + offset))
         };
         let (files, pinned) = self.certificate;
+        let upstream = self.upstream;
         let m = TlsMetrics::of(plan, self.key);
         for &kind in &plan.targets {
             let launch = match kind {
@@ -664,7 +686,7 @@ impl TlsRound<'_> {
                 &format!("{scenario} idle"),
                 &format!("{idle:?}"),
             );
-            subject.settle()?;
+            subject.settle(upstream)?;
             record(&m.idle_bytes, idle.bytes_per_connection);
 
             let full =
@@ -675,7 +697,7 @@ impl TlsRound<'_> {
                 &format!("{scenario} full"),
                 &format!("{full:?}"),
             );
-            subject.settle()?;
+            subject.settle(upstream)?;
             record(&m.full_per_sec, Some(full.per_sec));
             record(&m.full_per_cpu_sec, full.per_cpu_sec);
             record(&m.full_cpu, full.cpu_us_per_handshake);
@@ -688,7 +710,7 @@ impl TlsRound<'_> {
                 &format!("{scenario} resumed"),
                 &format!("{resumed:?}"),
             );
-            subject.settle()?;
+            subject.settle(upstream)?;
             record(&m.resumed_per_sec, Some(resumed.per_sec));
             record(&m.resumed_cpu, resumed.cpu_us_per_handshake);
             record(&m.resumed_share, resumed.resumed_share);
@@ -708,7 +730,7 @@ impl TlsRound<'_> {
                 &format!("{scenario} paced"),
                 &format!("{paced:?}"),
             );
-            subject.settle()?;
+            subject.settle(upstream)?;
             record(&m.cpu_per_message, paced.cpu_us_per_message);
             record(&m.p99, Some(paced.p99_us));
 
