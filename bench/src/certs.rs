@@ -47,6 +47,7 @@ impl KeyKind {
                 let status = std::process::Command::new("openssl")
                     .args([
                         "genpkey",
+                        "-quiet",
                         "-algorithm",
                         "RSA",
                         "-pkeyopt",
