@@ -1,11 +1,29 @@
 //! The upstream every target forwards to: answers each data frame with the same payload.
 
 use anyhow::Context as _;
+use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::frame;
 use crate::handshake;
+
+/// Connections the kernel queues for the echo upstream before it accepts them: a storm
+/// through any proxy must not wait on the upstream's listen queue.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The echo upstream's listening socket.
+pub fn listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Accepts upgrades on `listener` forever.
 pub async fn serve(listener: TcpListener) -> anyhow::Result<()> {

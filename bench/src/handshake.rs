@@ -1,11 +1,11 @@
 //! The HTTP/1.1 upgrade, from both ends: the load generator's request and the echo
 //! upstream's answer.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context as _, bail, ensure};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
 use tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use crate::frame::FrameBuf;
@@ -13,21 +13,26 @@ use crate::frame::FrameBuf;
 /// Largest request or response head either side accepts.
 const MAX_HEAD_BYTES: usize = 16 << 10;
 
-/// Where the load generator connects: `ws://host:port/path`.
+/// Where the load generator connects: `ws://host:port/path` or `wss://host:port/path`.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// `wss://`: TLS before the upgrade.
+    pub tls: bool,
     /// `host:port` as written in the URL, sent as the `Host` header.
     pub authority: String,
     pub path: String,
 }
 
 impl Endpoint {
-    /// Parses `ws://127.0.0.1:8080/path`; only literal socket addresses, since everything is local.
+    /// Parses `ws://127.0.0.1:8080/path` (or `wss://`); only literal socket addresses, since
+    /// everything is local.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("ws://")
-            .with_context(|| format!("URL {url:?} must start with ws://"))?;
+        let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => bail!("URL {url:?} must start with ws:// or wss://"),
+        };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, "/"),
@@ -37,21 +42,41 @@ impl Endpoint {
         })?;
         Ok(Self {
             addr,
+            tls,
             authority: authority.to_owned(),
             path: path.to_owned(),
         })
     }
 }
 
-/// Connects and upgrades; `bearer` becomes an `Authorization` header.
-pub async fn connect(
+/// Opens a TCP connection to the endpoint, from `source` if given (any address of
+/// 127.0.0.0/8 is local, so a storm can come from as many addresses as it has clients).
+pub async fn dial(endpoint: &Endpoint, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let stream = match source {
+        None => TcpStream::connect(endpoint.addr).await,
+        Some(source) => {
+            let socket = if source.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .with_context(|| format!("binding a client socket to {source}"))?;
+            socket.connect(endpoint.addr).await
+        }
+    };
+    let stream = stream.with_context(|| format!("connecting to {}", endpoint.addr))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends the upgrade request over `stream` and checks the 101 that answers it.
+pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     endpoint: &Endpoint,
     bearer: Option<&str>,
-) -> anyhow::Result<(TcpStream, FrameBuf)> {
-    let mut stream = TcpStream::connect(endpoint.addr)
-        .await
-        .with_context(|| format!("connecting to {}", endpoint.addr))?;
-    stream.set_nodelay(true)?;
+) -> anyhow::Result<(S, FrameBuf)> {
     let key = generate_key();
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -63,6 +88,7 @@ pub async fn connect(
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
 
     let (head, leftover) = read_head(&mut stream).await?;
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -145,7 +171,9 @@ mod tests {
         assert_eq!(endpoint.addr, "127.0.0.1:18403".parse().unwrap());
         assert_eq!(endpoint.authority, "127.0.0.1:18403");
         assert_eq!(endpoint.path, "/ws?x=1");
+        assert!(!endpoint.tls);
         assert_eq!(Endpoint::parse("ws://127.0.0.1:1").unwrap().path, "/");
+        assert!(Endpoint::parse("wss://127.0.0.1:1/").unwrap().tls);
     }
 
     #[test]

@@ -4,22 +4,26 @@
 //! the generator stays on the core it is pinned to and shares counters without atomics.
 
 use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, spawn_local};
 use tokio::time::{sleep, sleep_until, timeout};
 
+use crate::client::{self, Conn, TlsClient};
 use crate::frame::{self, FrameBuf};
-use crate::handshake::{self, Endpoint};
+use crate::handshake::Endpoint;
 use crate::procstat;
 
 /// How long one reply, one handshake or one write may take before it counts as an error.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one storm client may take to upgrade: long enough to see SYN retransmissions
+/// (1 s, then 3 s) as latency rather than as errors.
+const STORM_TIMEOUT: Duration = Duration::from_secs(15);
 /// Budget for opening all connections of a run.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(180);
 /// Connections opened at once while setting up a run.
@@ -35,6 +39,8 @@ pub struct Target {
     pub endpoint: Endpoint,
     /// Sent as `Authorization: Bearer ...` on every upgrade.
     pub bearer: Option<String>,
+    /// TLS for a `wss://` target.
+    pub tls: Option<TlsClient>,
     /// Process whose CPU time and memory are charged to the target (none for direct).
     pub pid: Option<u32>,
 }
@@ -78,11 +84,37 @@ pub struct Idle {
     pub open_secs: f64,
 }
 
+/// A connection storm: many clients upgrading at once, as after a drain elsewhere.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Storm {
+    pub clients: usize,
+    /// Connections started per second; `None`: as fast as the load generator can.
+    pub offered_per_sec: Option<f64>,
+    pub upgraded: u64,
+    /// Upgrades completed per second, from the first connect to the last 101.
+    pub per_sec: f64,
+    /// Time from a client's connect to its 101.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub cpu_us_per_handshake: Option<f64>,
+    /// Upgrades per second of proxy CPU time: the rate one core could sustain.
+    pub per_cpu_sec: Option<f64>,
+    /// Connections the machine's listen queues turned away during the storm.
+    pub listen_overflows: u64,
+    pub errors: u64,
+}
+
 /// Connection set-up: upgrade, close handshake, repeat.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Handshakes {
     pub per_sec: f64,
     pub cpu_us_per_handshake: Option<f64>,
+    /// Handshakes per second of proxy CPU time: the rate one core could sustain.
+    pub per_cpu_sec: Option<f64>,
+    /// Share of the measured handshakes whose TLS session was resumed.
+    pub resumed_share: Option<f64>,
     pub errors: u64,
 }
 
@@ -92,6 +124,8 @@ struct Tally {
     stop: Cell<bool>,
     done: Cell<u64>,
     errors: Cell<u64>,
+    /// Handshakes that resumed a TLS session.
+    resumed: Cell<u64>,
 }
 
 impl Tally {
@@ -168,12 +202,7 @@ pub async fn throughput(
     })
 }
 
-async fn closed_loop(
-    mut stream: TcpStream,
-    mut frames: FrameBuf,
-    message: Rc<[u8]>,
-    tally: Rc<Tally>,
-) {
+async fn closed_loop(mut stream: Conn, mut frames: FrameBuf, message: Rc<[u8]>, tally: Rc<Tally>) {
     while !tally.stop.get() {
         let round_trip = async {
             stream.write_all(&message).await?;
@@ -213,7 +242,7 @@ pub async fn latency(
     let mut writers = Vec::with_capacity(connections);
     let mut readers = Vec::with_capacity(connections);
     for (index, (stream, frames)) in streams.into_iter().enumerate() {
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half) = stream.split();
         let first_send = epoch + interval.mul_f64(index as f64 / connections as f64);
         let schedule = Schedule {
             first_send,
@@ -246,8 +275,13 @@ pub async fn latency(
     recording.set(false);
     let (achieved, _, cpu_us) = meter.finish(&tally, 2.0)?;
     stop_and_join(&tally, writers).await;
-    // Readers may wait on replies that will never come once writers stopped.
+    // Readers may wait on replies that will never come once writers stopped. Their halves
+    // are dropped here, before the caller waits for the proxy to let go: a TLS stream's
+    // write half alone does not close it.
     readers.iter().for_each(JoinHandle::abort);
+    for reader in readers {
+        let _ = reader.await;
+    }
     let histogram = histogram.borrow();
     let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64;
     Ok(Latency {
@@ -352,6 +386,88 @@ pub async fn idle(target: &Target, count: usize, settle: Duration) -> anyhow::Re
     })
 }
 
+/// `clients` connections, each from an address of its own in 127.1.0.0/16 (so per-address
+/// limits see many clients, as after a real drain), started all at once or at `rate` per
+/// second, held until the last one has upgraded, then closed together.
+pub async fn storm(target: &Target, clients: usize, rate: Option<f64>) -> anyhow::Result<Storm> {
+    ensure!(
+        (1..=MAX_SOURCES).contains(&clients),
+        "a storm has 1 to {MAX_SOURCES} clients, got {clients}"
+    );
+    let histogram = Rc::new(RefCell::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")?,
+    ));
+    let last_upgrade = Rc::new(Cell::new(None::<Instant>));
+    let overflows_before = procstat::listen_overflows()?;
+    let cpu_before = target.pid.map(procstat::cpu_time).transpose()?;
+    let started = Instant::now();
+    let mut clients_started = Vec::with_capacity(clients);
+    for index in 0..clients {
+        if let Some(rate) = rate {
+            sleep_until((started + Duration::from_secs_f64(index as f64 / rate)).into()).await;
+        }
+        let source = source_address(STORM_SOURCES, index);
+        let (target, histogram, last_upgrade) =
+            (target.clone(), histogram.clone(), last_upgrade.clone());
+        clients_started.push(spawn_local(async move {
+            let began = Instant::now();
+            let upgrade = client::connect(
+                &target.endpoint,
+                target.tls.as_ref(),
+                Some(source),
+                target.bearer.as_deref(),
+            );
+            let connection = timeout(STORM_TIMEOUT, upgrade).await.ok()?.ok()?;
+            let now = Instant::now();
+            let micros = now.duration_since(began).as_micros() as u64;
+            histogram.borrow_mut().saturating_record(micros.max(1));
+            last_upgrade.set(Some(now));
+            Some(connection)
+        }));
+    }
+    let mut held = Vec::with_capacity(clients);
+    let mut errors = 0;
+    for client in clients_started {
+        match client.await.context("storm client task")? {
+            Some(connection) => held.push(connection),
+            None => errors += 1,
+        }
+    }
+    let cpu_after = target.pid.map(procstat::cpu_time).transpose()?;
+    let overflows = procstat::listen_overflows()? - overflows_before;
+    drop(held);
+    let histogram = histogram.borrow();
+    let upgraded = histogram.len();
+    let secs = last_upgrade
+        .get()
+        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if upgraded > 0 => Some((after - before).as_secs_f64()),
+        _ => None,
+    };
+    let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64;
+    Ok(Storm {
+        clients,
+        offered_per_sec: rate,
+        upgraded,
+        per_sec: if secs > 0.0 {
+            upgraded as f64 / secs
+        } else {
+            0.0
+        },
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        max_us: histogram.max() as f64,
+        cpu_us_per_handshake: cpu.map(|cpu| cpu * 1e6 / upgraded as f64),
+        per_cpu_sec: cpu
+            .filter(|&cpu| cpu > 0.0)
+            .map(|cpu| upgraded as f64 / cpu),
+        listen_overflows: overflows,
+        errors,
+    })
+}
+
 /// `concurrency` loops that each upgrade, close cleanly, and start over.
 pub async fn handshakes(
     target: &Target,
@@ -361,11 +477,18 @@ pub async fn handshakes(
     let tally = Rc::new(Tally::default());
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (target, tally) = (target.clone(), tally.clone());
+            let (mut target, tally) = (target.clone(), tally.clone());
+            // Each loop resumes its own sessions, as each real client does.
+            target.tls = target.tls.as_ref().map(TlsClient::with_own_sessions);
             spawn_local(async move {
                 while !tally.stop.get() {
                     match timeout(OPERATION_TIMEOUT, upgrade_and_close(&target)).await {
-                        Ok(Ok(())) => tally.add_done(),
+                        Ok(Ok(resumed)) => {
+                            tally.add_done();
+                            if resumed {
+                                tally.resumed.set(tally.resumed.get() + 1);
+                            }
+                        }
                         _ => tally.add_error(),
                     }
                 }
@@ -374,19 +497,33 @@ pub async fn handshakes(
         .collect();
     sleep(window.warmup).await;
     let meter = WindowMeter::start(target.pid, &tally)?;
+    let resumed_before = tally.resumed.get();
     sleep(window.measure).await;
-    let (per_sec, _, cpu_us) = meter.finish(&tally, 1.0)?;
+    let (per_sec, done, cpu_us) = meter.finish(&tally, 1.0)?;
+    let resumed = tally.resumed.get() - resumed_before;
     stop_and_join(&tally, tasks).await;
     Ok(Handshakes {
         per_sec,
         cpu_us_per_handshake: cpu_us,
+        per_cpu_sec: cpu_us.filter(|&cpu| cpu > 0.0).map(|cpu| 1e6 / cpu),
+        resumed_share: (target.tls.is_some() && done > 0.0).then(|| resumed as f64 / done),
         errors: tally.errors.get(),
     })
 }
 
-async fn upgrade_and_close(target: &Target) -> anyhow::Result<()> {
-    let (mut stream, mut frames) =
-        handshake::connect(&target.endpoint, target.bearer.as_deref()).await?;
+/// One upgrade, closed cleanly; whether its TLS session was resumed.
+async fn upgrade_and_close(target: &Target) -> anyhow::Result<bool> {
+    let client::Upgraded {
+        conn: mut stream,
+        mut frames,
+        resumed,
+    } = client::connect(
+        &target.endpoint,
+        target.tls.as_ref(),
+        None,
+        target.bearer.as_deref(),
+    )
+    .await?;
     let mut close = Vec::with_capacity(16);
     frame::encode(
         &mut close,
@@ -395,11 +532,17 @@ async fn upgrade_and_close(target: &Target) -> anyhow::Result<()> {
         Some(MASK),
     );
     stream.write_all(&close).await?;
-    frames.read_close(&mut stream).await
+    stream.flush().await?;
+    frames.read_close(&mut stream).await?;
+    Ok(resumed)
 }
 
 /// Opens `count` upgraded connections, `OPEN_CONCURRENCY` at a time; any failure fails the run.
-async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(TcpStream, FrameBuf)>> {
+async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(Conn, FrameBuf)>> {
+    ensure!(
+        count <= MAX_SOURCES,
+        "at most {MAX_SOURCES} connections, got {count}"
+    );
     let opened = Rc::new(RefCell::new(Vec::with_capacity(count)));
     let next = Rc::new(Cell::new(0usize));
     let openers: Vec<_> = (0..OPEN_CONCURRENCY.min(count))
@@ -407,14 +550,20 @@ async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(TcpStrea
             let (target, opened, next) = (target.clone(), opened.clone(), next.clone());
             spawn_local(async move {
                 while next.get() < count {
-                    next.set(next.get() + 1);
-                    let connection = timeout(
+                    let index = next.get();
+                    next.set(index + 1);
+                    let upgraded = timeout(
                         OPERATION_TIMEOUT,
-                        handshake::connect(&target.endpoint, target.bearer.as_deref()),
+                        client::connect(
+                            &target.endpoint,
+                            target.tls.as_ref(),
+                            Some(source_address(OPEN_SOURCES, index)),
+                            target.bearer.as_deref(),
+                        ),
                     )
                     .await
                     .context("upgrade timed out")??;
-                    opened.borrow_mut().push(connection);
+                    opened.borrow_mut().push((upgraded.conn, upgraded.frames));
                 }
                 anyhow::Ok(())
             })
@@ -439,6 +588,20 @@ async fn open_all(target: &Target, count: usize) -> anyhow::Result<Vec<(TcpStrea
             opened.borrow().len()
         ),
     }
+}
+
+/// Source addresses of storm clients: 127.1.0.1 onwards.
+const STORM_SOURCES: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 1);
+/// Source addresses of the connections a run opens and holds: 127.2.0.1 onwards.
+const OPEN_SOURCES: Ipv4Addr = Ipv4Addr::new(127, 2, 0, 1);
+/// Clients per range of source addresses.
+const MAX_SOURCES: usize = 65_000;
+
+/// The `index`th address from `first`: every client of a run has an address of its own, as
+/// clients after a real drain do, so that the gateway's per-address limits (at most 32
+/// handshakes in progress per address) see many clients rather than one.
+fn source_address(first: Ipv4Addr, index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(u32::from(first) + index as u32))
 }
 
 /// A masked client frame holding `payload`.

@@ -5,6 +5,8 @@
 // else may be unsafe.
 #![deny(unsafe_code)]
 
+mod certs;
+mod client;
 mod echo;
 mod floor;
 mod frame;
@@ -25,8 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::certs::KeyKind;
 use crate::handshake::Endpoint;
-use crate::matrix::{Plan, ScenarioKind, StreamShape, TargetKind};
+use crate::matrix::{Plan, ScenarioKind, StormShape, StreamShape, TargetKind};
 
 /// Benchmark of the wsfleet gateway against a direct connection, nginx and HAProxy.
 ///
@@ -88,7 +91,18 @@ struct RunArgs {
     /// Concurrent upgrade-and-close loops in the handshake scenario.
     #[arg(long, default_value_t = 32)]
     handshake_concurrency: usize,
-    /// Scenarios run in every round (always in the order streams, idle, handshakes).
+    /// Connection storms as CLIENTS (all at once) or CLIENTS@RATE (connections started per
+    /// second), for the storm scenario.
+    #[arg(long = "storm", default_values = ["9000", "9000@3000"])]
+    storms: Vec<StormArg>,
+    /// Certificate keys the TLS scenario serves, each in turn.
+    #[arg(long, value_delimiter = ',', default_value = "ecdsa,rsa")]
+    tls_keys: Vec<KeyKind>,
+    /// Message stream of the TLS scenario, as CONNECTIONSxBYTES@PACED_RATE.
+    #[arg(long, default_value = "256x1024@10000")]
+    tls_shape: ShapeArg,
+    /// Scenarios run in every round (always in the order streams, idle, handshakes, storm,
+    /// tls); storm and tls are left out unless named.
     #[arg(long, value_delimiter = ',', default_value = "streams,idle,handshakes")]
     scenarios: Vec<ScenarioKind>,
     /// Targets, run in this order within every round.
@@ -140,6 +154,15 @@ struct LoadArgs {
     /// Sent as `Authorization: Bearer TOKEN`.
     #[arg(long)]
     token: Option<String>,
+    /// Storm: connections started per second [default: as fast as possible].
+    #[arg(long)]
+    connect_rate: Option<f64>,
+    /// For a wss:// URL: the certificate (PEM) the target serves, the only one trusted.
+    #[arg(long)]
+    server_cert: Option<PathBuf>,
+    /// For a wss:// URL: offer earlier sessions again (tickets) instead of full handshakes.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -148,6 +171,7 @@ enum Scenario {
     Latency,
     Idle,
     Handshakes,
+    Storm,
 }
 
 /// `CONNECTIONSxBYTES@RATE`, e.g. `64x128@10000`.
@@ -175,6 +199,32 @@ impl FromStr for ShapeArg {
     }
 }
 
+/// `CLIENTS` or `CLIENTS@RATE`, e.g. `9000@3000`.
+#[derive(Clone, Copy, Debug)]
+struct StormArg(StormShape);
+
+impl FromStr for StormArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("expected CLIENTS or CLIENTS@RATE such as 9000@3000, got {text:?}");
+        let (clients, rate) = match text.split_once('@') {
+            Some((clients, rate)) => (clients, Some(rate.parse().map_err(|_| bad())?)),
+            None => (text, None),
+        };
+        let shape = StormShape {
+            clients: clients.parse().map_err(|_| bad())?,
+            rate,
+        };
+        if shape.clients == 0 || shape.rate.is_some_and(|rate: f64| rate <= 0.0) {
+            return Err(format!(
+                "{text:?}: needs at least 1 client and a positive rate"
+            ));
+        }
+        Ok(Self(shape))
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One thread: the load generator and the echo upstream each stay on the core they are given.
@@ -184,9 +234,7 @@ fn main() -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     match cli.command {
         Commands::Echo { listen } => local.block_on(&runtime, async {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
+            let listener = echo::listener(listen).with_context(|| format!("binding {listen}"))?;
             echo::serve(listener).await
         }),
         Commands::Floor { listen, upstream } => {
@@ -205,10 +253,22 @@ fn secs(value: f64) -> Duration {
 }
 
 async fn load_once(args: LoadArgs) -> anyhow::Result<()> {
+    let endpoint = Endpoint::parse(&args.url)?;
+    let tls = match (&args.server_cert, endpoint.tls) {
+        (Some(path), true) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let certificate = rustls::pki_types::CertificateDer::from_pem_file(path)
+                .with_context(|| format!("reading a certificate from {}", path.display()))?;
+            Some(client::TlsClient::new(certificate, args.resume)?)
+        }
+        (None, true) => bail!("a wss:// URL needs --server-cert"),
+        (_, false) => None,
+    };
     let target = load::Target {
-        endpoint: Endpoint::parse(&args.url)?,
+        endpoint,
         bearer: args.token,
         pid: args.pid,
+        tls,
     };
     let window = load::Window {
         warmup: secs(args.warmup_secs),
@@ -226,6 +286,9 @@ async fn load_once(args: LoadArgs) -> anyhow::Result<()> {
         }
         Scenario::Handshakes => {
             serde_json::to_string(&load::handshakes(&target, args.connections, window).await?)
+        }
+        Scenario::Storm => {
+            serde_json::to_string(&load::storm(&target, args.connections, args.connect_rate).await?)
         }
     }?;
     println!("{json}");
@@ -256,6 +319,9 @@ async fn run_matrix(args: RunArgs) -> anyhow::Result<()> {
         idle_connections: args.idle_connections,
         idle_settle: secs(args.idle_settle_secs),
         handshake_concurrency: args.handshake_concurrency,
+        storms: args.storms.iter().map(|storm| storm.0).collect(),
+        tls_keys: args.tls_keys,
+        tls_shape: args.tls_shape.0,
         scenarios: args.scenarios,
         targets: args.targets,
         base_port: args.base_port,

@@ -2,14 +2,18 @@
 //! after round, so that drift on the shared machine shows up as spread rather than bias.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use rustls::pki_types::CertificateDer;
+
+use crate::certs::{self, KeyKind};
+use crate::client::TlsClient;
 use crate::handshake::Endpoint;
 use crate::load::{self, Window};
-use crate::proxies::{GATEWAY_FILES, Launch, Layout, Running};
+use crate::proxies::{GATEWAY_FILES, Launch, Layout, Running, ServingCertificate};
 use crate::report::{Goal, Metric, Sample};
 use crate::token::BenchClaims;
 
@@ -35,6 +39,23 @@ impl StreamShape {
     }
 }
 
+/// One connection storm: this many clients, started at once or at a paced rate.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StormShape {
+    pub clients: usize,
+    /// Connections started per second; `None`: as fast as the load generator can.
+    pub rate: Option<f64>,
+}
+
+impl StormShape {
+    fn label(&self) -> String {
+        match self.rate {
+            None => format!("storm {} at once", self.clients),
+            Some(rate) => format!("storm {} at {rate}/s", self.clients),
+        }
+    }
+}
+
 /// What to run, and how often.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
@@ -45,6 +66,11 @@ pub struct Plan {
     pub idle_connections: usize,
     pub idle_settle: Duration,
     pub handshake_concurrency: usize,
+    pub storms: Vec<StormShape>,
+    /// Keys of the certificates the TLS scenario serves.
+    pub tls_keys: Vec<KeyKind>,
+    /// Messages of the TLS scenario's paced stream.
+    pub tls_shape: StreamShape,
     pub scenarios: Vec<ScenarioKind>,
     pub targets: Vec<TargetKind>,
     pub base_port: u16,
@@ -63,11 +89,25 @@ pub enum ScenarioKind {
     Idle,
     /// Connection set-up rate and CPU per handshake.
     Handshakes,
+    /// Many clients upgrading at once: rate, time to upgrade, CPU per handshake.
+    Storm,
+    /// `wss://` terminated by each proxy: idle memory, full and resumed handshakes, CPU per
+    /// message, for every certificate key type.
+    Tls,
 }
 
 impl Plan {
     fn runs(&self, scenario: ScenarioKind) -> bool {
         self.scenarios.contains(&scenario)
+    }
+
+    /// The storms measured: none unless the storm scenario runs.
+    fn storm_shapes(&self) -> &[StormShape] {
+        if self.runs(ScenarioKind::Storm) {
+            &self.storms
+        } else {
+            &[]
+        }
     }
 
     /// The stream shapes measured: none unless the streams scenario runs.
@@ -125,22 +165,38 @@ impl Subject {
         load::Target {
             endpoint: self.endpoint.clone(),
             bearer: Some(bearer.to_owned()),
+            tls: None,
             pid: self.proxy.as_ref().map(|proxy| proxy.measured_pid),
         }
     }
 
-    /// Waits for the proxy to drop the previous run's connections.
-    fn settle(&self) -> anyhow::Result<()> {
-        if let Some(proxy) = &self.proxy
-            && !proxy.await_fds_at_most(self.idle_fds, DRAIN_TIMEOUT)?
-        {
-            eprintln!(
-                "warning: {} still holds connections {DRAIN_TIMEOUT:?} after a run",
-                proxy.name()
-            );
+    /// Waits for the proxy, then the echo upstream, to drop the previous run's connections.
+    fn settle(&self, upstream: &Upstream) -> anyhow::Result<()> {
+        if let Some(proxy) = &self.proxy {
+            await_release(proxy, self.idle_fds)?;
         }
-        Ok(())
+        await_release(&upstream.process, upstream.idle_fds)
     }
+}
+
+/// The echo upstream every target forwards to.
+struct Upstream {
+    process: Running,
+    /// Descriptors it holds with no connection open.
+    idle_fds: usize,
+}
+
+/// Waits for `process` to hold no more than `idle_fds` descriptors. The echo upstream matters
+/// as much as the proxy: it shares the load generator's core, so 9,000 connections it is
+/// still closing would slow the start of the next run (of a storm above all).
+fn await_release(process: &Running, idle_fds: usize) -> anyhow::Result<()> {
+    if !process.await_fds_at_most(idle_fds, DRAIN_TIMEOUT)? {
+        eprintln!(
+            "warning: {} still holds connections {DRAIN_TIMEOUT:?} after a run",
+            process.name()
+        );
+    }
+    Ok(())
 }
 
 /// The metrics of one stream shape.
@@ -206,6 +262,119 @@ impl ConnectionMetrics {
     }
 }
 
+/// The metrics of one storm.
+struct StormMetrics {
+    per_sec: Metric,
+    per_cpu_sec: Metric,
+    p50: Metric,
+    p99: Metric,
+    p999: Metric,
+    cpu: Metric,
+    overflows: Metric,
+}
+
+impl StormMetrics {
+    fn of(shape: &StormShape) -> Self {
+        let label = shape.label();
+        Self {
+            per_sec: Metric::new(format!("{label}: upgrades/s"), Goal::None),
+            per_cpu_sec: Metric::new(
+                format!("{label}: upgrades per proxy CPU-second"),
+                Goal::AtLeastNginx(1.2),
+            ),
+            p50: Metric::new(format!("{label}: p50 ms to upgrade"), Goal::None),
+            p99: Metric::new(
+                format!("{label}: p99 ms to upgrade"),
+                Goal::AtMostNginx(1.0),
+            ),
+            p999: Metric::new(format!("{label}: p999 ms to upgrade"), Goal::None),
+            cpu: Metric::new(format!("{label}: proxy CPU µs/upgrade"), Goal::None),
+            overflows: Metric::new(format!("{label}: listen queue overflows"), Goal::None),
+        }
+    }
+
+    fn all(self) -> [Metric; 7] {
+        [
+            self.per_sec,
+            self.per_cpu_sec,
+            self.p50,
+            self.p99,
+            self.p999,
+            self.cpu,
+            self.overflows,
+        ]
+    }
+}
+
+/// The metrics of the TLS scenario for one key type.
+struct TlsMetrics {
+    idle_bytes: Metric,
+    full_per_sec: Metric,
+    full_per_cpu_sec: Metric,
+    full_cpu: Metric,
+    resumed_per_sec: Metric,
+    resumed_cpu: Metric,
+    resumed_share: Metric,
+    cpu_per_message: Metric,
+    p99: Metric,
+}
+
+impl TlsMetrics {
+    fn of(plan: &Plan, key: KeyKind) -> Self {
+        let label = format!("wss {}", key.title());
+        let loops = plan.handshake_concurrency;
+        let shape = &plan.tls_shape;
+        let stream = format!("{}: {}", label, shape.label());
+        let rate = shape.paced_rate;
+        Self {
+            idle_bytes: Metric::new(
+                format!("{label}: idle RSS bytes/conn at {}", plan.idle_connections),
+                Goal::AtMostHaproxy(0.5),
+            ),
+            full_per_sec: Metric::new(
+                format!("{label}: full handshakes/s, {loops} concurrent"),
+                Goal::None,
+            ),
+            full_per_cpu_sec: Metric::new(
+                format!("{label}: full handshakes per proxy CPU-second"),
+                Goal::AtLeastNginx(1.0),
+            ),
+            full_cpu: Metric::new(format!("{label}: proxy CPU µs/full handshake"), Goal::None),
+            resumed_per_sec: Metric::new(
+                format!("{label}: resumed handshakes/s, {loops} concurrent"),
+                Goal::None,
+            ),
+            resumed_cpu: Metric::new(
+                format!("{label}: proxy CPU µs/resumed handshake"),
+                Goal::None,
+            ),
+            resumed_share: Metric::new(
+                format!("{label}: share of offered sessions resumed"),
+                Goal::None,
+            ),
+            cpu_per_message: Metric::new(
+                format!("{stream}: proxy CPU µs/msg at {rate}/s"),
+                Goal::AtMostNginx(1.0),
+            ),
+            p99: Metric::new(format!("{stream}: p99 µs at {rate}/s"), Goal::None),
+        }
+    }
+
+    fn all(self) -> [Metric; 9] {
+        [
+            self.idle_bytes,
+            self.full_per_sec,
+            self.full_per_cpu_sec,
+            self.full_cpu,
+            self.resumed_per_sec,
+            self.resumed_cpu,
+            self.resumed_share,
+            self.cpu_per_message,
+            self.p99,
+        ]
+    }
+}
+
 /// Every scenario's metrics, in the order the report lists them.
 pub fn metrics(plan: &Plan) -> Vec<Metric> {
     let mut metrics = Vec::new();
@@ -226,6 +395,14 @@ pub fn metrics(plan: &Plan) -> Vec<Metric> {
     }
     if plan.runs(ScenarioKind::Handshakes) {
         metrics.extend([m.handshakes, m.cpu_per_handshake]);
+    }
+    for shape in plan.storm_shapes() {
+        metrics.extend(StormMetrics::of(shape).all());
+    }
+    if plan.runs(ScenarioKind::Tls) {
+        for &key in &plan.tls_keys {
+            metrics.extend(TlsMetrics::of(plan, key).all());
+        }
     }
     metrics
 }
@@ -248,14 +425,18 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
     let bearer = claims.sign_hs256(secret)?;
 
     let bench_exe = std::env::current_exe().context("locating the benchmark binary")?;
-    let _echo = layout.echo(&bench_exe).start()?;
+    let echo = layout.echo(&bench_exe).start()?;
+    let upstream = &Upstream {
+        idle_fds: crate::procstat::open_fds(echo.measured_pid)?,
+        process: echo,
+    };
     let mut subjects = Vec::new();
     for &kind in &plan.targets {
         let launch: Option<Launch> = match kind {
             TargetKind::Direct => None,
             TargetKind::Floor => Some(layout.floor(&bench_exe, port(5))),
-            TargetKind::Nginx => Some(layout.nginx(port(1))?),
-            TargetKind::Haproxy => Some(layout.haproxy(port(2))?),
+            TargetKind::Nginx => Some(layout.nginx(port(1), None)?),
+            TargetKind::Haproxy => Some(layout.haproxy(port(2), None)?),
             TargetKind::Gateway => {
                 if !plan.gateway.exists() {
                     bail!(
@@ -264,7 +445,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                         plan.gateway.display()
                     );
                 }
-                Some(layout.gateway(&plan.gateway, port(3), port(4), &key_file, &claims)?)
+                Some(layout.gateway(&plan.gateway, port(3), port(4), &key_file, &claims, None)?)
             }
         };
         let addr = launch
@@ -287,6 +468,12 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
         warmup: plan.warmup,
         measure: plan.measure,
     };
+    let mut served = Vec::new();
+    if plan.runs(ScenarioKind::Tls) {
+        for &key in &plan.tls_keys {
+            served.push((key, certs::generate(&layout.dir.join("tls"), key)?));
+        }
+    }
     let connection_metrics = ConnectionMetrics::of(plan);
     let mut samples = Vec::new();
     for round in 1..=plan.rounds {
@@ -296,7 +483,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 let target = subject.load_target(&bearer);
                 let closed =
                     load::throughput(&target, shape.connections, shape.size, window).await?;
-                subject.settle()?;
+                subject.settle(upstream)?;
                 let paced = load::latency(
                     &target,
                     shape.connections,
@@ -305,7 +492,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                     window,
                 )
                 .await?;
-                subject.settle()?;
+                subject.settle(upstream)?;
                 progress(
                     round,
                     subject.kind,
@@ -349,7 +536,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
             let target = subject.load_target(&bearer);
             let idle = load::idle(&target, plan.idle_connections, plan.idle_settle).await?;
             progress(round, subject.kind, "idle", &format!("{idle:?}"));
-            subject.settle()?;
+            subject.settle(upstream)?;
             if let Some(bytes) = idle.bytes_per_connection {
                 samples.push(Sample::new(
                     round,
@@ -365,7 +552,7 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
             let target = subject.load_target(&bearer);
             let result = load::handshakes(&target, plan.handshake_concurrency, window).await?;
             progress(round, subject.kind, "handshakes", &format!("{result:?}"));
-            subject.settle()?;
+            subject.settle(upstream)?;
             samples.push(Sample::new(
                 round,
                 subject.kind,
@@ -384,8 +571,176 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 samples.push(Sample::errors(round, subject.kind, result.errors));
             }
         }
+        for shape in plan.storm_shapes() {
+            let m = StormMetrics::of(shape);
+            for subject in subjects
+                .iter()
+                .filter(|subject| subject.kind.takes_part(ScenarioKind::Storm))
+            {
+                let target = subject.load_target(&bearer);
+                let storm = load::storm(&target, shape.clients, shape.rate).await?;
+                progress(round, subject.kind, &shape.label(), &format!("{storm:?}"));
+                subject.settle(upstream)?;
+                let mut record = |metric: &Metric, value: Option<f64>| {
+                    if let Some(value) = value {
+                        samples.push(Sample::new(round, subject.kind, &metric.name, value));
+                    }
+                };
+                record(&m.per_sec, Some(storm.per_sec));
+                record(&m.per_cpu_sec, storm.per_cpu_sec);
+                record(&m.p50, Some(storm.p50_us / 1000.0));
+                record(&m.p99, Some(storm.p99_us / 1000.0));
+                record(&m.p999, Some(storm.p999_us / 1000.0));
+                record(&m.cpu, storm.cpu_us_per_handshake);
+                record(&m.overflows, Some(storm.listen_overflows as f64));
+                if storm.errors > 0 {
+                    samples.push(Sample::errors(round, subject.kind, storm.errors));
+                }
+            }
+        }
+        if plan.runs(ScenarioKind::Tls) {
+            for (index, (key, certificate)) in served.iter().enumerate() {
+                let tls = TlsRound {
+                    plan,
+                    layout: &layout,
+                    key: *key,
+                    certificate,
+                    // Ports after the plain targets' (+0 to +5): +10 to +14 for the first key, ...
+                    ports_from: 10 + 10 * index as u16,
+                    key_file: &key_file,
+                    claims: &claims,
+                    bearer: &bearer,
+                    window,
+                    upstream,
+                };
+                tls.run(round, &mut samples).await?;
+            }
+        }
     }
     Ok(samples)
+}
+
+/// One round of the TLS scenario for one key type: each TLS-terminating proxy is started
+/// fresh, measured, and stopped.
+struct TlsRound<'a> {
+    plan: &'a Plan,
+    layout: &'a Layout,
+    key: KeyKind,
+    certificate: &'a (ServingCertificate, CertificateDer<'static>),
+    ports_from: u16,
+    key_file: &'a Path,
+    claims: &'a BenchClaims,
+    bearer: &'a str,
+    window: Window,
+    upstream: &'a Upstream,
+}
+
+impl TlsRound<'_> {
+    async fn run(&self, round: usize, samples: &mut Vec<Sample>) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let port = |offset: u16| {
+            SocketAddr::from(([127, 0, 0, 1], plan.base_port + self.ports_from + offset))
+        };
+        let (files, pinned) = self.certificate;
+        let upstream = self.upstream;
+        let m = TlsMetrics::of(plan, self.key);
+        for &kind in &plan.targets {
+            let launch = match kind {
+                TargetKind::Nginx => self.layout.nginx(port(1), Some(files))?,
+                TargetKind::Haproxy => self.layout.haproxy(port(2), Some(files))?,
+                TargetKind::Gateway => self.layout.gateway(
+                    &plan.gateway,
+                    port(3),
+                    port(4),
+                    self.key_file,
+                    self.claims,
+                    Some(files),
+                )?,
+                TargetKind::Direct | TargetKind::Floor => continue,
+            };
+            // A fresh process, so that idle memory is charged against nothing reused.
+            let proxy = launch.start()?;
+            let subject = Subject {
+                kind,
+                endpoint: Endpoint::parse(&format!("wss://{}/", launch.ready_addr))?,
+                idle_fds: crate::procstat::open_fds(proxy.measured_pid)?,
+                proxy: Some(proxy),
+            };
+            let scenario = format!("wss {}", self.key.label());
+            let target = |resume: bool| -> anyhow::Result<load::Target> {
+                Ok(load::Target {
+                    tls: Some(TlsClient::new(pinned.clone(), resume)?),
+                    ..subject.load_target(self.bearer)
+                })
+            };
+            let mut record = |metric: &Metric, value: Option<f64>| {
+                if let Some(value) = value {
+                    samples.push(Sample::new(round, kind, &metric.name, value));
+                }
+            };
+
+            let idle = load::idle(&target(false)?, plan.idle_connections, plan.idle_settle).await?;
+            progress(
+                round,
+                kind,
+                &format!("{scenario} idle"),
+                &format!("{idle:?}"),
+            );
+            subject.settle(upstream)?;
+            record(&m.idle_bytes, idle.bytes_per_connection);
+
+            let full =
+                load::handshakes(&target(false)?, plan.handshake_concurrency, self.window).await?;
+            progress(
+                round,
+                kind,
+                &format!("{scenario} full"),
+                &format!("{full:?}"),
+            );
+            subject.settle(upstream)?;
+            record(&m.full_per_sec, Some(full.per_sec));
+            record(&m.full_per_cpu_sec, full.per_cpu_sec);
+            record(&m.full_cpu, full.cpu_us_per_handshake);
+
+            let resumed =
+                load::handshakes(&target(true)?, plan.handshake_concurrency, self.window).await?;
+            progress(
+                round,
+                kind,
+                &format!("{scenario} resumed"),
+                &format!("{resumed:?}"),
+            );
+            subject.settle(upstream)?;
+            record(&m.resumed_per_sec, Some(resumed.per_sec));
+            record(&m.resumed_cpu, resumed.cpu_us_per_handshake);
+            record(&m.resumed_share, resumed.resumed_share);
+
+            let shape = plan.tls_shape;
+            let paced = load::latency(
+                &target(false)?,
+                shape.connections,
+                shape.size,
+                shape.paced_rate,
+                self.window,
+            )
+            .await?;
+            progress(
+                round,
+                kind,
+                &format!("{scenario} paced"),
+                &format!("{paced:?}"),
+            );
+            subject.settle(upstream)?;
+            record(&m.cpu_per_message, paced.cpu_us_per_message);
+            record(&m.p99, Some(paced.p99_us));
+
+            let errors = full.errors + resumed.errors + paced.errors;
+            if errors > 0 {
+                samples.push(Sample::errors(round, kind, errors));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn progress(round: usize, kind: TargetKind, scenario: &str, detail: &str) {

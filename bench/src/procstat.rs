@@ -57,6 +57,27 @@ pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
         .count())
 }
 
+/// The kernel's count of connections a full listen queue turned away (`ListenOverflows` in
+/// /proc/net/netstat), over every listener of the machine: such a client waits a SYN
+/// retransmission, a second or more, before it is accepted.
+pub fn listen_overflows() -> anyhow::Result<u64> {
+    let path = "/proc/net/netstat";
+    let netstat = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // Pairs of lines: `TcpExt: name name ...` then `TcpExt: value value ...`.
+    let mut lines = netstat.lines().filter(|line| line.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        bail!("{path} has no TcpExt lines");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .with_context(|| format!("{path} has no ListenOverflows counter"))?
+        .1
+        .parse()
+        .with_context(|| format!("{path}: unreadable ListenOverflows"))
+}
+
 /// The first child of `pid`, e.g. the worker under an nginx master.
 pub fn first_child(pid: u32) -> anyhow::Result<Option<u32>> {
     let path = format!("/proc/{pid}/task/{pid}/children");
@@ -86,6 +107,11 @@ mod tests {
         let file = fs::File::open("/proc/self/stat").unwrap();
         assert_eq!(open_fds(pid).unwrap(), before + 1);
         drop(file);
+    }
+
+    #[test]
+    fn listen_overflows_are_readable() {
+        listen_overflows().unwrap();
     }
 
     #[test]

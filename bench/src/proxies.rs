@@ -156,6 +156,17 @@ impl Drop for Running {
     }
 }
 
+/// A certificate and its key, written where every proxy can read them.
+#[derive(Debug, Clone)]
+pub struct ServingCertificate {
+    /// Names the key type in file names and tables, e.g. `ecdsa`.
+    pub label: &'static str,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificate then key in one file, as HAProxy takes them.
+    pub combined: PathBuf,
+}
+
 /// Ports and files shared by the launches.
 pub struct Layout {
     pub dir: PathBuf,
@@ -196,14 +207,38 @@ impl Layout {
         }
     }
 
-    /// nginx as a WebSocket reverse proxy with one worker process.
-    pub fn nginx(&self, listen: SocketAddr) -> anyhow::Result<Launch> {
+    /// nginx as a WebSocket reverse proxy with one worker process; with `tls`, it terminates
+    /// TLS 1.3 with that certificate.
+    pub fn nginx(
+        &self,
+        listen: SocketAddr,
+        tls: Option<&ServingCertificate>,
+    ) -> anyhow::Result<Launch> {
         let dir = self.dir.display();
+        let suffix = tls.map_or(String::new(), |tls| format!("-{}", tls.label));
+        // Stateful resumption only, two tickets per handshake (OpenSSL's default number), as
+        // the gateway's rustls does by default.
+        let tls_directives = match tls {
+            None => String::new(),
+            Some(tls) => format!(
+                "        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+        ssl_ecdh_curve X25519;
+        ssl_session_tickets off;
+        ssl_session_cache shared:SSL{suffix}:10m;
+",
+                cert = tls.cert.display(),
+                key = tls.key.display()
+            ),
+        };
+        let ssl = if tls.is_some() { " ssl" } else { "" };
         let config = format!(
             "worker_processes 1;
 worker_rlimit_nofile 20000;
-error_log {dir}/nginx-error.log warn;
-pid {dir}/nginx.pid;
+error_log {dir}/nginx{suffix}-error.log warn;
+pid {dir}/nginx{suffix}.pid;
 events {{
     worker_connections 20000;
 }}
@@ -212,8 +247,8 @@ http {{
     client_body_temp_path {dir}/nginx-body;
     proxy_temp_path {dir}/nginx-proxy;
     server {{
-        listen {listen} backlog=4096;
-        location / {{
+        listen {listen}{ssl} backlog=4096;
+{tls_directives}        location / {{
             proxy_pass http://{echo};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -227,7 +262,7 @@ http {{
 ",
             echo = self.echo
         );
-        let path = self.write("nginx.conf", &config)?;
+        let path = self.write(&format!("nginx{suffix}.conf"), &config)?;
         Ok(Launch {
             name: "nginx",
             program: "nginx".into(),
@@ -242,17 +277,35 @@ http {{
             env: Vec::new(),
             core: self.proxy_core,
             ready_addr: listen,
-            log: self.dir.join("nginx.log"),
+            log: self.dir.join(format!("nginx{suffix}.log")),
         })
     }
 
-    /// HAProxy in HTTP mode (it switches to a tunnel after the 101) with one thread.
-    pub fn haproxy(&self, listen: SocketAddr) -> anyhow::Result<Launch> {
+    /// HAProxy in HTTP mode (it switches to a tunnel after the 101) with one thread; with
+    /// `tls`, it terminates TLS 1.3 with that certificate.
+    pub fn haproxy(
+        &self,
+        listen: SocketAddr,
+        tls: Option<&ServingCertificate>,
+    ) -> anyhow::Result<Launch> {
+        let suffix = tls.map_or(String::new(), |tls| format!("-{}", tls.label));
+        // Stateful resumption only (its session cache; two tickets per handshake, OpenSSL's
+        // default), as the gateway's rustls does by default.
+        let (tls_global, bind_tls) = match tls {
+            None => (String::new(), String::new()),
+            Some(tls) => (
+                "    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+    ssl-default-bind-options ssl-min-ver TLSv1.3 no-tls-tickets
+"
+                .to_owned(),
+                format!(" ssl crt {} curves X25519", tls.combined.display()),
+            ),
+        };
         let config = format!(
             "global
     nbthread 1
     maxconn {MAX_CONNECTIONS}
-defaults
+{tls_global}defaults
     mode http
     timeout connect 5s
     timeout http-request 10s
@@ -260,14 +313,14 @@ defaults
     timeout server 3600s
     timeout tunnel 3600s
 frontend bench
-    bind {listen}
+    bind {listen}{bind_tls}
     default_backend echo
 backend echo
     server echo {echo}
 ",
             echo = self.echo
         );
-        let path = self.write("haproxy.cfg", &config)?;
+        let path = self.write(&format!("haproxy{suffix}.cfg"), &config)?;
         Ok(Launch {
             name: "haproxy",
             program: "haproxy".into(),
@@ -275,12 +328,14 @@ backend echo
             env: Vec::new(),
             core: self.proxy_core,
             ready_addr: listen,
-            log: self.dir.join("haproxy.log"),
+            log: self.dir.join(format!("haproxy{suffix}.log")),
         })
     }
 
     /// The gateway with JWT (HS256) checked on every upgrade and rate limits switched on,
-    /// set high enough never to refuse the benchmark's own traffic; one thread.
+    /// set high enough never to refuse the benchmark's own traffic; one thread. With `tls`,
+    /// it terminates TLS with that certificate (rustls' defaults: TLS 1.2 and 1.3, stateful
+    /// resumption with two tickets per handshake).
     pub fn gateway(
         &self,
         program: &Path,
@@ -288,14 +343,24 @@ backend echo
         metrics: SocketAddr,
         jwt_key_file: &Path,
         claims: &crate::token::BenchClaims,
+        tls: Option<&ServingCertificate>,
     ) -> anyhow::Result<Launch> {
+        let suffix = tls.map_or(String::new(), |tls| format!("-{}", tls.label));
+        let tls_section = match tls {
+            None => String::new(),
+            Some(tls) => format!(
+                "tls:\n  certFile: {}\n  keyFile: {}\n",
+                tls.cert.display(),
+                tls.key.display()
+            ),
+        };
         let config = format!(
             "listen:
   address: {listen}
   path: /
 metrics:
   address: {metrics}
-upstream:
+{tls_section}upstream:
   url: ws://{echo}/
 auth:
   jwt:
@@ -315,7 +380,7 @@ limits:
         );
         // A directory of its own: the gateway reloads on any change in the directories it
         // watches, and the process logs written next to them would trigger reloads mid-run.
-        let path = self.write(&format!("{GATEWAY_FILES}/gateway.yaml"), &config)?;
+        let path = self.write(&format!("{GATEWAY_FILES}/gateway{suffix}.yaml"), &config)?;
         let check = Command::new(program)
             .arg("--config")
             .arg(&path)
@@ -342,7 +407,7 @@ limits:
             env: vec![("RUST_LOG".into(), "warn".into())],
             core: self.proxy_core,
             ready_addr: listen,
-            log: self.dir.join("gateway.log"),
+            log: self.dir.join(format!("gateway{suffix}.log")),
         })
     }
 

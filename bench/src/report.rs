@@ -14,6 +14,8 @@ pub enum Goal {
     AtLeastBoth(f64),
     /// gateway / nginx and gateway / HAProxy both at most this.
     AtMostBoth(f64),
+    /// gateway / nginx at least this.
+    AtLeastNginx(f64),
     AtMostNginx(f64),
     AtMostHaproxy(f64),
 }
@@ -24,6 +26,7 @@ impl Goal {
             Goal::None => String::new(),
             Goal::AtLeastBoth(ratio) => format!(">= {ratio} x both"),
             Goal::AtMostBoth(ratio) => format!("<= {ratio} x both"),
+            Goal::AtLeastNginx(ratio) => format!(">= {ratio} x nginx"),
             Goal::AtMostNginx(ratio) => format!("<= {ratio} x nginx"),
             Goal::AtMostHaproxy(ratio) => format!("<= {ratio} x HAProxy"),
         }
@@ -35,6 +38,7 @@ impl Goal {
             Goal::None => None,
             Goal::AtLeastBoth(bar) => Some(vs_nginx? >= bar && vs_haproxy? >= bar),
             Goal::AtMostBoth(bar) => Some(vs_nginx? <= bar && vs_haproxy? <= bar),
+            Goal::AtLeastNginx(bar) => Some(vs_nginx? >= bar),
             Goal::AtMostNginx(bar) => Some(vs_nginx? <= bar),
             Goal::AtMostHaproxy(bar) => Some(vs_haproxy? <= bar),
         }
@@ -143,7 +147,10 @@ const FLOOR_VS_NGINX: Ratio = Ratio {
 impl Ratio {
     /// The ratio of the medians over rounds.
     fn of_medians(self, samples: &[Sample], metric: &str) -> Option<f64> {
-        Some(median(samples, metric, self.of)? / median(samples, metric, self.to)?)
+        quotient(
+            median(samples, metric, self.of)?,
+            median(samples, metric, self.to)?,
+        )
     }
 
     /// The ratio within each round (rounds `1..=rounds`), of values measured minutes apart;
@@ -151,13 +158,18 @@ impl Ratio {
     fn paired(self, samples: &[Sample], metric: &str, rounds: usize) -> Vec<Option<f64>> {
         (1..=rounds)
             .map(|round| {
-                Some(
-                    in_round(samples, metric, self.of, round)?
-                        / in_round(samples, metric, self.to, round)?,
+                quotient(
+                    in_round(samples, metric, self.of, round)?,
+                    in_round(samples, metric, self.to, round)?,
                 )
             })
             .collect()
     }
+}
+
+/// `of / to`, or `None` when `to` is zero (a count such as listen queue overflows often is).
+fn quotient(of: f64, to: f64) -> Option<f64> {
+    (to != 0.0).then(|| of / to)
 }
 
 /// In how many rounds the goal was met on that round's own ratios, and in how many it could
@@ -447,6 +459,21 @@ mod tests {
             &table,
             "| m | gateway / HAProxy | 0.95 | 1.89 | 1.07 | 0.95–1.89 |\n",
         );
+    }
+
+    #[test]
+    fn a_ratio_to_zero_is_left_blank() {
+        let table = one_round_table(
+            Goal::None,
+            &[
+                (TargetKind::Nginx, 0.0),
+                (TargetKind::Haproxy, 2.0),
+                (TargetKind::Gateway, 1.0),
+            ],
+        );
+        assert_shows(&table, "| m | 0.00 | 2.00 | 1.00 | – | 0.50 |  |  |");
+        assert_shows(&table, "| m | gateway / HAProxy | 0.50 | 0.50–0.50 |\n");
+        assert!(!table.contains("NaN") && !table.contains("inf"), "{table}");
     }
 
     #[test]
