@@ -1,5 +1,5 @@
 //! Live things counted per key under a cap, each held by a guard: handshakes in progress per
-//! client address ([`crate::pending`]) and connections per token subject
+//! client address ([`crate::policy::pending`]) and connections per token subject
 //! (`limits.connectionsPerSubject`).
 //!
 //! A key holds an entry only while something of it is live: the last guard to drop removes

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Share of the grace period used to spread closes; the rest leaves time for close handshakes.
 const SPREAD_SHARE: f64 = 0.8;

@@ -10,7 +10,7 @@
 //! wait for a frame boundary, then the connection lingers briefly for the peers' replies.
 //!
 //! Each lane is polled with a waker of its own, and the timer and the drain turn share a third,
-//! so a message polls only the lane it arrived on (see [`crate::wakes`]).
+//! so a message polls only the lane it arrived on (see [`crate::relay::wakes`]).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -23,12 +23,12 @@ use rustls::crypto::SecureRandom;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::deflate::Negotiated;
-use crate::frame::ControlFrame;
-use crate::metrics::{ClosedBy, Direction, Metrics, UpstreamError};
-use crate::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
-use crate::transport::Transport;
-use crate::wakes::{PartWakers, Parts};
+use crate::relay::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
+use crate::relay::wakes::{PartWakers, Parts};
+use crate::telemetry::metrics::{ClosedBy, Direction, Metrics, UpstreamError};
+use crate::wire::deflate::Negotiated;
+use crate::wire::frame::ControlFrame;
+use crate::wire::transport::Transport;
 use wsfleet_config::{HeartbeatConfig, Rate};
 
 /// Largest single read; a TLS record carries at most 16 KiB too.

@@ -25,8 +25,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header};
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 
-use crate::metrics::Metrics;
-use crate::tls::CaBundle;
+use crate::telemetry::metrics::Metrics;
+use crate::wire::tls::CaBundle;
 use wsfleet_config::JwksConfig;
 
 /// Longest a handshake waits for the fetch that its unknown `kid` asked for.
@@ -432,7 +432,7 @@ impl Fetcher {
             ),
             (None, None) => anyhow::bail!("auth.jwt.jwks: needs url, or discovery with an issuer"),
         };
-        let tls = crate::tls::client_config(source.ca.as_ref())?;
+        let tls = crate::wire::tls::client_config(source.ca.as_ref())?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(Arc::unwrap_or_clone(tls))
             .https_or_http()
@@ -527,7 +527,7 @@ mod tests {
 
     use super::*;
 
-    const RSA_PRIVATE: &str = include_str!("../tests/fixtures/jwt-rsa.key");
+    const RSA_PRIVATE: &str = include_str!("../../tests/fixtures/jwt-rsa.key");
 
     /// The JWK of the test RSA key, with `kid` and `alg` as given.
     fn rsa_jwk(kid: Option<&str>, alg: Option<&str>) -> serde_json::Value {

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use crate::live_counts::{LiveCount, LiveCounts};
-use crate::rate::rate_key;
+use crate::policy::live_counts::{LiveCount, LiveCounts};
+use crate::policy::rate::rate_key;
 
 /// Most handshakes one client address may have in progress at once. Generous for browsers,
 /// which open a handful of sockets per host at most; fixed, not configurable.

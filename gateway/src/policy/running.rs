@@ -1,13 +1,13 @@
 //! The running policy: a validated config with everything derived from it (JWT keys, upstream
 //! target, TLS roots). A reload builds a new one and swaps it in whole, once it can serve
-//! (see [`crate::staged`]).
+//! (see [`crate::policy::staged`]).
 
 use std::sync::Arc;
 
-use crate::jwks::JwksKeys;
-use crate::jwt::JwtVerifier;
-use crate::metrics::Metrics;
-use crate::upstream::UpstreamTarget;
+use crate::policy::jwks::JwksKeys;
+use crate::policy::jwt::JwtVerifier;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::target::UpstreamTarget;
 use wsfleet_config::GatewayConfig;
 
 /// What every new connection is checked and routed by.

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wsfleet_config::metric_names as names;
 
-use crate::histogram::Histogram;
+use crate::telemetry::histogram::Histogram;
 
 /// Outcome of a client handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ const NO_KEYS: i64 = i64::MIN;
 pub struct Metrics {
     active_connections: AtomicI64,
     handshakes: [AtomicU64; 3],
-    refusals: [AtomicU64; crate::refusal::Refusal::ALL.len()],
+    refusals: [AtomicU64; crate::wire::refusal::Refusal::ALL.len()],
     messages: [AtomicU64; 2],
     bytes: [AtomicU64; 2],
     upstream_errors: [AtomicU64; 4],
@@ -238,7 +238,7 @@ impl Metrics {
         self.handshakes[outcome as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn refusal(&self, refusal: crate::refusal::Refusal) {
+    pub fn refusal(&self, refusal: crate::wire::refusal::Refusal) {
         self.refusals[refusal as usize].fetch_add(1, Relaxed);
     }
 
@@ -346,7 +346,7 @@ impl Metrics {
             "counter",
             "Refused upgrade requests by reason.",
         );
-        for refusal in crate::refusal::Refusal::ALL {
+        for refusal in crate::wire::refusal::Refusal::ALL {
             let value = self.refusals[refusal as usize].load(Relaxed);
             series(
                 &mut out,
@@ -541,7 +541,7 @@ fn series(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Disp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refusal::Refusal;
+    use crate::wire::refusal::Refusal;
 
     #[test]
     fn renders_every_family_with_labels() {

@@ -2,7 +2,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::refusal::Refusal;
+use crate::wire::refusal::Refusal;
 use wsfleet_config::path;
 
 /// Headers beyond this count are refused like an oversized head.

@@ -5,17 +5,17 @@
 //! Bytes are processed in place in the relay's read buffer: the output is the input minus the
 //! frames the gateway swallows, minus an incomplete header (or control frame) at the end, which
 //! is held back until the rest arrives. Payloads of data frames pass on untouched; those of
-//! compressed messages are also inflated, from a copy, to be measured (see [`crate::deflate`]).
+//! compressed messages are also inflated, from a copy, to be measured (see [`crate::wire::deflate`]).
 
 use std::time::Instant;
 
-use crate::deflate::{InflateError, Inflation};
-use crate::frame::{
+use crate::policy::rate::TokenBucket;
+use crate::wire::deflate::{InflateError, Inflation};
+use crate::wire::frame::{
     FrameHeader, MAX_CONTROL_FRAME, MAX_CONTROL_PAYLOAD, MAX_PAYLOAD_LEN, Opcode, apply_mask,
     parse_header,
 };
-use crate::rate::TokenBucket;
-use crate::utf8::{InvalidUtf8, Utf8Check};
+use crate::wire::utf8::{InvalidUtf8, Utf8Check};
 use wsfleet_config::Rate;
 
 /// The close code reported for a close frame that carries none (RFC 6455 section 7.1.5).
@@ -524,7 +524,7 @@ fn move_front(buf: &mut [u8], from: usize, len: usize, to: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::ControlFrame;
+    use crate::wire::frame::ControlFrame;
 
     fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
         assert!(payload.len() < 126);

@@ -10,13 +10,13 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::addresses::UpstreamAddresses;
-use crate::admission::{self, ClientChain};
-use crate::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
-use crate::metrics::UpstreamError;
-use crate::refusal::Refusal;
-use crate::socket_options;
-use crate::transport::Transport;
+use crate::policy::admission::{self, ClientChain};
+use crate::telemetry::metrics::UpstreamError;
+use crate::upstream::addresses::UpstreamAddresses;
+use crate::wire::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
+use crate::wire::refusal::Refusal;
+use crate::wire::socket_options;
+use crate::wire::transport::Transport;
 use wsfleet_config::{Compression, TcpConfig, UpstreamConfig};
 
 /// The least time one upstream address gets to accept a connection when a name has many.
@@ -112,7 +112,7 @@ impl UpstreamTarget {
                 format!("upstream.url: {host:?} is not a valid TLS server name")
             })?;
             Some((
-                crate::tls::upstream_client_config(config.ca_file.as_deref())?,
+                crate::wire::tls::upstream_client_config(config.ca_file.as_deref())?,
                 name,
             ))
         } else {

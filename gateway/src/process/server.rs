@@ -11,17 +11,19 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 
-use crate::accept_backoff::AcceptBackoff;
-use crate::access_log::AccessLog;
-use crate::drain::Drain;
-use crate::live_counts::LiveCounts;
-use crate::metrics::{HandshakeOutcome, Metrics};
-use crate::pending::PendingHandshakes;
-use crate::policy::Policy;
-use crate::rate::PerIpRate;
-use crate::refusal::Refusal;
-use crate::tls::ReloadingCertificate;
-use crate::{admin, connection, reload};
+use crate::policy::live_counts::LiveCounts;
+use crate::policy::pending::PendingHandshakes;
+use crate::policy::rate::PerIpRate;
+use crate::policy::running::Policy;
+use crate::process::accept_backoff::AcceptBackoff;
+use crate::process::access_log::AccessLog;
+use crate::process::admin;
+use crate::process::connection;
+use crate::process::drain::Drain;
+use crate::process::reload;
+use crate::telemetry::metrics::{HandshakeOutcome, Metrics};
+use crate::wire::refusal::Refusal;
+use crate::wire::tls::ReloadingCertificate;
 use wsfleet_config::GatewayConfig;
 
 /// Pending connections the kernel queues before accepting: the standard library's default.

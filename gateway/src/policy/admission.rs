@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::handshake::UpgradeRequest;
-use crate::jwt::SUBPROTOCOL_PREFIX;
-use crate::refusal::Refusal;
+use crate::policy::jwt::SUBPROTOCOL_PREFIX;
+use crate::wire::handshake::UpgradeRequest;
+use crate::wire::refusal::Refusal;
 use wsfleet_config::{AuthConfig, ValidationConfig};
 
 /// Where a request comes from, as far as the gateway can vouch: the client, then every

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::accept_backoff::AcceptBackoff;
-use crate::handshake::read_head;
-use crate::server::Shared;
+use crate::process::accept_backoff::AcceptBackoff;
+use crate::process::server::Shared;
+use crate::wire::handshake::read_head;
 
 /// Scrapes and probes are small and quick; anything else is dropped.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;

@@ -10,7 +10,7 @@ pub mod length;
 
 use std::cell::RefCell;
 
-use crate::frame::apply_mask;
+use crate::wire::frame::apply_mask;
 use length::{InflatedLength, Progress};
 
 /// Ends every compressed message, but the sender leaves it off the wire (RFC 7692 7.2.2).

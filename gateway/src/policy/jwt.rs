@@ -3,7 +3,7 @@
 //! The accepted algorithms share one key family (checked by the config), and the key is
 //! loaded as that family only, so a token cannot pick a weaker interpretation of the key:
 //! an HS256 token signed with an RSA public key is refused because HS256 is not accepted.
-//! With keys from an identity provider ([`crate::jwks`]), the token's `kid` picks the key.
+//! With keys from an identity provider ([`crate::policy::jwks`]), the token's `kid` picks the key.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,10 +14,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use crate::handshake::UpgradeRequest;
-use crate::jwks::{JwksKeys, KeySource};
-use crate::metrics::Metrics;
-use crate::tls::CaBundle;
+use crate::policy::jwks::{JwksKeys, KeySource};
+use crate::telemetry::metrics::Metrics;
+use crate::wire::handshake::UpgradeRequest;
+use crate::wire::tls::CaBundle;
 use wsfleet_config::{ForwardedClaim, JwtAlgorithm, JwtConfig, KeyFamily, TokenSource};
 
 /// The entry prefix that carries a token in `Sec-WebSocket-Protocol`.

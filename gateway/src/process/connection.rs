@@ -8,21 +8,22 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::access_log::{ConnectionRecord, RefusalRecord};
-use crate::admission::{self, ClientChain};
-use crate::deflate::Negotiated;
-use crate::drain::ConnectionSlot;
-use crate::handshake::{self, Head, HeadError, UpgradeRequest};
-use crate::jwt::{self, TokenError, Verified};
-use crate::live_counts::LiveCount;
-use crate::metrics::HandshakeOutcome;
-use crate::policy::Policy;
-use crate::refusal::Refusal;
-use crate::relay::{Relay, RelaySettings};
-use crate::server::Shared;
-use crate::transport::Transport;
-use crate::upstream::ForwardPlan;
-use crate::{proxy_protocol, socket_options};
+use crate::policy::admission::{self, ClientChain};
+use crate::policy::jwt::{self, TokenError, Verified};
+use crate::policy::live_counts::LiveCount;
+use crate::policy::running::Policy;
+use crate::process::access_log::{ConnectionRecord, RefusalRecord};
+use crate::process::drain::ConnectionSlot;
+use crate::process::server::Shared;
+use crate::relay::session::{Relay, RelaySettings};
+use crate::telemetry::metrics::HandshakeOutcome;
+use crate::upstream::target::ForwardPlan;
+use crate::wire::deflate::Negotiated;
+use crate::wire::handshake::{self, Head, HeadError, UpgradeRequest};
+use crate::wire::proxy_protocol;
+use crate::wire::refusal::Refusal;
+use crate::wire::socket_options;
+use crate::wire::transport::Transport;
 
 /// Budget for writing a refusal to a client that may not be reading.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -10,8 +10,8 @@ use rustix::net::RecvFlags;
 use tokio::io::{AsyncReadExt as _, Interest};
 use tokio::net::TcpStream;
 
-use crate::admission::is_trusted_proxy;
-use crate::refusal::Refusal;
+use crate::policy::admission::is_trusted_proxy;
+use crate::wire::refusal::Refusal;
 use wsfleet_config::ProxyProtocolConfig;
 
 /// A v1 line is at most this long, CRLF included.

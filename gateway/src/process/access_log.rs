@@ -16,9 +16,9 @@ use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::Metrics;
-use crate::refusal::Refusal;
-use crate::relay::Outcome;
+use crate::relay::session::Outcome;
+use crate::telemetry::metrics::Metrics;
+use crate::wire::refusal::Refusal;
 use wsfleet_config::AccessLogConfig;
 
 /// Lines waiting for the writer; beyond this many, new lines are dropped.
@@ -234,8 +234,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::metrics::ClosedBy;
-    use crate::relay::{Ending, Traffic};
+    use crate::relay::session::{Ending, Traffic};
+    use crate::telemetry::metrics::ClosedBy;
 
     fn at_epoch_plus(millis: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_millis(millis)

@@ -1,6 +1,6 @@
-//! Reloads on changes to the config and the files it names (see [`crate::watched`] for which
+//! Reloads on changes to the config and the files it names (see [`crate::process::watched`] for which
 //! events count). Every such change re-reads everything; unchanged inputs are ignored. A
-//! policy with a new JWKS source is swapped in once that source answers ([`crate::staged`]);
+//! policy with a new JWKS source is swapped in once that source answers ([`crate::policy::staged`]);
 //! a later change supersedes it.
 
 use std::collections::BTreeSet;
@@ -12,11 +12,11 @@ use anyhow::Context as _;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use crate::metrics::ReloadKind;
-use crate::policy::Policy;
-use crate::server::Shared;
-use crate::staged::{Progress, Staged, StagedPolicy};
-use crate::watched::WatchedFiles;
+use crate::policy::running::Policy;
+use crate::policy::staged::{Progress, Staged, StagedPolicy};
+use crate::process::server::Shared;
+use crate::process::watched::WatchedFiles;
+use crate::telemetry::metrics::ReloadKind;
 use wsfleet_config::GatewayConfig;
 
 /// Editors and the kubelet write in several steps; events this close together are one change.

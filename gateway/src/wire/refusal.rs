@@ -14,7 +14,7 @@ pub enum Refusal {
     /// The request head did not arrive within `limits.handshakeTimeout`.
     HandshakeTimeout,
     /// The client address already has
-    /// [`MAX_PENDING_HANDSHAKES_PER_IP`](crate::pending::MAX_PENDING_HANDSHAKES_PER_IP)
+    /// [`MAX_PENDING_HANDSHAKES_PER_IP`](crate::policy::pending::MAX_PENDING_HANDSHAKES_PER_IP)
     /// handshakes in progress.
     TooManyPendingHandshakes,
     /// The request head exceeded `limits.maxHeaderBytes`.

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::jwks::JwksKeys;
-use crate::policy::Policy;
+use crate::policy::jwks::JwksKeys;
+use crate::policy::running::Policy;
 
 /// Where a freshly built policy goes.
 pub enum Staged {
