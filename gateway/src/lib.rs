@@ -24,6 +24,7 @@
 pub mod policy;
 pub mod process;
 pub mod relay;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;
 pub mod wire;

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::process::accept_backoff::AcceptBackoff;
-use crate::process::server::Shared;
+use crate::state::Shared;
 use crate::wire::handshake::read_head;
 
 /// Scrapes and probes are small and quick; anything else is dropped.

@@ -8,17 +8,18 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::policy::admission::{self, ClientChain};
+use crate::policy::admission;
 use crate::policy::jwt::{self, TokenError, Verified};
 use crate::policy::live_counts::LiveCount;
 use crate::policy::running::Policy;
 use crate::process::access_log::{ConnectionRecord, RefusalRecord};
 use crate::process::drain::ConnectionSlot;
-use crate::process::server::Shared;
 use crate::relay::session::{Relay, RelaySettings};
+use crate::state::Shared;
 use crate::telemetry::metrics::HandshakeOutcome;
 use crate::upstream::target::ForwardPlan;
 use crate::wire::deflate::Negotiated;
+use crate::wire::forwarded::{ClientChain, is_trusted_proxy};
 use crate::wire::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::wire::proxy_protocol;
 use crate::wire::refusal::Refusal;
@@ -149,7 +150,7 @@ async fn upgrade(
 
     // Counted until the upgrade ends. Trusted proxies are exempt: every client behind one
     // shares its address.
-    let _pending = if admission::is_trusted_proxy(peer.ip(), &policy.config.auth.trusted_proxies) {
+    let _pending = if is_trusted_proxy(peer.ip(), &policy.config.auth.trusted_proxies) {
         None
     } else {
         match shared.pending_handshakes.try_begin(peer.ip()) {

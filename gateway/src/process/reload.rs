@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::policy::running::Policy;
 use crate::policy::staged::{Progress, Staged, StagedPolicy};
-use crate::process::server::Shared;
 use crate::process::watched::WatchedFiles;
+use crate::state::Shared;
 use crate::telemetry::metrics::ReloadKind;
 use wsfleet_config::GatewayConfig;
 

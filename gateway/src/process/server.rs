@@ -1,4 +1,4 @@
-//! The gateway process: listeners, shared state, reloads, and the drain on SIGTERM.
+//! The gateway process: listeners, reloads, and the drain on SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,53 +17,15 @@ use crate::policy::rate::PerIpRate;
 use crate::policy::running::Policy;
 use crate::process::accept_backoff::AcceptBackoff;
 use crate::process::access_log::AccessLog;
-use crate::process::admin;
-use crate::process::connection;
 use crate::process::drain::Drain;
-use crate::process::reload;
-use crate::telemetry::metrics::{HandshakeOutcome, Metrics};
-use crate::wire::refusal::Refusal;
+use crate::process::{admin, connection, reload};
+use crate::state::Shared;
+use crate::telemetry::metrics::Metrics;
 use crate::wire::tls::ReloadingCertificate;
 use wsfleet_config::GatewayConfig;
 
 /// Pending connections the kernel queues before accepting: the standard library's default.
 const LISTEN_BACKLOG: u32 = 128;
-
-/// State every connection and background task shares.
-pub struct Shared {
-    pub policy: ArcSwap<Policy>,
-    pub metrics: Arc<Metrics>,
-    pub per_ip: PerIpRate,
-    pub pending_handshakes: PendingHandshakes,
-    pub per_subject: LiveCounts<Box<str>>,
-    pub drain: Arc<Drain>,
-    pub tls: Option<TlsAcceptor>,
-    pub certificate: Option<Arc<ReloadingCertificate>>,
-    pub access_log: AccessLog,
-    /// False until the listener is bound, and again once draining starts.
-    pub ready: AtomicBool,
-}
-
-impl Shared {
-    /// Counts a refusal under its reason and the handshake under its outcome.
-    pub fn count_refusal(&self, refusal: Refusal) {
-        self.metrics.refusal(refusal);
-        self.metrics.handshake(if refusal.is_upstream_failure() {
-            HandshakeOutcome::UpstreamFailed
-        } else {
-            HandshakeOutcome::Refused
-        });
-    }
-
-    /// Exports the notAfter of the certificate `certificate` serves now.
-    pub fn served_certificate_changed(&self, certificate: &ReloadingCertificate) {
-        let not_after = certificate.not_after();
-        if not_after.is_none() {
-            tracing::warn!("cannot read the served certificate's notAfter; its metric is removed");
-        }
-        self.metrics.certificate_served(not_after);
-    }
-}
 
 /// The client-facing listener. TCP_NODELAY is set here once: Linux copies it to every
 /// accepted socket, which saves a system call per connection (frames are written whole, so

@@ -10,9 +10,9 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::policy::admission::{self, ClientChain};
 use crate::telemetry::metrics::UpstreamError;
 use crate::upstream::addresses::UpstreamAddresses;
+use crate::wire::forwarded::{self, ClientChain};
 use crate::wire::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
 use crate::wire::refusal::Refusal;
 use crate::wire::socket_options;
@@ -280,7 +280,7 @@ impl UpstreamTarget {
         push_list(
             &mut out,
             "Sec-WebSocket-Protocol",
-            admission::forwarded_subprotocols(request, plan.allowed_subprotocols),
+            forwarded::forwarded_subprotocols(request, plan.allowed_subprotocols),
         );
         if plan.compression == Compression::Passthrough {
             push_list(

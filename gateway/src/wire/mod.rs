@@ -3,6 +3,7 @@
 //! depends on the rest of the crate.
 
 pub mod deflate;
+pub mod forwarded;
 pub mod frame;
 pub mod handshake;
 pub mod proxy_protocol;

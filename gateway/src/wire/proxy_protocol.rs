@@ -10,7 +10,7 @@ use rustix::net::RecvFlags;
 use tokio::io::{AsyncReadExt as _, Interest};
 use tokio::net::TcpStream;
 
-use crate::policy::admission::is_trusted_proxy;
+use crate::wire::forwarded::is_trusted_proxy;
 use crate::wire::refusal::Refusal;
 use wsfleet_config::ProxyProtocolConfig;
 

@@ -13,9 +13,8 @@ pub enum Refusal {
     ProxyHeaderTimeout,
     /// The request head did not arrive within `limits.handshakeTimeout`.
     HandshakeTimeout,
-    /// The client address already has
-    /// [`MAX_PENDING_HANDSHAKES_PER_IP`](crate::policy::pending::MAX_PENDING_HANDSHAKES_PER_IP)
-    /// handshakes in progress.
+    /// The client address already has the most handshakes in progress that the policy's
+    /// pending-handshake cap allows (`MAX_PENDING_HANDSHAKES_PER_IP`).
     TooManyPendingHandshakes,
     /// The request head exceeded `limits.maxHeaderBytes`.
     HeadersTooLarge,
