@@ -1,6 +1,9 @@
-//! Live-connection accounting and the drain on shutdown: readiness fails at once, and live
+//! Admitted-connection accounting and the drain on shutdown: readiness fails at once, and live
 //! clients are closed one after another across the grace period, so they do not all
 //! reconnect to the remaining pods at the same moment.
+//!
+//! The count of admitted connections here is what `limits.maxConnections` and the drain go by;
+//! the `active_connections` gauge in the metrics follows it, but only reports.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +42,8 @@ pub struct Drain {
     /// Turns dealt so far: each connection takes the next as it sees the drain start, so the
     /// live connections hold distinct turns however many opened and closed before.
     turns_dealt: AtomicU64,
+    /// Connections holding a [`ConnectionSlot`].
+    admitted: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -55,6 +60,7 @@ impl Drain {
             plan: watch::Sender::new(None),
             all_closed: Notify::new(),
             turns_dealt: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
             metrics,
         }
     }
@@ -63,16 +69,19 @@ impl Drain {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Connections admitted and not yet closed.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Acquire)
+    }
+
     /// Takes a place among at most `max` live connections.
     pub fn try_open(self: &Arc<Self>, max: u32) -> Option<ConnectionSlot> {
-        if self.metrics.active_connections() >= i64::from(max) {
-            return None;
-        }
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |admitted| {
+                (admitted < u64::from(max)).then_some(admitted + 1)
+            })
+            .ok()?;
         self.metrics.connection_opened();
-        if self.metrics.active_connections() > i64::from(max) {
-            self.metrics.connection_closed();
-            return None;
-        }
         Some(ConnectionSlot {
             drain: self.clone(),
         })
@@ -81,9 +90,7 @@ impl Drain {
     /// Starts draining: live connections are told when to close, spread over `grace`.
     pub fn start(&self, grace: Duration) {
         self.draining.store(true, Ordering::Relaxed);
-        let live = u64::try_from(self.metrics.active_connections())
-            .unwrap_or(0)
-            .max(1);
+        let live = self.admitted().max(1);
         self.plan.send_replace(Some(DrainPlan {
             started: Instant::now(),
             spread: grace.mul_f64(SPREAD_SHARE),
@@ -95,11 +102,11 @@ impl Drain {
     pub async fn wait_all_closed(&self, deadline: Instant) -> bool {
         loop {
             let closed = self.all_closed.notified();
-            if self.metrics.active_connections() <= 0 {
+            if self.admitted() == 0 {
                 return true;
             }
             if tokio::time::timeout_at(deadline, closed).await.is_err() {
-                return self.metrics.active_connections() <= 0;
+                return self.admitted() == 0;
             }
         }
     }
@@ -128,7 +135,7 @@ impl ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.drain.metrics.connection_closed();
-        if self.drain.metrics.active_connections() <= 0 {
+        if self.drain.admitted.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.drain.all_closed.notify_one();
         }
     }
@@ -144,8 +151,27 @@ mod tests {
         let first = drain.try_open(2).unwrap();
         let _second = drain.try_open(2).unwrap();
         assert!(drain.try_open(2).is_none());
+        assert_eq!(drain.admitted(), 2);
         drop(first);
+        assert_eq!(drain.admitted(), 1);
         assert!(drain.try_open(2).is_some());
+    }
+
+    #[test]
+    fn the_gauge_reports_admitted_connections_but_does_not_admit() {
+        let metrics = Arc::new(Metrics::default());
+        let gauge = |value| format!("wsfleet_gateway_active_connections {value}\n");
+        let drain = Arc::new(Drain::new(metrics.clone()));
+        let slot = drain.try_open(1).unwrap();
+        assert!(metrics.render().contains(&gauge(1)));
+        assert!(drain.try_open(1).is_none());
+        assert!(
+            metrics.render().contains(&gauge(1)),
+            "a refused open leaves the gauge alone"
+        );
+        drop(slot);
+        assert_eq!(drain.admitted(), 0);
+        assert!(metrics.render().contains(&gauge(0)));
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
     shared.ready.store(false, Ordering::Relaxed);
     drop(listener);
     let grace = shared.policy.load().config.drain.grace_period;
-    let live = shared.metrics.active_connections();
+    let live = shared.drain.admitted();
     tracing::info!(live, grace = %wsfleet_config::duration_text::format(grace), "draining");
     shared.drain.start(grace);
     let all_closed = shared
@@ -111,7 +111,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         .await;
     tracing::info!(
         all_closed,
-        remaining = shared.metrics.active_connections(),
+        remaining = shared.drain.admitted(),
         "drain finished"
     );
     shared.access_log.flush().await;

@@ -230,10 +230,6 @@ impl Metrics {
         self.active_connections.fetch_sub(1, Relaxed);
     }
 
-    pub fn active_connections(&self) -> i64 {
-        self.active_connections.load(Relaxed)
-    }
-
     pub fn handshake(&self, outcome: HandshakeOutcome) {
         self.handshakes[outcome as usize].fetch_add(1, Relaxed);
     }
