@@ -5,9 +5,11 @@
 //! is polled with a waker of its own, which records the part before waking the task; the
 //! future then asks which parts were woken and polls only those.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Wake, Waker};
+
+use futures::task::AtomicWaker;
 
 /// A set of parts, at most eight, one bit each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +44,9 @@ pub struct PartWakers<const N: usize> {
 struct Shared {
     /// Parts woken since the future last asked.
     woken: AtomicU8,
-    /// The waker of the task that polls the future.
-    task: Mutex<Option<Waker>>,
+    /// The waker of the task that polls the future. A wake takes it out: the task registers
+    /// it again on its next poll, and a part woken before then finds the task already due.
+    task: AtomicWaker,
 }
 
 struct PartWaker {
@@ -58,14 +61,7 @@ impl Wake for PartWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.shared.woken.fetch_or(self.marks.0, Ordering::AcqRel);
-        let task = self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(task) = task.as_ref() {
-            task.wake_by_ref();
-        }
+        self.shared.task.wake();
     }
 }
 
@@ -77,7 +73,7 @@ impl<const N: usize> PartWakers<N> {
         let shared = Arc::new(Shared {
             // Every part is polled the first time.
             woken: AtomicU8::new(u8::MAX),
-            task: Mutex::new(None),
+            task: AtomicWaker::new(),
         });
         let wakers = marks.map(|marks| {
             Waker::from(Arc::new(PartWaker {
@@ -90,16 +86,7 @@ impl<const N: usize> PartWakers<N> {
 
     /// Remembers `task` as the waker to wake, and returns the parts woken since the last call.
     pub fn take_woken(&self, task: &Waker) -> Parts {
-        {
-            let mut stored = self
-                .shared
-                .task
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if !stored.as_ref().is_some_and(|stored| stored.will_wake(task)) {
-                *stored = Some(task.clone());
-            }
-        }
+        self.shared.task.register(task);
         // After the task is stored: a part woken from here on wakes it again.
         Parts(self.shared.woken.swap(0, Ordering::AcqRel))
     }
