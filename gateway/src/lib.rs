@@ -21,10 +21,12 @@
 //! `wire`. Only [`state`] is shared sideways. The config and the metric names are the
 //! `wsfleet-config` crate's, shared with the operator.
 
+#![forbid(unsafe_code)]
+
 pub mod policy;
 pub mod process;
 pub mod relay;
-pub mod state;
+pub(crate) mod state;
 pub mod telemetry;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod wire;

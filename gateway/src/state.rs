@@ -18,7 +18,7 @@ use crate::wire::refusal::Refusal;
 use crate::wire::tls::ReloadingCertificate;
 
 /// State every connection and background task shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub policy: ArcSwap<Policy>,
     pub metrics: Arc<Metrics>,
     pub per_ip: PerIpRate,

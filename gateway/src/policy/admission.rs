@@ -9,7 +9,7 @@ use crate::wire::refusal::Refusal;
 use wsfleet_config::{AuthConfig, ValidationConfig};
 
 /// Applies `ipDeny`, then `ipAllow` (empty: all allowed).
-pub fn check_ip(ip: IpAddr, auth: &AuthConfig) -> Result<(), Refusal> {
+pub(crate) fn check_ip(ip: IpAddr, auth: &AuthConfig) -> Result<(), Refusal> {
     let denied = auth.ip_deny.iter().any(|net| net.contains(&ip));
     let allowed = auth.ip_allow.is_empty() || auth.ip_allow.iter().any(|net| net.contains(&ip));
     if denied || !allowed {
@@ -20,7 +20,7 @@ pub fn check_ip(ip: IpAddr, auth: &AuthConfig) -> Result<(), Refusal> {
 }
 
 /// Applies `allowedOrigins` (empty: any origin, or none).
-pub fn check_origin(request: &UpgradeRequest, auth: &AuthConfig) -> Result<(), Refusal> {
+pub(crate) fn check_origin(request: &UpgradeRequest, auth: &AuthConfig) -> Result<(), Refusal> {
     if auth.allowed_origins.is_empty() {
         return Ok(());
     }
@@ -40,7 +40,7 @@ pub fn check_origin(request: &UpgradeRequest, auth: &AuthConfig) -> Result<(), R
 /// Applies `validation.allowedSubprotocols` (empty: any offer, or none): the client must offer
 /// one of them. A client offering none at all is refused too, since the fleet then speaks
 /// only the listed protocols.
-pub fn check_subprotocols(
+pub(crate) fn check_subprotocols(
     request: &UpgradeRequest,
     validation: &ValidationConfig,
 ) -> Result<(), Refusal> {

@@ -30,7 +30,7 @@ use crate::wire::tls::CaBundle;
 use wsfleet_config::JwksConfig;
 
 /// Longest a handshake waits for the fetch that its unknown `kid` asked for.
-pub const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const UNKNOWN_KID_WAIT: Duration = Duration::from_secs(2);
 /// Budget for one fetch: discovery, connect, TLS, request and the whole body.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// A JWK set or discovery document is a few kilobytes; anything this large is not one.
@@ -40,7 +40,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Where keys come from and what they must verify: a change of any part starts over.
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeySource {
+pub(crate) struct KeySource {
     pub config: JwksConfig,
     /// `auth.jwt.issuer`: the discovery base, and what the discovery document must name.
     pub issuer: Option<String>,
@@ -50,7 +50,7 @@ pub struct KeySource {
 }
 
 /// The keys of one source, kept fresh by a background task that ends with this value.
-pub struct JwksKeys {
+pub(crate) struct JwksKeys {
     source: KeySource,
     state: Arc<KeyState>,
     task: tokio::task::AbortHandle,
@@ -273,7 +273,7 @@ impl RefreshGate {
 
 /// The usable keys of one JWK set.
 #[derive(Default)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     keys: Vec<SetKey>,
 }
 

@@ -131,14 +131,14 @@ impl JwtVerifier {
 
     /// Also returns the `auth.jwt.subjectClaim` of verified tokens. Off unless a limit or a
     /// log needs it: collecting claims decodes them into a map.
-    pub fn collecting_subject(mut self, claim: &str) -> Self {
+    pub(crate) fn collecting_subject(mut self, claim: &str) -> Self {
         self.subject_claim = Some(claim.to_owned());
         self
     }
 
     /// With keys from an identity provider, waits briefly for a fetch when the request's
     /// token names a `kid` not held yet (see [`JwksKeys::wait_for`]); at once otherwise.
-    pub async fn await_token_key(&self, request: &UpgradeRequest) {
+    pub(crate) async fn await_token_key(&self, request: &UpgradeRequest) {
         if let VerificationKeys::Jwks(jwks) = &self.keys
             && let Some(token) = self.find_token(request)
             && let Ok(jsonwebtoken::Header { kid: Some(kid), .. }) =
@@ -188,7 +188,7 @@ impl JwtVerifier {
     }
 
     /// False while the provider's keys have never been fetched: no token can pass yet.
-    pub fn has_keys(&self) -> bool {
+    pub(crate) fn has_keys(&self) -> bool {
         match &self.keys {
             VerificationKeys::File(_) => true,
             VerificationKeys::Jwks(jwks) => jwks.has_keys(),
@@ -196,7 +196,7 @@ impl JwtVerifier {
     }
 
     /// The provider's keys, when tokens are checked with them.
-    pub fn provider_keys(&self) -> Option<&Arc<JwksKeys>> {
+    pub(crate) fn provider_keys(&self) -> Option<&Arc<JwksKeys>> {
         match &self.keys {
             VerificationKeys::File(_) => None,
             VerificationKeys::Jwks(jwks) => Some(jwks),
@@ -232,13 +232,6 @@ impl JwtVerifier {
         self.sources
             .contains(&TokenSource::Query)
             .then_some(self.query_parameter.as_str())
-    }
-
-    /// Header names the gateway sets from claims; client copies of them are dropped.
-    pub fn forwarded_header_names(&self) -> impl Iterator<Item = &str> {
-        self.forward_claims
-            .iter()
-            .map(|forwarded| forwarded.header.as_str())
     }
 }
 

@@ -14,7 +14,7 @@ const SHARDS: usize = 16;
 
 /// Live counts by key.
 #[derive(Debug)]
-pub struct LiveCounts<K> {
+pub(crate) struct LiveCounts<K> {
     shards: Arc<Shards<K>>,
 }
 
@@ -71,7 +71,7 @@ impl<K: Hash + Eq> Shards<K> {
 
 /// One live thing of a key; dropping it uncounts it.
 #[derive(Debug)]
-pub struct LiveCount<K: Hash + Eq> {
+pub(crate) struct LiveCount<K: Hash + Eq> {
     shards: Arc<Shards<K>>,
     key: K,
     shard: usize,

@@ -2,11 +2,11 @@
 //! on reload, admission checks, JWTs and their keys, rate limits, and live counts per address
 //! and per subject.
 
-pub mod admission;
-pub mod jwks;
+pub(crate) mod admission;
+pub(crate) mod jwks;
 pub mod jwt;
-pub mod live_counts;
+pub(crate) mod live_counts;
 pub mod pending;
-pub mod rate;
-pub mod running;
-pub mod staged;
+pub(crate) mod rate;
+pub(crate) mod running;
+pub(crate) mod staged;

@@ -13,12 +13,12 @@ pub const MAX_PENDING_HANDSHAKES_PER_IP: u32 = 32;
 /// Pending handshakes per TCP peer address (IPv6 per /64, as for `limits.connectionsPerIP`).
 /// Only addresses with a handshake in progress are held, so the table stays small.
 #[derive(Debug, Default)]
-pub struct PendingHandshakes {
+pub(crate) struct PendingHandshakes {
     counts: LiveCounts<IpAddr>,
 }
 
 /// One handshake in progress; dropping it ends its count.
-pub type PendingHandshake = LiveCount<IpAddr>;
+pub(crate) type PendingHandshake = LiveCount<IpAddr>;
 
 impl PendingHandshakes {
     /// Counts a handshake from `peer` until the returned guard drops; `None` when the address

@@ -10,7 +10,7 @@ use wsfleet_config::Rate;
 
 /// `burst` tokens, refilled at `perSecond`.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     updated: Instant,
 }
@@ -56,7 +56,7 @@ impl TokenBucket {
 /// Full buckets are dropped whenever the table has doubled since the last sweep, so its size
 /// follows the number of addresses that connected within one refill period, not all ever seen.
 #[derive(Debug, Default)]
-pub struct PerIpRate {
+pub(crate) struct PerIpRate {
     table: Mutex<Table>,
 }
 
@@ -89,6 +89,7 @@ impl PerIpRate {
     }
 
     /// Addresses currently tracked.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.table
             .lock()

@@ -12,7 +12,7 @@ use wsfleet_config::GatewayConfig;
 
 /// What every new connection is checked and routed by.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub config: GatewayConfig,
     pub jwt: Option<JwtVerifier>,
     pub upstream: UpstreamTarget,

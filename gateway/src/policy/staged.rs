@@ -9,7 +9,7 @@ use crate::policy::jwks::JwksKeys;
 use crate::policy::running::Policy;
 
 /// Where a freshly built policy goes.
-pub enum Staged {
+pub(crate) enum Staged {
     /// It can serve now: swap it in.
     Ready(Policy),
     /// It waits for its keys; the previous policy serves meanwhile.
@@ -17,7 +17,7 @@ pub enum Staged {
 }
 
 /// What a wait on a staged policy's source came to.
-pub enum Progress {
+pub(crate) enum Progress {
     /// The keys are there: the policy can be swapped in.
     Ready,
     /// The source's first failed fetch since the policy was staged, with its error. Later
@@ -27,7 +27,7 @@ pub enum Progress {
 }
 
 /// A policy whose new JWKS source has not answered yet.
-pub struct StagedPolicy {
+pub(crate) struct StagedPolicy {
     policy: Policy,
     keys: Arc<JwksKeys>,
     failure_reported: bool,

@@ -17,7 +17,7 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// The back-off state of one listener.
 #[derive(Debug, Default)]
-pub struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     /// The wait after the next failure; zero while accepting works.
     delay: Duration,
     /// Failures since the last log line.

@@ -30,7 +30,7 @@ const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A relayed connection, as its line tells it.
 #[derive(Debug)]
-pub struct ConnectionRecord<'a> {
+pub(crate) struct ConnectionRecord<'a> {
     /// The client the admission used (after the PROXY header and trusted `X-Forwarded-For`).
     pub client: IpAddr,
     /// The verified token's subject, when the config collects it.
@@ -44,7 +44,7 @@ pub struct ConnectionRecord<'a> {
 
 /// A refused handshake, as far as it got.
 #[derive(Debug)]
-pub struct RefusalRecord<'a> {
+pub(crate) struct RefusalRecord<'a> {
     pub client: IpAddr,
     /// `None` when the refusal came before a request was read.
     pub path: Option<&'a str>,
@@ -53,7 +53,7 @@ pub struct RefusalRecord<'a> {
 
 /// The queue to the writer task, and what is decided before a line is built.
 #[derive(Debug)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     lines: mpsc::Sender<Entry>,
     /// Connections that ended with the log on, for sampling.
     ended: AtomicU64,

@@ -18,7 +18,7 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves the endpoints until the process exits.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = AcceptBackoff::default();
     loop {
         let (stream, _) = backoff.accept(&listener, "metrics").await;

@@ -30,7 +30,12 @@ use crate::wire::transport::Transport;
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one connection, accepted at `accepted`, to its end.
-pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, accepted: Instant) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+) {
     // Accept, admit, upgrade. Boxed, so that none of the handshake's state stays in the task
     // of the connection for its whole life.
     let Some(upgraded) = Box::pin(upgrade(&shared, tcp, peer, accepted)).await else {

@@ -35,7 +35,7 @@ impl DrainPlan {
 
 /// Shutdown state shared by the accept loop, the connections and the health endpoint.
 #[derive(Debug)]
-pub struct Drain {
+pub(crate) struct Drain {
     draining: AtomicBool,
     plan: watch::Sender<Option<DrainPlan>>,
     all_closed: Notify,
@@ -49,7 +49,7 @@ pub struct Drain {
 
 /// A counted live connection; dropping it releases its place.
 #[derive(Debug)]
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     drain: Arc<Drain>,
 }
 

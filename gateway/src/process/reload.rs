@@ -65,7 +65,7 @@ impl Inputs {
 }
 
 /// Starts watching; the watcher lives in the reload task for the life of the process.
-pub fn watch(shared: Arc<Shared>, config_path: PathBuf) -> anyhow::Result<()> {
+pub(crate) fn watch(shared: Arc<Shared>, config_path: PathBuf) -> anyhow::Result<()> {
     let (events, mut changes) = mpsc::channel::<()>(1);
     let files = WatchedFiles::default();
     let mut watcher = notify::recommended_watcher({

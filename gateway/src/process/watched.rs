@@ -17,7 +17,7 @@ const KUBERNETES_DATA_LINK: &str = "..data";
 
 /// The watched files, shared between the watcher's thread and the reload task.
 #[derive(Debug, Clone, Default)]
-pub struct WatchedFiles {
+pub(crate) struct WatchedFiles {
     /// Each file as `directory.join(name)`, the form the watcher reports events in.
     files: Arc<Mutex<BTreeSet<PathBuf>>>,
 }

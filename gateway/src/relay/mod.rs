@@ -1,6 +1,6 @@
 //! The relay: frames between a client and its upstream once both handshakes are done, checked
 //! by the frame tracker, with a waker per part so that a wake-up polls only what woke it.
 
-pub mod session;
+pub(crate) mod session;
 pub mod tracker;
-pub mod wakes;
+pub(crate) mod wakes;

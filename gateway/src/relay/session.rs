@@ -49,7 +49,7 @@ mod part {
 }
 
 /// Close codes the gateway sends, and one it only reports (RFC 6455 section 7.4.1).
-pub mod close_code {
+pub(crate) mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// Reported, never sent: a connection cut without a close frame.
@@ -66,7 +66,7 @@ thread_local! {
 
 /// Limits and heartbeat for one relayed connection, fixed when it starts.
 #[derive(Debug, Clone, Copy)]
-pub struct RelaySettings {
+pub(crate) struct RelaySettings {
     pub max_message_bytes: u64,
     pub message_rate: Option<Rate>,
     pub heartbeat: Option<HeartbeatConfig>,
@@ -78,7 +78,7 @@ pub struct RelaySettings {
 
 /// Why a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Both sides closed their streams.
     Closed,
     /// The client vanished without a close frame.
@@ -113,7 +113,7 @@ impl Ending {
 
 /// What one direction of a connection carried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Traffic {
+pub(crate) struct Traffic {
     pub messages: u64,
     /// Frames with their headers, as forwarded.
     pub bytes: u64,
@@ -121,7 +121,7 @@ pub struct Traffic {
 
 /// How a relayed connection ended, and what it carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub ending: Ending,
     /// The code of the first close (`None`: unreadable).
     pub close_code: Option<u16>,
@@ -133,7 +133,7 @@ pub struct Outcome {
 
 /// The relay future; resolves with the [`Outcome`] when both sides are closed or the close
 /// linger ends.
-pub struct Relay {
+pub(crate) struct Relay {
     client: Transport,
     upstream: Transport,
     /// Client to upstream.

@@ -19,7 +19,7 @@ use crate::wire::utf8::{InvalidUtf8, Utf8Check};
 use wsfleet_config::Rate;
 
 /// The close code reported for a close frame that carries none (RFC 6455 section 7.1.5).
-pub const NO_STATUS_CODE: u16 = 1005;
+pub(crate) const NO_STATUS_CODE: u16 = 1005;
 
 /// Payload of the gateway's heartbeat pings; a client pong carrying it is not forwarded.
 pub const HEARTBEAT_PAYLOAD: &[u8] = b"wsfleet-heartbeat";

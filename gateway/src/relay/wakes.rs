@@ -13,7 +13,7 @@ use futures::task::AtomicWaker;
 
 /// A set of parts, at most eight, one bit each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Parts(u8);
+pub(crate) struct Parts(u8);
 
 impl Parts {
     pub const ALL: Parts = Parts(u8::MAX);
@@ -35,7 +35,7 @@ impl Parts {
 
 /// The wakers of `N` parts of one future.
 #[derive(Debug)]
-pub struct PartWakers<const N: usize> {
+pub(crate) struct PartWakers<const N: usize> {
     shared: Arc<Shared>,
     wakers: [Waker; N],
 }

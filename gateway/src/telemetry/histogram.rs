@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// A histogram over fixed bucket bounds, in microseconds, ascending.
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     bounds: &'static [u64],
     /// `buckets[i]`: observations at most `bounds[i]` and above `bounds[i - 1]`; the last
     /// holds those above every bound.

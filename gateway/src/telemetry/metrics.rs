@@ -17,7 +17,7 @@ use crate::telemetry::histogram::Histogram;
 
 /// Outcome of a client handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeOutcome {
+pub(crate) enum HandshakeOutcome {
     /// Upgraded and relaying.
     Success,
     /// Refused by policy (IP, rate, origin, token, limits, malformed request).
@@ -39,7 +39,7 @@ impl HandshakeOutcome {
 
 /// Direction of relayed traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     ClientToUpstream,
     UpstreamToClient,
 }
@@ -56,7 +56,7 @@ impl Direction {
 
 /// What went wrong with an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// TCP connect or TLS handshake failed.
     Connect,
     /// The connect or handshake budget ran out.
@@ -81,7 +81,7 @@ impl UpstreamError {
 
 /// What was reloaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadKind {
+pub(crate) enum ReloadKind {
     Config,
     Certificate,
 }
@@ -98,7 +98,7 @@ impl ReloadKind {
 
 /// Which side closed a relayed connection first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClosedBy {
+pub(crate) enum ClosedBy {
     /// The client sent a close frame, or vanished without one.
     Client,
     /// The upstream sent a close frame, or vanished without one.
@@ -110,7 +110,7 @@ pub enum ClosedBy {
 impl ClosedBy {
     const ALL: [Self; 3] = [Self::Client, Self::Upstream, Self::Gateway];
     /// The `by` label, and the access log's `closed_by`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Client => "client",
             Self::Upstream => "upstream",
@@ -222,23 +222,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn connection_opened(&self) {
+    pub(crate) fn connection_opened(&self) {
         self.active_connections.fetch_add(1, Relaxed);
     }
 
-    pub fn connection_closed(&self) {
+    pub(crate) fn connection_closed(&self) {
         self.active_connections.fetch_sub(1, Relaxed);
     }
 
-    pub fn handshake(&self, outcome: HandshakeOutcome) {
+    pub(crate) fn handshake(&self, outcome: HandshakeOutcome) {
         self.handshakes[outcome as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn refusal(&self, refusal: crate::wire::refusal::Refusal) {
+    pub(crate) fn refusal(&self, refusal: crate::wire::refusal::Refusal) {
         self.refusals[refusal as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn relayed(&self, direction: Direction, messages: u64, bytes: u64) {
+    pub(crate) fn relayed(&self, direction: Direction, messages: u64, bytes: u64) {
         if messages > 0 {
             self.messages[direction as usize].fetch_add(messages, Relaxed);
         }
@@ -247,67 +247,67 @@ impl Metrics {
         }
     }
 
-    pub fn upstream_error(&self, kind: UpstreamError) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamError) {
         self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
     }
 
-    pub fn reload(&self, kind: ReloadKind, success: bool) {
+    pub(crate) fn reload(&self, kind: ReloadKind, success: bool) {
         self.reloads[kind as usize][usize::from(!success)].fetch_add(1, Relaxed);
     }
 
     /// A successful handshake: from accept until the 101 was written to the client.
-    pub fn handshake_took(&self, took: Duration) {
+    pub(crate) fn handshake_took(&self, took: Duration) {
         self.handshake_duration.observe(took);
     }
 
     /// A successful upstream connect and upgrade.
-    pub fn upstream_connect_took(&self, took: Duration) {
+    pub(crate) fn upstream_connect_took(&self, took: Duration) {
         self.upstream_connect_duration.observe(took);
     }
 
     /// A relayed connection ended after `lifetime`, from accept to close.
-    pub fn connection_lasted(&self, lifetime: Duration) {
+    pub(crate) fn connection_lasted(&self, lifetime: Duration) {
         self.connection_duration.observe(lifetime);
     }
 
     /// A relayed connection was closed first by `by` with `code`; `None`: a code that could
     /// not be read, counted as `other`.
-    pub fn closed(&self, code: Option<u16>, by: ClosedBy) {
+    pub(crate) fn closed(&self, code: Option<u16>, by: ClosedBy) {
         self.closes[by as usize][close_code_index(code)].fetch_add(1, Relaxed);
     }
 
     /// An access log line was dropped: the writer had fallen behind.
-    pub fn access_log_dropped(&self) {
+    pub(crate) fn access_log_dropped(&self) {
         self.access_log_dropped.fetch_add(1, Relaxed);
     }
 
     /// The certificate now served expires at `not_after` (Unix seconds); `None` removes the
     /// series.
-    pub fn certificate_served(&self, not_after: Option<i64>) {
+    pub(crate) fn certificate_served(&self, not_after: Option<i64>) {
         self.certificate_not_after
             .store(not_after.unwrap_or(NO_CERTIFICATE), Relaxed);
     }
 
     /// A JWK set with `keys` usable keys was fetched at `at`.
-    pub fn jwks_fetched(&self, keys: usize, at: SystemTime) {
+    pub(crate) fn jwks_fetched(&self, keys: usize, at: SystemTime) {
         self.jwks_fetches[0].fetch_add(1, Relaxed);
         self.jwks_keys.store(keys as u64, Relaxed);
         self.jwks_fetched_at.store(unix_millis(at), Relaxed);
     }
 
     /// A JWK set fetch failed; the keys held stay.
-    pub fn jwks_fetch_failed(&self) {
+    pub(crate) fn jwks_fetch_failed(&self) {
         self.jwks_fetches[1].fetch_add(1, Relaxed);
     }
 
     /// The policy in use takes no keys from an identity provider (any more): the key gauges go.
-    pub fn jwks_not_in_use(&self) {
+    pub(crate) fn jwks_not_in_use(&self) {
         self.jwks_fetched_at.store(NO_KEYS, Relaxed);
         self.jwks_keys.store(0, Relaxed);
     }
 
     /// The Prometheus text exposition of every series.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         family(
             &mut out,

@@ -1,5 +1,5 @@
 //! Telemetry: every counter, gauge and histogram the gateway exports, and their Prometheus
 //! text.
 
-pub mod histogram;
+pub(crate) mod histogram;
 pub mod metrics;

@@ -16,18 +16,18 @@ use std::time::{Duration, Instant};
 
 /// How long an answer is used before the name is looked up again: the TTL cluster DNS gives
 /// Service names by default.
-pub const FRESH_FOR: Duration = Duration::from_secs(5);
+pub(crate) const FRESH_FOR: Duration = Duration::from_secs(5);
 
 /// How long one lookup may take before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Resolves a host and port to addresses; replaceable so that tests can script answers.
-pub type Lookup =
+pub(crate) type Lookup =
     fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
 
 /// The upstream's addresses, resolved when needed and handed out in turn.
 #[derive(Debug)]
-pub struct UpstreamAddresses {
+pub(crate) struct UpstreamAddresses {
     source: Source,
     /// Where the next connection starts in the address list.
     turn: AtomicUsize,
@@ -67,7 +67,7 @@ struct Answer {
 
 /// The addresses one new connection tries, in order.
 #[derive(Debug)]
-pub struct Candidates {
+pub(crate) struct Candidates {
     addresses: Arc<[SocketAddr]>,
     first: usize,
 }

@@ -26,7 +26,7 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
 /// A parsed `upstream.url` with what is needed to reach it.
 #[derive(Debug)]
-pub struct UpstreamTarget {
+pub(crate) struct UpstreamTarget {
     addresses: UpstreamAddresses,
     /// The `Host` header value.
     authority: String,
@@ -40,7 +40,7 @@ pub struct UpstreamTarget {
 /// A failed upstream handshake: what the client is answered and what is counted.
 #[derive(Debug, thiserror::Error)]
 #[error("{detail}")]
-pub struct UpstreamFailure {
+pub(crate) struct UpstreamFailure {
     pub refusal: Refusal,
     pub kind: UpstreamError,
     pub detail: String,
@@ -62,7 +62,7 @@ impl UpstreamFailure {
 
 /// What the gateway adds to and removes from the client's request.
 #[derive(Debug)]
-pub struct ForwardPlan<'a> {
+pub(crate) struct ForwardPlan<'a> {
     pub client: &'a ClientChain,
     pub client_tls: bool,
     /// The client's path beyond `listen.path`, appended to the upstream's path.
@@ -79,7 +79,7 @@ pub struct ForwardPlan<'a> {
 
 /// An upgraded upstream connection.
 #[derive(Debug)]
-pub struct OpenUpstream {
+pub(crate) struct OpenUpstream {
     pub stream: Transport,
     pub answer: UpgradeAnswer,
     /// Bytes the upstream sent right after its answer: its first frames.

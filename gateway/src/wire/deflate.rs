@@ -26,7 +26,7 @@ thread_local! {
 /// What the upstream's answer negotiated: whether each side keeps its LZ77 window from one
 /// message to the next, so that a message may refer back into the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Negotiated {
+pub(crate) struct Negotiated {
     pub client_context_takeover: bool,
     pub server_context_takeover: bool,
 }
@@ -68,7 +68,7 @@ pub enum InflateError {
 /// 1 KB. Create it at the first compressed message, and drop it between messages once
 /// [`Inflation::disposable`].
 #[derive(Debug)]
-pub struct Inflation {
+pub(crate) struct Inflation {
     context_takeover: bool,
     /// Where the DEFLATE stream is: it goes on from message to message under context takeover.
     length: InflatedLength,

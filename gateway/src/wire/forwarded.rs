@@ -12,7 +12,7 @@ use wsfleet_config::TOKEN_SUBPROTOCOL_PREFIX;
 /// Where a request comes from, as far as the gateway can vouch: the client, then every
 /// trusted proxy it passed through, ending with the gateway's peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientChain {
+pub(crate) struct ClientChain {
     client: IpAddr,
     /// The trusted proxies after the client, nearest last; empty (and unallocated) for a
     /// client that reached the gateway directly.
@@ -62,7 +62,7 @@ impl ClientChain {
 
 /// The offered subprotocols the upstream may see and select: never a `bearer.<token>` entry,
 /// and only those in `allowed` unless it is empty.
-pub fn forwarded_subprotocols<'a>(
+pub(crate) fn forwarded_subprotocols<'a>(
     request: &'a UpgradeRequest,
     allowed: &'a [String],
 ) -> impl Iterator<Item = &'a str> + 'a {
@@ -74,7 +74,7 @@ pub fn forwarded_subprotocols<'a>(
 
 /// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`; lists name them as IPv4.
 /// Whether `ip` is one of `auth.trustedProxies`, IPv4-mapped IPv6 read as IPv4.
-pub fn is_trusted_proxy(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
+pub(crate) fn is_trusted_proxy(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
     let ip = canonical(ip);
     trusted_proxies.iter().any(|net| net.contains(&ip))
 }

@@ -2,18 +2,18 @@
 //! writes itself (heartbeat pings and close frames). Payloads are never touched here.
 
 /// Longest possible frame header: 2 bytes, 8 bytes of extended length, 4 bytes of mask.
-pub const MAX_HEADER_LEN: usize = 14;
+pub(crate) const MAX_HEADER_LEN: usize = 14;
 /// Longest control frame payload (RFC 6455 section 5.5).
-pub const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Longest complete control frame.
-pub const MAX_CONTROL_FRAME: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
+pub(crate) const MAX_CONTROL_FRAME: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
 /// Longest payload a frame may declare: the top bit of the 64-bit length must be 0 (RFC 6455
 /// section 5.2).
 pub const MAX_PAYLOAD_LEN: u64 = u64::MAX >> 1;
 
 /// Frame opcodes the gateway distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opcode {
+pub(crate) enum Opcode {
     Continuation,
     Text,
     Binary,
@@ -45,7 +45,7 @@ impl Opcode {
 
 /// A parsed frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
+pub(crate) struct FrameHeader {
     pub fin: bool,
     /// The RSV1 bit: set on frames compressed with permessage-deflate.
     pub rsv1: bool,
@@ -57,7 +57,7 @@ pub struct FrameHeader {
 }
 
 /// Parses a frame header from the start of `bytes`; `None` means more bytes are needed.
-pub fn parse_header(bytes: &[u8]) -> Option<FrameHeader> {
+pub(crate) fn parse_header(bytes: &[u8]) -> Option<FrameHeader> {
     let [first, second, ..] = *bytes else {
         return None;
     };

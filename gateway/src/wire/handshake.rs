@@ -247,7 +247,7 @@ impl UpgradeAnswer {
 }
 
 /// Appends one `name: value` header line to a head being written.
-pub fn push_header(out: &mut String, name: &str, value: &str) {
+pub(crate) fn push_header(out: &mut String, name: &str, value: &str) {
     out.push_str(name);
     out.push_str(": ");
     out.push_str(value);

@@ -3,12 +3,12 @@
 //! depends on the rest of the crate.
 
 pub mod deflate;
-pub mod forwarded;
+pub(crate) mod forwarded;
 pub mod frame;
 pub mod handshake;
 pub mod proxy_protocol;
 pub mod refusal;
-pub mod socket_options;
-pub mod tls;
-pub mod transport;
-pub mod utf8;
+pub(crate) mod socket_options;
+pub(crate) mod tls;
+pub(crate) mod transport;
+pub(crate) mod utf8;

@@ -189,7 +189,7 @@ fn parse_v2(bytes: &[u8]) -> Result<Option<ProxyHeader>, HeaderError> {
 
 /// How reading a header off a connection ended without one.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error(transparent)]
     Header(#[from] HeaderError),
     #[error("the peer closed before its PROXY protocol header ended")]
@@ -200,7 +200,7 @@ pub enum ReadError {
 
 /// Reads the header off `tcp`, leaving the client's own bytes unread for TLS or HTTP: it
 /// peeks until a whole header is in view, then consumes exactly that header.
-pub async fn read_header(tcp: &mut TcpStream) -> Result<ProxyHeader, ReadError> {
+pub(crate) async fn read_header(tcp: &mut TcpStream) -> Result<ProxyHeader, ReadError> {
     let mut view = [0u8; PEEK_BYTES];
     let header = loop {
         tcp.readable().await?;
@@ -236,7 +236,7 @@ pub async fn read_header(tcp: &mut TcpStream) -> Result<ProxyHeader, ReadError> 
 
 /// The client's address on a connection from `peer`: the header's source when the protocol
 /// is on, the peer's own otherwise. `Err(None)`: the peer left, nothing to answer.
-pub async fn client_address(
+pub(crate) async fn client_address(
     tcp: &mut TcpStream,
     peer: SocketAddr,
     config: Option<&ProxyProtocolConfig>,

@@ -11,7 +11,7 @@ use wsfleet_config::TcpConfig;
 
 /// Sets what `config` asks for on `tcp`. `no_delay_now` is the socket's TCP_NODELAY as it
 /// stands (accepted sockets inherit the listener's), so that it is set only to change it.
-pub fn apply(tcp: &TcpStream, config: &TcpConfig, no_delay_now: bool) -> io::Result<()> {
+pub(crate) fn apply(tcp: &TcpStream, config: &TcpConfig, no_delay_now: bool) -> io::Result<()> {
     if config.no_delay != no_delay_now {
         sockopt::set_tcp_nodelay(tcp, config.no_delay)?;
     }

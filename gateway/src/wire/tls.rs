@@ -22,7 +22,7 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The serving certificate; [`ReloadingCertificate::reload`] replaces it atomically.
 #[derive(Debug)]
-pub struct ReloadingCertificate {
+pub(crate) struct ReloadingCertificate {
     files: TlsConfig,
     current: ArcSwap<CertifiedKey>,
     /// The PEM texts last loaded and last refused, to tell real changes from repeated events.
@@ -216,7 +216,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// The client config for `wss://` upstreams: roots from `ca_file`, or the system's.
-pub fn upstream_client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
+pub(crate) fn upstream_client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
     let ca = ca_file
         .map(|path| CaBundle::read("upstream.caFile", path))
         .transpose()?;
@@ -225,7 +225,7 @@ pub fn upstream_client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<Clie
 
 /// A PEM bundle of trusted roots, read from the file that `field` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaBundle {
+pub(crate) struct CaBundle {
     field: &'static str,
     path: PathBuf,
     pem: Vec<u8>,
@@ -244,7 +244,7 @@ impl CaBundle {
 }
 
 /// A client config trusting `ca`, or the system's roots without one.
-pub fn client_config(ca: Option<&CaBundle>) -> anyhow::Result<Arc<ClientConfig>> {
+pub(crate) fn client_config(ca: Option<&CaBundle>) -> anyhow::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(CaBundle { field, path, pem }) => {

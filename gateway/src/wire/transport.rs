@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 /// A connected stream; TLS state is boxed so that idle plain connections stay small.
 #[derive(Debug)]
-pub enum Transport {
+pub(crate) enum Transport {
     Plain(TcpStream),
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),

@@ -4,14 +4,14 @@
 
 /// The state of one text message being checked: the start of a character cut off so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Utf8Check {
+pub(crate) struct Utf8Check {
     partial: [u8; 4],
     partial_len: u8,
 }
 
 /// Bytes that are not UTF-8 (RFC 6455 section 8.1: the connection fails with 1007).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidUtf8;
+pub(crate) struct InvalidUtf8;
 
 impl Utf8Check {
     /// Checks the next bytes of the message.

@@ -4,7 +4,7 @@
 
 /// Bits taken from the input but not yet consumed; bit 0 is the next one.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct BitBuffer {
+pub(crate) struct BitBuffer {
     bits: u64,
     len: u32,
 }
@@ -12,7 +12,7 @@ pub struct BitBuffer {
 /// After a refill the buffer holds at least this many bits unless the input ran out, enough for
 /// the longest step (a length, its distance and both their extra bits: 48 bits). It never
 /// holds more than 63, so that whole bytes always fit.
-pub const REFILLED: u32 = 56;
+pub(crate) const REFILLED: u32 = 56;
 
 impl BitBuffer {
     /// An empty buffer.
@@ -87,7 +87,7 @@ impl BitBuffer {
 
 /// The lowest `count` bits set (`count` at most 63).
 #[inline]
-pub fn low_mask(count: u32) -> u64 {
+pub(crate) fn low_mask(count: u32) -> u64 {
     (1u64 << count) - 1
 }
 

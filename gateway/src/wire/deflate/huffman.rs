@@ -4,11 +4,11 @@
 //! one bit at a time. Which sets of lengths are refused follows zlib's `inflate_table`.
 
 /// The longest code DEFLATE allows.
-pub const MAX_LEN: usize = 15;
+pub(crate) const MAX_LEN: usize = 15;
 
 /// A canonical code over up to `N` symbols.
 #[derive(Debug, Clone)]
-pub struct Code<const N: usize> {
+pub(crate) struct Code<const N: usize> {
     /// How many symbols have a code of each length; `count[0]` is unused.
     count: [u16; MAX_LEN + 1],
     /// The symbols that have a code, shortest code first and by symbol within a length.
@@ -19,7 +19,7 @@ pub struct Code<const N: usize> {
 
 /// Whether a code may leave some bit patterns unused, as zlib decides for each kind of code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completeness {
+pub(crate) enum Completeness {
     /// Every pattern must be a code (the code length code); no symbol at all is accepted too.
     Required,
     /// As above, except that a code whose codes are all 1 bit long may leave one out (the
@@ -30,11 +30,11 @@ pub enum Completeness {
 /// The lengths make no prefix code: some patterns would be two codes (over-subscribed), or too
 /// many patterns are left unused (incomplete where [`Completeness`] forbids it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidLengths;
+pub(crate) struct InvalidLengths;
 
 /// What the next bits of the stream are in a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// A symbol whose code is `len` bits long.
     Symbol { symbol: u16, len: u32 },
     /// The bits begin no code: the data is corrupt.
