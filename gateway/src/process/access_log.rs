@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::relay::session::Outcome;
+use crate::relay::outcome::Outcome;
 use crate::telemetry::metrics::Metrics;
 use crate::wire::refusal::Refusal;
 use wsfleet_config::AccessLogConfig;
@@ -234,7 +234,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::relay::session::{Ending, Traffic};
+    use crate::relay::outcome::{Ending, Traffic};
     use crate::telemetry::metrics::ClosedBy;
 
     fn at_epoch_plus(millis: u64) -> SystemTime {

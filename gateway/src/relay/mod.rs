@@ -1,6 +1,8 @@
 //! The relay: frames between a client and its upstream once both handshakes are done, checked
 //! by the frame tracker, with a waker per part so that a wake-up polls only what woke it.
 
+mod lane;
+pub(crate) mod outcome;
 pub(crate) mod session;
 pub mod tracker;
 pub(crate) mod wakes;

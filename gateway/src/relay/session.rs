@@ -12,32 +12,25 @@
 //! Each lane is polled with a waker of its own, and the timer and the drain turn share a third,
 //! so a message polls only the lane it arrived on (see [`crate::relay::wakes`]).
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use rustls::crypto::SecureRandom;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::relay::tracker::{CARRY_ROOM, HEARTBEAT_PAYLOAD, Source, Tracker, Violation};
+use crate::relay::lane::{GatewayFrame, Lane, LaneEvent, Mode};
+use crate::relay::outcome::{Ending, Outcome, close_code, violation_reason};
+use crate::relay::tracker::{Source, Tracker, Violation};
 use crate::relay::wakes::{PartWakers, Parts};
 use crate::telemetry::metrics::{ClosedBy, Direction, Metrics, UpstreamError};
 use crate::wire::deflate::Negotiated;
-use crate::wire::frame::ControlFrame;
 use crate::wire::transport::Transport;
 use wsfleet_config::{HeartbeatConfig, Rate};
 
-/// Largest single read; a TLS record carries at most 16 KiB too.
-const READ_SIZE: usize = 16 * 1024;
 /// How long peers get to answer the gateway's close frame before the sockets are dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
-/// Most a client may still send after the gateway's close frame while the gateway waits for
-/// its close frame; beyond it the gateway ends its side of the connection without waiting.
-const CLOSE_DISCARD_LIMIT: usize = 64 * 1024;
 
 /// The relay's parts, each polled with its own waker.
 mod part {
@@ -46,22 +39,6 @@ mod part {
     /// The timer and the drain turn: both fire rarely, so they share a waker.
     pub const TIMERS: usize = 2;
     pub const COUNT: usize = 3;
-}
-
-/// Close codes the gateway sends, and one it only reports (RFC 6455 section 7.4.1).
-pub(crate) mod close_code {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// Reported, never sent: a connection cut without a close frame.
-    pub const ABNORMAL: u16 = 1006;
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    pub const POLICY_VIOLATION: u16 = 1008;
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    pub const INTERNAL_ERROR: u16 = 1011;
-}
-
-thread_local! {
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; CARRY_ROOM + READ_SIZE]);
 }
 
 /// Limits and heartbeat for one relayed connection, fixed when it starts.
@@ -74,61 +51,6 @@ pub(crate) struct RelaySettings {
     pub deflate: Option<Negotiated>,
     /// Text messages from the client must be UTF-8 (`validation.utf8`).
     pub validate_utf8: bool,
-}
-
-/// Why a relayed connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    /// Both sides closed their streams.
-    Closed,
-    /// The client vanished without a close frame.
-    ClientGone,
-    /// The upstream failed or vanished without a close frame; the client got 1011.
-    UpstreamFailed,
-    /// A frame broke a limit or the protocol.
-    Violation(Violation),
-    /// The client stopped answering heartbeats.
-    HeartbeatTimeout,
-    /// The gateway closed the connection while draining.
-    Drained,
-}
-
-impl Ending {
-    /// The `ending` field of the access log.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::ClientGone => "client_gone",
-            Self::UpstreamFailed => "upstream_failed",
-            Self::Violation(Violation::TooBig) => "message_too_big",
-            Self::Violation(Violation::BadCompressedData) => "invalid_compressed_data",
-            Self::Violation(Violation::InvalidUtf8) => "invalid_utf8",
-            Self::Violation(Violation::RateExceeded) => "message_rate_exceeded",
-            Self::Violation(Violation::Protocol(_)) => "protocol_error",
-            Self::HeartbeatTimeout => "heartbeat_timeout",
-            Self::Drained => "drained",
-        }
-    }
-}
-
-/// What one direction of a connection carried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Traffic {
-    pub messages: u64,
-    /// Frames with their headers, as forwarded.
-    pub bytes: u64,
-}
-
-/// How a relayed connection ended, and what it carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Outcome {
-    pub ending: Ending,
-    /// The code of the first close (`None`: unreadable).
-    pub close_code: Option<u16>,
-    /// Who closed first.
-    pub closed_by: ClosedBy,
-    pub client_to_upstream: Traffic,
-    pub upstream_to_client: Traffic,
 }
 
 /// The relay future; resolves with the [`Outcome`] when both sides are closed or the close
@@ -176,26 +98,12 @@ impl Relay {
                 Some(keep) => tracker.with_deflate(keep),
                 None => tracker,
             };
-            Lane {
-                tracker: if settings.validate_utf8 && source == Source::Client {
-                    tracker.with_utf8_check()
-                } else {
-                    tracker
-                },
-                direction,
-                early,
-                pending: Vec::new(),
-                written: 0,
-                needs_flush: false,
-                control: None,
-                mode: Mode::Forward,
-                destination_shut: false,
-                shutdown_held: false,
-                discarded: 0,
-                bytes: 0,
-                relayed: Traffic::default(),
-                activity: false,
-            }
+            let tracker = if settings.validate_utf8 && source == Source::Client {
+                tracker.with_utf8_check()
+            } else {
+                tracker
+            };
+            Lane::new(tracker, direction, early)
         };
         let heartbeat = settings.heartbeat.map(|config| Heartbeat {
             config,
@@ -535,289 +443,5 @@ impl Future for Relay {
         }
         this.flush_counters();
         Poll::Pending
-    }
-}
-
-fn violation_reason(violation: Violation) -> &'static str {
-    match violation {
-        Violation::TooBig => "message too big",
-        Violation::BadCompressedData => "invalid compressed data",
-        Violation::InvalidUtf8 => "text message not UTF-8",
-        Violation::RateExceeded => "message rate exceeded",
-        Violation::Protocol(reason) => reason,
-    }
-}
-
-/// A masking key for frames the gateway sends upstream. RFC 6455 section 5.3 asks for a
-/// strong source of entropy: the operating system's CSPRNG, through ring's `SystemRandom` in
-/// the rustls provider the gateway links for TLS already.
-fn mask_key() -> [u8; 4] {
-    static SECURE_RANDOM: LazyLock<&'static dyn SecureRandom> =
-        LazyLock::new(|| rustls::crypto::ring::default_provider().secure_random);
-    let mut key = [0; 4];
-    SECURE_RANDOM
-        .fill(&mut key)
-        .expect("the operating system's random source failed: no masking key for a frame");
-    key
-}
-
-/// A frame of the gateway's own, encoded only when it goes out (it is rare; the encoded form
-/// is ten times larger).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GatewayFrame {
-    Ping,
-    Close { code: u16, reason: &'static str },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Reading, checking and forwarding frames.
-    Forward,
-    /// Past the gateway's close: reading and dropping until the source ends.
-    Discard,
-    /// The source ended; once the destination is flushed and shut, the lane is finished.
-    Ended,
-}
-
-/// Something the relay must react to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LaneEvent {
-    /// The source's close frame passed, with its code (`None`: it passed unread after a
-    /// violation).
-    CloseSeen {
-        code: Option<u16>,
-    },
-    /// The source ended (EOF or error); `close_seen` tells whether it said goodbye first.
-    SourceClosed {
-        close_seen: bool,
-    },
-    /// The destination cannot be written.
-    DestinationFailed,
-    Violation(Violation),
-}
-
-/// One direction of the relay.
-#[derive(Debug)]
-struct Lane {
-    tracker: Tracker,
-    direction: Direction,
-    /// Handshake leftovers, processed before the first read.
-    early: Vec<u8>,
-    /// Checked bytes the destination has not taken yet; empty (no allocation) when keeping up.
-    pending: Vec<u8>,
-    written: usize,
-    needs_flush: bool,
-    /// A frame of the gateway's own, sent at the next frame boundary.
-    control: Option<GatewayFrame>,
-    mode: Mode,
-    destination_shut: bool,
-    /// Keeps the destination open until the peer's close frame has come the other way.
-    shutdown_held: bool,
-    /// Bytes read and dropped in [`Mode::Discard`].
-    discarded: usize,
-    /// Bytes forwarded since the counters were last flushed.
-    bytes: u64,
-    /// Everything flushed so far, for the connection's access log line.
-    relayed: Traffic,
-    /// Set on every read; the heartbeat takes it.
-    activity: bool,
-}
-
-impl Lane {
-    fn stop(&mut self) {
-        if self.mode == Mode::Forward {
-            self.tracker.stop_at_next_frame();
-        }
-    }
-
-    /// The source's close frame has been passed on, and nothing is left to write.
-    fn close_delivered(&self) -> bool {
-        self.tracker.close_seen()
-            && self.pending.is_empty()
-            && !self.needs_flush
-            && self.control.is_none()
-    }
-
-    /// Ends the lane after the closing handshake: nothing more is read. A plain TCP destination
-    /// needs no shutdown, as closing the socket sends the same FIN; TLS still sends close_notify.
-    /// True when this ended the lane and its destination is still to be shut.
-    fn end_after_close(&mut self, destination: &Transport) -> bool {
-        let was_ended = std::mem::replace(&mut self.mode, Mode::Ended) == Mode::Ended;
-        if matches!(destination, Transport::Plain(_)) {
-            self.destination_shut = true;
-        }
-        !was_ended && !self.destination_shut
-    }
-
-    /// True once waiting for this source's close frame is over: it came, the source ended, or
-    /// the source sent more than [`CLOSE_DISCARD_LIMIT`] without it. ([`CLOSE_LINGER`] bounds
-    /// the wait in time.)
-    fn close_wait_over(&self) -> bool {
-        self.tracker.close_seen()
-            || self.mode == Mode::Ended
-            || self.discarded > CLOSE_DISCARD_LIMIT
-    }
-
-    fn is_finished(&self) -> bool {
-        self.mode == Mode::Ended
-            && self.destination_shut
-            && self.pending.is_empty()
-            && !self.needs_flush
-    }
-
-    fn pump(
-        &mut self,
-        cx: &mut Context<'_>,
-        source: &mut Transport,
-        destination: &mut Transport,
-    ) -> Poll<LaneEvent> {
-        loop {
-            if self.destination_shut && self.mode == Mode::Ended {
-                return Poll::Pending;
-            }
-            if self.mode == Mode::Forward && self.tracker.stopped() {
-                self.mode = Mode::Discard;
-            }
-            if let Err(event) = ready!(self.poll_drain(cx, destination)) {
-                return Poll::Ready(event);
-            }
-            if (self.mode != Mode::Forward || self.tracker.at_frame_boundary())
-                && let Some(frame) = self.control.take()
-            {
-                // Frames towards the upstream are masked: there the gateway is the client.
-                let mask = (self.tracker.source() == Source::Client).then(mask_key);
-                let encoded = match frame {
-                    GatewayFrame::Ping => ControlFrame::ping(HEARTBEAT_PAYLOAD, mask),
-                    GatewayFrame::Close { code, reason } => ControlFrame::close(code, reason, mask),
-                };
-                self.pending.extend_from_slice(encoded.as_bytes());
-                continue;
-            }
-            if self.mode != Mode::Forward && !self.destination_shut && !self.shutdown_held {
-                // The other side learns of the end; errors mean it is gone already.
-                let _ = ready!(Pin::new(&mut *destination).poll_shutdown(cx));
-                self.destination_shut = true;
-                continue;
-            }
-            if self.mode == Mode::Ended {
-                // Nothing left to read; the relay releases the held destination.
-                return Poll::Pending;
-            }
-            if let Some(event) = ready!(self.poll_read_and_forward(cx, source, destination)) {
-                return Poll::Ready(event);
-            }
-        }
-    }
-
-    /// Writes pending bytes and flushes; `Err` when the destination failed.
-    fn poll_drain(
-        &mut self,
-        cx: &mut Context<'_>,
-        destination: &mut Transport,
-    ) -> Poll<Result<(), LaneEvent>> {
-        while self.written < self.pending.len() {
-            match ready!(Pin::new(&mut *destination).poll_write(cx, &self.pending[self.written..]))
-            {
-                Ok(written) if written > 0 => {
-                    self.written += written;
-                    self.needs_flush = true;
-                }
-                _ => return Poll::Ready(Err(self.destination_failed())),
-            }
-        }
-        if !self.pending.is_empty() {
-            // Give the memory back: a connection that caught up holds no buffer.
-            self.pending = Vec::new();
-            self.written = 0;
-        }
-        if self.needs_flush {
-            if ready!(Pin::new(&mut *destination).poll_flush(cx)).is_err() {
-                return Poll::Ready(Err(self.destination_failed()));
-            }
-            self.needs_flush = false;
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn destination_failed(&mut self) -> LaneEvent {
-        self.pending = Vec::new();
-        self.written = 0;
-        self.needs_flush = false;
-        self.destination_shut = true;
-        self.control = None;
-        if self.mode == Mode::Forward {
-            self.mode = Mode::Discard;
-        }
-        LaneEvent::DestinationFailed
-    }
-
-    /// Reads once, checks the frames and writes what the destination takes at once.
-    fn poll_read_and_forward(
-        &mut self,
-        cx: &mut Context<'_>,
-        source: &mut Transport,
-        destination: &mut Transport,
-    ) -> Poll<Option<LaneEvent>> {
-        READ_BUFFER.with_borrow_mut(|buf| {
-            let start = self.tracker.restore_carry(&mut buf[..CARRY_ROOM]);
-            let read = if self.early.is_empty() {
-                let mut read_buf = ReadBuf::new(&mut buf[CARRY_ROOM..]);
-                match Pin::new(&mut *source).poll_read(cx, &mut read_buf) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) => read_buf.filled().len(),
-                    Poll::Ready(Err(_)) => 0,
-                }
-            } else {
-                let take = self.early.len().min(READ_SIZE);
-                buf[CARRY_ROOM..CARRY_ROOM + take].copy_from_slice(&self.early[..take]);
-                self.early.drain(..take);
-                if self.early.is_empty() {
-                    self.early = Vec::new();
-                }
-                take
-            };
-            if read == 0 {
-                let was_forwarding = self.mode == Mode::Forward;
-                self.mode = Mode::Ended;
-                return Poll::Ready(was_forwarding.then_some(LaneEvent::SourceClosed {
-                    close_seen: self.tracker.close_seen(),
-                }));
-            }
-            self.activity = true;
-            if self.mode == Mode::Discard {
-                if self.tracker.discarding() {
-                    // Followed only to notice the peer's close frame; nothing is forwarded.
-                    self.tracker.process(&mut buf[start..CARRY_ROOM + read]);
-                }
-                self.discarded = self.discarded.saturating_add(read);
-                return Poll::Ready(None);
-            }
-            let closed = self.tracker.close_seen();
-            let processed = self.tracker.process(&mut buf[start..CARRY_ROOM + read]);
-            let output = &buf[start..start + processed.forward];
-            // Once per connection at most: the source's close frame went out in this read.
-            let close_seen = (!closed && self.tracker.close_seen()).then(|| LaneEvent::CloseSeen {
-                code: self.tracker.close_code(),
-            });
-            // Only what is passed on counts: not a refused frame, nor what is swallowed.
-            self.bytes += output.len() as u64;
-            let mut written = 0;
-            while written < output.len() {
-                match Pin::new(&mut *destination).poll_write(cx, &output[written..]) {
-                    Poll::Ready(Ok(n)) if n > 0 => {
-                        written += n;
-                        self.needs_flush = true;
-                    }
-                    Poll::Pending => break,
-                    Poll::Ready(_) => return Poll::Ready(Some(self.destination_failed())),
-                }
-            }
-            self.pending.extend_from_slice(&output[written..]);
-            if let Some(violation) = processed.violation {
-                self.mode = Mode::Discard;
-                return Poll::Ready(Some(LaneEvent::Violation(violation)));
-            }
-            Poll::Ready(close_seen)
-        })
     }
 }
