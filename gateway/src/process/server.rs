@@ -19,6 +19,7 @@ use crate::process::accept_backoff::AcceptBackoff;
 use crate::process::access_log::AccessLog;
 use crate::process::drain::Drain;
 use crate::process::{admin, connection, reload};
+use crate::relay::heartbeat_clock::HeartbeatClock;
 use crate::state::Shared;
 use crate::telemetry::metrics::Metrics;
 use crate::wire::tls::ReloadingCertificate;
@@ -72,6 +73,8 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
     if let Some(certificate) = &shared.certificate {
         shared.served_certificate_changed(certificate);
     }
+    // Its thread starts here rather than with the first connection's heartbeat.
+    HeartbeatClock::global();
 
     let admin_listener = TcpListener::bind(metrics_address)
         .await

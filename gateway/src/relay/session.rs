@@ -9,17 +9,20 @@
 //! Close frames the gateway sends itself (limits, heartbeat timeout, drain, upstream failure)
 //! wait for a frame boundary, then the connection lingers briefly for the peers' replies.
 //!
-//! Each lane is polled with a waker of its own, and the timer and the drain turn share a third,
-//! so a message polls only the lane it arrived on (see [`crate::relay::wakes`]).
+//! Each lane is polled with a waker of its own, and the timers and the drain turn share a
+//! third, so a message polls only the lane it arrived on (see [`crate::relay::wakes`]). The
+//! heartbeat holds no timer: the coarse [`HeartbeatClock`] wakes the third waker when its
+//! deadline comes, and a message costs it nothing.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
+use crate::relay::heartbeat_clock::HeartbeatClock;
 use crate::relay::lane::{GatewayFrame, Lane, LaneEvent, Mode};
 use crate::relay::outcome::{Ending, Outcome, close_code, violation_reason};
 use crate::relay::tracker::{Source, Tracker, Violation};
@@ -36,7 +39,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 mod part {
     pub const INBOUND: usize = 0;
     pub const OUTBOUND: usize = 1;
-    /// The timer and the drain turn: both fire rarely, so they share a waker.
+    /// The heartbeat, the close linger and the drain turn: all fire rarely, so they share a
+    /// waker.
     pub const TIMERS: usize = 2;
     pub const COUNT: usize = 3;
 }
@@ -63,8 +67,8 @@ pub(crate) struct Relay {
     /// Upstream to client.
     outbound: Lane,
     heartbeat: Option<Heartbeat>,
-    /// Heartbeat deadlines, then the close linger.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The close linger, once closing.
+    linger: Option<Pin<Box<Sleep>>>,
     /// Resolves when the gateway drains and this connection's turn to close comes; gone then.
     drain_turn: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     wakers: PartWakers<{ part::COUNT }>,
@@ -78,6 +82,8 @@ pub(crate) struct Relay {
 struct Heartbeat {
     config: HeartbeatConfig,
     pinged: bool,
+    /// The [`HeartbeatClock`] tick at which the heartbeat looks at the client next.
+    due: u64,
 }
 
 impl Relay {
@@ -108,6 +114,7 @@ impl Relay {
         let heartbeat = settings.heartbeat.map(|config| Heartbeat {
             config,
             pinged: false,
+            due: HeartbeatClock::global().tick_after(config.interval),
         });
         // Over TCP each lane reads one socket and writes the other, so the lanes never wait on
         // the same socket in the same direction. TLS may write while reading (alerts), so
@@ -123,6 +130,9 @@ impl Relay {
             lane_marks(part::OUTBOUND),
             Parts::one(part::TIMERS),
         ]);
+        if let Some(heartbeat) = &heartbeat {
+            HeartbeatClock::global().wake_at(heartbeat.due, wakers.waker(part::TIMERS));
+        }
         Self {
             client,
             upstream,
@@ -142,10 +152,8 @@ impl Relay {
                     .deflate
                     .map(|deflate| deflate.server_context_takeover),
             ),
-            timer: heartbeat
-                .as_ref()
-                .map(|beat| Box::pin(tokio::time::sleep(beat.config.interval))),
             heartbeat,
+            linger: None,
             drain_turn: Some(Box::pin(drain_turn)),
             wakers,
             ending: None,
@@ -205,8 +213,9 @@ impl Relay {
 
     /// Gives the peers [`CLOSE_LINGER`] to finish; the heartbeat has no more to do.
     fn start_linger(&mut self) {
-        if self.heartbeat.take().is_some() || self.timer.is_none() {
-            self.timer = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
+        self.heartbeat = None;
+        if self.linger.is_none() {
+            self.linger = Some(Box::pin(tokio::time::sleep(CLOSE_LINGER)));
         }
     }
 
@@ -311,14 +320,16 @@ impl Relay {
     /// Drives the heartbeat; `Ready` when the close linger has run out.
     fn poll_timer(&mut self) -> Poll<()> {
         let waker = self.wakers.waker(part::TIMERS);
-        let cx = &mut Context::from_waker(waker);
-        let Some(timer) = self.timer.as_mut() else {
+        if let Some(linger) = self.linger.as_mut() {
+            return linger.as_mut().poll(&mut Context::from_waker(waker));
+        }
+        let Some(heartbeat) = self.heartbeat.as_mut() else {
             return Poll::Pending;
         };
-        ready!(timer.as_mut().poll(cx));
-        let Some(heartbeat) = self.heartbeat.as_mut() else {
-            return Poll::Ready(());
-        };
+        let clock = HeartbeatClock::global();
+        if clock.now() < heartbeat.due {
+            return Poll::Pending;
+        }
         let next = if std::mem::take(&mut self.inbound.activity) {
             heartbeat.pinged = false;
             heartbeat.config.interval
@@ -338,11 +349,8 @@ impl Relay {
             );
             return self.poll_timer();
         };
-        if let Some(timer) = self.timer.as_mut() {
-            timer.as_mut().reset(Instant::now() + next);
-            // Registers the waker for the new deadline.
-            let _ = timer.as_mut().poll(cx);
-        }
+        heartbeat.due = clock.tick_after(next);
+        clock.wake_at(heartbeat.due, waker);
         Poll::Pending
     }
 
