@@ -3,12 +3,14 @@
 # method in BENCHMARKS.md: the release gateway under callgrind, in front of the benchmark's echo
 # upstream, loaded for 4 s and for 12 s; (Ir_12 - Ir_4) / (work_12 - work_4), so start-up and
 # shutdown cancel out. The work is read from the gateway's own counters. Needs valgrind.
-# BASE_PORT (default 18480) moves the three ports used.
+# BASE_PORT (default 18480) moves the three ports used; GATEWAY=PATH measures that gateway binary
+# instead of the one built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -p wsfleet-gateway -p wsfleet-bench
 bin=$CARGO_TARGET_DIR/release
+gateway_bin=${GATEWAY:-$bin/wsfleet-gateway}
 base=${BASE_PORT:-18480}
 echo_addr=127.0.0.1:$base listen=127.0.0.1:$((base + 1)) metrics=127.0.0.1:$((base + 2))
 work=$(mktemp -d)
@@ -40,7 +42,7 @@ token=$unsigned.$(printf '%s' "$unsigned" | openssl dgst -sha256 -hmac "$secret"
 measure() {
     local scenario=$1 secs=$2 family=$3 out=$work/callgrind.$1.$2
     RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin/wsfleet-gateway" --config "$work/gateway/gateway.yaml" --worker-threads 1 \
+        "$gateway_bin" --config "$work/gateway/gateway.yaml" --worker-threads 1 \
         >"$work/gateway.$scenario.$secs.log" 2>&1 &
     local gateway=$!
     until curl -sf "http://$metrics/readyz" >/dev/null; do sleep 0.2; done
