@@ -97,6 +97,14 @@ impl<const N: usize> PartWakers<N> {
     }
 }
 
+impl<const N: usize> Drop for PartWakers<N> {
+    /// Part wakers may outlive the future (the heartbeat clock holds one until its tick): they
+    /// must not keep the finished task, and with it the memory of its future, alive.
+    fn drop(&mut self) {
+        drop(self.shared.task.take());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -141,6 +149,19 @@ mod tests {
         assert_eq!(counter.0.load(Ordering::Relaxed), 2);
         let woken = wakers.take_woken(&task);
         assert!(!woken.contains(0) && woken.contains(1) && woken.contains(2));
+    }
+
+    #[test]
+    fn a_part_waker_kept_after_the_future_does_not_hold_the_task() {
+        let task = Arc::new(CountingTask(AtomicUsize::new(0)));
+        let wakers = PartWakers::new([Parts::one(0)]);
+        wakers.take_woken(&Waker::from(task.clone()));
+        assert_eq!(Arc::strong_count(&task), 2);
+        let kept = wakers.waker(0).clone();
+        drop(wakers);
+        assert_eq!(Arc::strong_count(&task), 1);
+        kept.wake();
+        assert_eq!(task.0.load(Ordering::Relaxed), 0);
     }
 
     #[test]
