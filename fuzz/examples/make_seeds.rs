@@ -14,8 +14,8 @@ use wsfleet_config::{
     Compression, ForwardedClaim, GatewayConfig, JwtAlgorithm, JwtConfig, Rate, TlsConfig,
     TokenSource,
 };
-use wsfleet_gateway::frame::{ControlFrame, MAX_PAYLOAD_LEN, apply_mask};
-use wsfleet_gateway::tracker::HEARTBEAT_PAYLOAD;
+use wsfleet_gateway::wire::frame::{ControlFrame, MAX_PAYLOAD_LEN, apply_mask};
+use wsfleet_gateway::relay::tracker::HEARTBEAT_PAYLOAD;
 
 /// handshake.rs's test request.
 const UPGRADE: &str = "GET /ws/room?access_token=abc&x=1 HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, bearer.t0k\r\n\r\n";

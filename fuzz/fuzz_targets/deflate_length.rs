@@ -11,8 +11,8 @@ use arbitrary::Arbitrary;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use libfuzzer_sys::fuzz_target;
 use wsfleet_fuzz::{ReadSizes, chunks, split_input};
-use wsfleet_gateway::deflate::InflateError;
-use wsfleet_gateway::deflate::length::{InflatedLength, Progress};
+use wsfleet_gateway::wire::deflate::InflateError;
+use wsfleet_gateway::wire::deflate::length::{InflatedLength, Progress};
 
 /// The limit of streams taken as they are: past the 32 KiB window, so distances reach into
 /// output that has wrapped, while a bomb costs zlib little to inflate.

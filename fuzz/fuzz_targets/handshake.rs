@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsfleet_gateway::handshake::{UpgradeAnswer, UpgradeRequest};
-use wsfleet_gateway::jwt::{SUBPROTOCOL_PREFIX, offered_token_protocol};
+use wsfleet_gateway::wire::handshake::{UpgradeAnswer, UpgradeRequest};
+use wsfleet_gateway::policy::jwt::{SUBPROTOCOL_PREFIX, offered_token_protocol};
 
 fuzz_target!(|head: &[u8]| {
     if let Ok(request) = UpgradeRequest::parse(head) {

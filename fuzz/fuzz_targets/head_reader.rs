@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 use wsfleet_fuzz::{HeadSetup, chunks, split_input};
-use wsfleet_gateway::handshake::{HeadError, read_head};
+use wsfleet_gateway::wire::handshake::{HeadError, read_head};
 
 fuzz_target!(|input: &[u8]| {
     let Some((setup, bytes)) = split_input::<HeadSetup>(input) else {

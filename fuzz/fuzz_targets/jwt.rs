@@ -8,8 +8,8 @@ use wsfleet_fuzz::{
     FORWARDED_CLAIMS, HS256_HEADER, JwtKey, JwtMode, JwtSetup, QUERY_PARAMETER, sign_hs256,
     split_input, upgrade_request, verifier,
 };
-use wsfleet_gateway::handshake::UpgradeRequest;
-use wsfleet_gateway::jwt::{SUBPROTOCOL_PREFIX, TokenError, offered_token_protocol};
+use wsfleet_gateway::wire::handshake::UpgradeRequest;
+use wsfleet_gateway::policy::jwt::{SUBPROTOCOL_PREFIX, TokenError, offered_token_protocol};
 
 fuzz_target!(|input: &[u8]| {
     let Some((setup, bytes)) = split_input::<JwtSetup>(input) else {

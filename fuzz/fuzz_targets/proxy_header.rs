@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsfleet_gateway::proxy_protocol::{PEEK_BYTES, parse};
+use wsfleet_gateway::wire::proxy_protocol::{PEEK_BYTES, parse};
 
 fuzz_target!(|bytes: &[u8]| {
     let full = parse(bytes);

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wsfleet_fuzz::{TrackerSetup, chunks, new_tracker, split_input};
-use wsfleet_gateway::tracker::{CARRY_ROOM, Tracker, Violation};
+use wsfleet_gateway::relay::tracker::{CARRY_ROOM, Tracker, Violation};
 
 fuzz_target!(|input: &[u8]| {
     let Some((setup, bytes)) = split_input::<TrackerSetup>(input) else {
@@ -96,7 +96,7 @@ fn process(
     tracker: &mut Tracker,
     buf: &mut Vec<u8>,
     read: &[u8],
-) -> wsfleet_gateway::tracker::Processed {
+) -> wsfleet_gateway::relay::tracker::Processed {
     let mut room = vec![0u8; CARRY_ROOM + read.len()];
     let start = tracker.restore_carry(&mut room[..CARRY_ROOM]);
     room[CARRY_ROOM..].copy_from_slice(read);

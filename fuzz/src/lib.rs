@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use wsfleet_config::{ForwardedClaim, JwtAlgorithm, JwtConfig, Rate, TokenSource};
-use wsfleet_gateway::jwt::JwtVerifier;
-use wsfleet_gateway::tracker::{Source, Tracker};
+use wsfleet_gateway::policy::jwt::JwtVerifier;
+use wsfleet_gateway::relay::tracker::{Source, Tracker};
 
 /// The one place the fuzz targets build a tracker, so a change to `Tracker::new` is a
 /// one-line change here.

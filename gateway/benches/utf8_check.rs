@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use wsfleet_gateway::tracker::{CARRY_ROOM, Source, Tracker};
+use wsfleet_gateway::relay::tracker::{CARRY_ROOM, Source, Tracker};
 
 /// Bytes per read, as the relay reads.
 const READ_SIZE: usize = 16 * 1024;

@@ -1,45 +1,32 @@
 //! wsfleet-gateway: a WebSocket gateway with TLS, authentication, limits, heartbeats and draining.
 //!
-//! [`connection`] reads top to bottom as the life of one client connection; the policy it
-//! applies lives in small modules ([`proxy_protocol`], [`admission`], [`pending`],
-//! [`jwt`] with [`jwks`], [`rate`], [`live_counts`], [`refusal`], [`socket_options`]), and
-//! [`relay`] moves frames once the handshake is done, checked by [`tracker`] ([`deflate`]
-//! measures compressed messages, [`utf8`] checks text). [`server`] accepts ([`accept_backoff`]
-//! paces it when out of descriptors) and [`reload`] swaps in changes to the files [`watched`]
-//! names ([`staged`] holds a policy back until its new JWKS source answers).
-//! [`metrics`] holds every counter (its histograms are [`histogram`]s); [`admin`] serves them.
-//! [`access_log`] writes a JSON line per connection and refusal. The config and the metric
-//! names are the `wsfleet-config` crate's, shared with the operator.
+//! A tour, from the outside in:
+//!
+//! - [`process`] is the running process: [`process::server`] accepts,
+//!   [`process::connection`] reads top to bottom as the life of one client connection
+//!   (accept, admit, upgrade, relay, close), [`process::reload`] swaps in changed files,
+//!   [`process::drain`] counts admitted connections and closes them on SIGTERM, and
+//!   [`process::admin`] serves metrics and health.
+//! - [`state`] is what all of those share: the policy handle, metrics, counters, readiness.
+//! - [`policy`] decides who may connect and at what pace (admission, JWT and JWKS, rates,
+//!   live counts); the policy in force is one [`policy::running::Policy`], swapped whole.
+//! - [`upstream`] opens the upstream connection for a client.
+//! - [`relay`] moves frames once both handshakes are done, checked by its frame tracker.
+//! - [`wire`] parses and encodes what travels: frames, handshakes, deflate, UTF-8, the PROXY
+//!   header, TLS and TCP options. It depends on nothing else in the crate.
+//! - [`telemetry`] holds every counter and renders them for Prometheus.
+//!
+//! Rooms depend downwards: `process` on everything; `relay` on `policy`, `telemetry` and
+//! `wire`; `policy` on `upstream`, `telemetry` and `wire`; `upstream` and `telemetry` on
+//! `wire`. Only [`state`] is shared sideways. The config and the metric names are the
+//! `wsfleet-config` crate's, shared with the operator.
 
-pub mod accept_backoff;
-pub mod access_log;
-pub mod addresses;
-pub mod admin;
-pub mod admission;
-pub mod connection;
-pub mod deflate;
-pub mod drain;
-pub mod frame;
-pub mod handshake;
-pub mod histogram;
-pub mod jwks;
-pub mod jwt;
-pub mod live_counts;
-pub mod metrics;
-pub mod pending;
+#![forbid(unsafe_code)]
+
 pub mod policy;
-pub mod proxy_protocol;
-pub mod rate;
-pub mod refusal;
+pub mod process;
 pub mod relay;
-pub mod reload;
-pub mod server;
-pub mod socket_options;
-pub mod staged;
-pub mod tls;
-pub mod tracker;
-pub mod transport;
-pub mod upstream;
-pub mod utf8;
-pub mod wakes;
-pub mod watched;
+pub(crate) mod state;
+pub mod telemetry;
+pub(crate) mod upstream;
+pub mod wire;

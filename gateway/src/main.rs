@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(wsfleet_gateway::server::run(cli.config, config)) {
+    match runtime.block_on(wsfleet_gateway::process::server::run(cli.config, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %format!("{err:#}"), "gateway failed");

@@ -111,3 +111,59 @@ async fn silent_clients_are_closed_and_answering_ones_survive() {
     .await;
     assert_eq!(pong.as_ref(), b"app-ping");
 }
+
+/// The heartbeat keeps its configured times: a silent client is pinged no sooner than the
+/// interval and closed no sooner than the timeout after that; the coarse clock may add up to
+/// a second to each.
+#[tokio::test]
+async fn a_silent_client_is_pinged_and_closed_no_sooner_than_configured() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(
+        &upstream.url("/"),
+        "heartbeat: {interval: 1s, timeout: 1s}\n",
+    )
+    .await;
+    let mut silent = TcpStream::connect(gateway.address).await.unwrap();
+    silent
+        .write_all(upgrade_head("/", "").as_bytes())
+        .await
+        .unwrap();
+    let upgraded = std::time::Instant::now();
+
+    // Server frames are unmasked: the ping is 0x89 and its length, the close 0x88.
+    let payload = b"wsfleet-heartbeat";
+    let ping = [&[0x89, payload.len() as u8][..], payload].concat();
+    let (mut received, mut pinged_after, mut closed_after) = (Vec::new(), None, None);
+    within("a ping, then a close", async {
+        let mut buf = [0; 1024];
+        while closed_after.is_none() {
+            let read = silent.read(&mut buf).await.unwrap();
+            assert_ne!(
+                read, 0,
+                "the gateway ended the stream without a close frame"
+            );
+            received.extend_from_slice(&buf[..read]);
+            let head_end = received.windows(4).position(|w| w == b"\r\n\r\n");
+            let Some(frames) = head_end.map(|at| &received[at + 4..]) else {
+                continue;
+            };
+            if pinged_after.is_none() && frames.windows(ping.len()).any(|w| w == ping) {
+                pinged_after = Some(upgraded.elapsed());
+            }
+            if frames.windows(2).any(|w| w[0] == 0x88 && w[1] > 2) {
+                closed_after = Some(upgraded.elapsed());
+            }
+        }
+    })
+    .await;
+    let pinged_after = pinged_after.expect("a ping before the close");
+    let closed_after = closed_after.unwrap();
+    let second = std::time::Duration::from_secs(1);
+    assert!(pinged_after >= second, "pinged after {pinged_after:?}");
+    assert!(
+        closed_after >= pinged_after + second - std::time::Duration::from_millis(50),
+        "closed {closed_after:?} after the upgrade, pinged after {pinged_after:?}"
+    );
+    // One second each, plus at most a tick each, plus slack for a loaded machine.
+    assert!(closed_after <= 6 * second, "closed after {closed_after:?}");
+}

@@ -1,0 +1,141 @@
+//! The gateway process: listeners, reloads, and the drain on SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_rustls::TlsAcceptor;
+
+use crate::policy::live_counts::LiveCounts;
+use crate::policy::pending::PendingHandshakes;
+use crate::policy::rate::PerIpRate;
+use crate::policy::running::Policy;
+use crate::process::accept_backoff::AcceptBackoff;
+use crate::process::access_log::AccessLog;
+use crate::process::drain::Drain;
+use crate::process::{admin, connection, reload};
+use crate::relay::heartbeat_clock::HeartbeatClock;
+use crate::state::Shared;
+use crate::telemetry::metrics::Metrics;
+use crate::wire::tls::ReloadingCertificate;
+use wsfleet_config::GatewayConfig;
+
+/// Pending connections the kernel queues before accepting: the standard library's default.
+const LISTEN_BACKLOG: u32 = 128;
+
+/// The client-facing listener. TCP_NODELAY is set here once: Linux copies it to every
+/// accepted socket, which saves a system call per connection (frames are written whole, so
+/// waiting to coalesce them would only add latency).
+fn client_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Runs the gateway until SIGTERM (or SIGINT) and the drain that follows.
+pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()> {
+    let listen_address = config.listen.address;
+    let metrics_address = config.metrics.address;
+    let certificate = config
+        .tls
+        .as_ref()
+        .map(|files| ReloadingCertificate::load(files).map(Arc::new))
+        .transpose()?;
+    let tls = certificate
+        .as_ref()
+        .map(|certificate| certificate.server_config().map(TlsAcceptor::from))
+        .transpose()?;
+    let metrics = Arc::new(Metrics::default());
+    let policy = Policy::build(config, None, &metrics)?;
+    let shared = Arc::new(Shared {
+        policy: ArcSwap::from_pointee(policy),
+        drain: Arc::new(Drain::new(metrics.clone())),
+        access_log: AccessLog::to_stdout(metrics.clone()),
+        metrics,
+        per_ip: PerIpRate::default(),
+        pending_handshakes: PendingHandshakes::default(),
+        per_subject: LiveCounts::default(),
+        tls,
+        certificate,
+        ready: AtomicBool::new(false),
+    });
+    if let Some(certificate) = &shared.certificate {
+        shared.served_certificate_changed(certificate);
+    }
+    // Its thread starts here rather than with the first connection's heartbeat.
+    HeartbeatClock::global();
+
+    let admin_listener = TcpListener::bind(metrics_address)
+        .await
+        .with_context(|| format!("metrics.address: cannot listen on {metrics_address}"))?;
+    tokio::spawn(admin::serve(admin_listener, shared.clone()));
+    reload::watch(shared.clone(), config_path)?;
+    let listener = client_listener(listen_address)
+        .with_context(|| format!("listen.address: cannot listen on {listen_address}"))?;
+    shared.ready.store(true, Ordering::Relaxed);
+    tracing::info!(%listen_address, %metrics_address, tls = shared.tls.is_some(), "gateway listening");
+
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        tokio::select! {
+            (tcp, peer) = backoff.accept(&listener, "clients") => {
+                let accepted = std::time::Instant::now();
+                tokio::spawn(connection::serve(shared.clone(), tcp, peer, accepted));
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    // Drain: not ready at once, no new connections, live ones closed across the grace period.
+    shared.ready.store(false, Ordering::Relaxed);
+    drop(listener);
+    let grace = shared.policy.load().config.drain.grace_period;
+    let live = shared.drain.admitted();
+    tracing::info!(live, grace = %wsfleet_config::duration_text::format(grace), "draining");
+    shared.drain.start(grace);
+    let all_closed = shared
+        .drain
+        .wait_all_closed(tokio::time::Instant::now() + grace)
+        .await;
+    tracing::info!(
+        all_closed,
+        remaining = shared.drain.admitted(),
+        "drain finished"
+    );
+    shared.access_log.flush().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = client_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(address), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        assert!(accepted.nodelay().unwrap());
+        assert!(
+            !client.unwrap().nodelay().unwrap(),
+            "a fresh socket has Nagle on"
+        );
+    }
+}
