@@ -4,10 +4,11 @@
 //!
 //! - [`process`] is the running process: [`process::server`] accepts,
 //!   [`process::connection`] reads top to bottom as the life of one client connection
-//!   (accept, admit, upgrade, relay, close), [`process::reload`] swaps in changed files,
-//!   [`process::drain`] counts admitted connections and closes them on SIGTERM, and
+//!   (accept, admit, upgrade, relay, close), [`process::reload`] swaps in changed files, and
 //!   [`process::admin`] serves metrics and health.
-//! - [`state`] is what all of those share: the policy handle, metrics, counters, readiness.
+//! - [`state`] is what all of those share: the policy handle, metrics, counters, readiness,
+//!   the count of admitted connections with the drain on SIGTERM ([`state::drain`]), and the
+//!   access log's writer.
 //! - [`policy`] decides who may connect and at what pace (admission, JWT and JWKS, rates,
 //!   live counts); the policy in force is one [`policy::running::Policy`], swapped whole.
 //! - [`upstream`] opens the upstream connection for a client.
@@ -16,9 +17,10 @@
 //!   header, TLS and TCP options. It depends on nothing else in the crate.
 //! - [`telemetry`] holds every counter and renders them for Prometheus.
 //!
-//! Rooms depend downwards: `process` on everything; `relay` on `policy`, `telemetry` and
-//! `wire`; `policy` on `upstream`, `telemetry` and `wire`; `upstream` and `telemetry` on
-//! `wire`. Only [`state`] is shared sideways. The config and the metric names are the
+//! Rooms depend downwards: `process` on everything; `state` on `relay`, `policy`,
+//! `telemetry` and `wire`; `relay` on `policy`, `telemetry` and `wire`; `policy` on
+//! `upstream`, `telemetry` and `wire`; `upstream` and `telemetry` on `wire`. No room depends
+//! on `process`, and none below `state` on `state`. The config and the metric names are the
 //! `wsfleet-config` crate's, shared with the operator.
 
 #![forbid(unsafe_code)]

@@ -15,18 +15,21 @@ use crate::policy::live_counts::LiveCounts;
 use crate::policy::pending::PendingHandshakes;
 use crate::policy::rate::PerIpRate;
 use crate::policy::running::Policy;
-use crate::process::accept_backoff::AcceptBackoff;
-use crate::process::access_log::AccessLog;
-use crate::process::drain::Drain;
 use crate::process::{admin, connection, reload};
 use crate::relay::heartbeat_clock::HeartbeatClock;
 use crate::state::Shared;
+use crate::state::access_log::AccessLog;
+use crate::state::drain::Drain;
 use crate::telemetry::metrics::Metrics;
 use crate::wire::tls::ReloadingCertificate;
 use wsfleet_config::GatewayConfig;
+use wsfleet_probes::accept_backoff::AcceptBackoff;
 
-/// Pending connections the kernel queues before accepting: the standard library's default.
-const LISTEN_BACKLOG: u32 = 128;
+/// Connections the kernel queues before the gateway accepts them. A reconnect storm (every
+/// client of a drained pod at once) overflowed 128: each dropped SYN costs its client a
+/// one-second retransmit, which was the whole tail of the storm benchmark. 4096 is what nginx
+/// and HAProxy were measured with, and Linux's default cap (`net.core.somaxconn`) since 5.4.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// The client-facing listener. TCP_NODELAY is set here once: Linux copies it to every
 /// accepted socket, which saves a system call per connection (frames are written whole, so

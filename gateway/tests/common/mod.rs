@@ -291,7 +291,7 @@ impl Gateway {
         command
             .arg("--config")
             .arg(dir.path().join("gateway.yaml"))
-            .env("RUST_LOG", "wsfleet_gateway=debug")
+            .env("RUST_LOG", "wsfleet_gateway=debug,wsfleet_probes=debug")
             .stdin(Stdio::null());
         adjust(&mut command);
         let child = command.spawn().unwrap();

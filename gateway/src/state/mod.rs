@@ -1,5 +1,9 @@
 //! The state every connection and background task shares, in one place: the modules that use
-//! it depend on this one, never the reverse.
+//! it depend on this one, never the reverse. It owns the count of admitted connections and the
+//! drain ([`drain`]), and the access log's writer ([`access_log`]).
+
+pub(crate) mod access_log;
+pub(crate) mod drain;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -11,8 +15,8 @@ use crate::policy::live_counts::LiveCounts;
 use crate::policy::pending::PendingHandshakes;
 use crate::policy::rate::PerIpRate;
 use crate::policy::running::Policy;
-use crate::process::access_log::AccessLog;
-use crate::process::drain::Drain;
+use crate::state::access_log::AccessLog;
+use crate::state::drain::Drain;
 use crate::telemetry::metrics::{HandshakeOutcome, Metrics};
 use crate::wire::refusal::Refusal;
 use crate::wire::tls::ReloadingCertificate;
