@@ -54,27 +54,8 @@ pub(crate) fn check_subprotocols(
 
 #[cfg(test)]
 mod tests {
-    use ipnet::IpNet;
-
     use super::*;
-
-    fn request(headers: &str) -> UpgradeRequest {
-        UpgradeRequest::parse(
-            format!(
-                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap()
-    }
-
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|net| net.parse().unwrap()).collect()
-    }
-
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
-    }
+    use crate::wire::fixtures::{ip, nets, request};
 
     #[test]
     fn deny_wins_over_allow() {

@@ -89,24 +89,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(headers: &str) -> UpgradeRequest {
-        UpgradeRequest::parse(
-            format!(
-                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap()
-    }
-
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|net| net.parse().unwrap()).collect()
-    }
-
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
-    }
+    use crate::wire::fixtures::{ip, nets, request};
 
     fn chain(peer: &str, request: &UpgradeRequest, trusted: &[IpNet]) -> (IpAddr, String) {
         let chain = ClientChain::of(ip(peer), request, trusted);

@@ -3,6 +3,8 @@
 //! depends on the rest of the crate.
 
 pub mod deflate;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub(crate) mod forwarded;
 pub mod frame;
 pub mod handshake;
