@@ -18,6 +18,11 @@ pub mod path;
 
 pub use gateway::*;
 
+/// How late a heartbeat may come: the gateway keeps heartbeats on a clock of whole ticks of this
+/// length, so a ping goes out up to one tick after `heartbeat.interval`, never before. The
+/// operator counts it when it checks the interval against a load balancer's idle timeout.
+pub const HEARTBEAT_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The prefix of a `Sec-WebSocket-Protocol` entry that carries a token (`bearer.<token>`); such
 /// an entry is never a subprotocol, so no allowlist may name one.
 pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "bearer.";

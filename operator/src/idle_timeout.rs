@@ -1,13 +1,14 @@
 //! The idle timeout that the fleet's Service annotations declare to a cloud load balancer, and
 //! whether the gateway's heartbeat keeps a quiet WebSocket inside it. A load balancer cuts a
 //! connection idle for longer without a close frame; the heartbeat's ping is the traffic that
-//! prevents it, so its interval must be shorter. Pure: the reconcile turns the verdict into the
+//! prevents it, so the longest quiet gap it leaves (the interval, plus the one tick a ping may
+//! come late) must be shorter. Pure: the reconcile turns the verdict into the
 //! `HeartbeatWithinIdleTimeout` condition.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use wsfleet_config::duration_text;
+use wsfleet_config::{HEARTBEAT_TICK, duration_text};
 
 use crate::conditions::{HEARTBEAT_WITHIN_IDLE_TIMEOUT, Observed};
 
@@ -61,15 +62,19 @@ pub fn heartbeat_condition(
             annotation,
             timeout,
         }) => {
+            let tick = duration_text::format(HEARTBEAT_TICK);
+            let below = duration_text::format(timeout.saturating_sub(HEARTBEAT_TICK));
             let limit = duration_text::format(timeout);
-            if heartbeat_interval < timeout {
+            // A ping comes up to one tick after the interval, so the interval must leave that.
+            if heartbeat_interval + HEARTBEAT_TICK < timeout {
                 Observed::new(
                     HEARTBEAT_WITHIN_IDLE_TIMEOUT,
                     true,
                     "HeartbeatShorter",
                     format!(
-                        "heartbeat.interval {heartbeat} is shorter than the {limit} idle \
-                         timeout of service.annotations[{annotation}]"
+                        "heartbeat.interval {heartbeat}, plus up to {tick} before the ping \
+                         goes out, is shorter than the {limit} idle timeout of \
+                         service.annotations[{annotation}]"
                     ),
                 )
             } else {
@@ -78,10 +83,11 @@ pub fn heartbeat_condition(
                     false,
                     "HeartbeatExceedsIdleTimeout",
                     format!(
-                        "heartbeat.interval {heartbeat} is not shorter than the {limit} idle \
-                         timeout of service.annotations[{annotation}]: the load balancer will \
-                         cut quiet connections without a close frame; set heartbeat.interval \
-                         below {limit}"
+                        "heartbeat.interval {heartbeat}, plus up to {tick} before the ping \
+                         goes out, is not shorter than the {limit} idle timeout of \
+                         service.annotations[{annotation}]: the load balancer will cut quiet \
+                         connections without a close frame; set heartbeat.interval below \
+                         {below}"
                     ),
                 )
             }
@@ -172,7 +178,9 @@ mod tests {
         assert!(ok);
         assert_eq!(reason, "HeartbeatShorter");
         assert!(
-            message.contains("30s is shorter than the 1m idle timeout"),
+            message.contains(
+                "30s, plus up to 1s before the ping goes out, is shorter than the 1m idle timeout"
+            ),
             "{message}"
         );
     }
@@ -189,7 +197,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("set heartbeat.interval below 1m"),
+            message.contains("set heartbeat.interval below 59s"),
             "{message}"
         );
     }
@@ -201,10 +209,13 @@ mod tests {
             "tcp.idle_timeout.seconds=120, other=x",
         )];
         assert!(verdict(&nlb, 90).unwrap().0);
-        assert!(!verdict(&nlb, 120).unwrap().0);
+        assert!(verdict(&nlb, 118).unwrap().0);
+        // A ping up to a second late leaves 119 s + 1 s of quiet: no longer inside 120 s.
+        assert!(!verdict(&nlb, 119).unwrap().0);
 
         let azure = [(AZURE_TCP_IDLE_TIMEOUT, "4")];
-        assert!(verdict(&azure, 239).unwrap().0);
+        assert!(verdict(&azure, 238).unwrap().0);
+        assert!(!verdict(&azure, 239).unwrap().0);
         let (ok, _, message) = verdict(&azure, 300).unwrap();
         assert!(!ok);
         assert!(message.contains("the 4m idle timeout"), "{message}");

@@ -12,8 +12,8 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-/// The clock's resolution.
-pub(crate) const TICK: Duration = Duration::from_secs(1);
+/// The clock's resolution, which the operator counts on (see `wsfleet_config::HEARTBEAT_TICK`).
+pub(crate) const TICK: Duration = wsfleet_config::HEARTBEAT_TICK;
 /// Slots of the wheel, one per tick; a deadline further ahead waits in its slot for later
 /// turns of the wheel.
 const SLOTS: usize = 64;
