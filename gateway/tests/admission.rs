@@ -220,8 +220,9 @@ async fn oversized_and_slow_heads_are_refused() {
 #[tokio::test]
 async fn idle_handshakes_are_capped_per_client_address() {
     let upstream = EchoUpstream::start().await;
-    let gateway = Gateway::start(&upstream.url("/"), "limits:\n  handshakeTimeout: 60s\n").await;
-    let cap = wsfleet_gateway::policy::pending::MAX_PENDING_HANDSHAKES_PER_IP as usize;
+    let cap = 5;
+    let limits = format!("limits:\n  handshakeTimeout: 60s\n  pendingHandshakesPerIP: {cap}\n");
+    let gateway = Gateway::start(&upstream.url("/"), &limits).await;
     let mut idle = Vec::new();
     for _ in 0..=cap {
         idle.push(TcpStream::connect(gateway.address).await.unwrap());

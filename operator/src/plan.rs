@@ -208,6 +208,13 @@ pub fn render_gateway_config(
         .connections_per_ip
         .map(|rate| render_rate("spec.limits.connectionsPerIP", rate))
         .transpose()?;
+    config.limits.pending_handshakes_per_ip = u32::try_from(limits.pending_handshakes_per_ip)
+        .map_err(|_| {
+            InvalidSpec::new(
+                "spec.limits.pendingHandshakesPerIP",
+                format!("must be positive, got {}", limits.pending_handshakes_per_ip),
+            )
+        })?;
     config.limits.connections_per_subject = limits
         .connections_per_subject
         .map(|limit| {
@@ -886,5 +893,17 @@ mod tests {
         assert_eq!(config.auth.jwt.unwrap().subject_claim, "user_id");
         let config = plan(&example("minimal.yaml")).unwrap().gateway_config;
         assert_eq!(config.limits.connections_per_subject, None);
+    }
+
+    #[test]
+    fn the_pending_handshake_cap_is_rendered_with_its_default() {
+        let config = plan(&example("minimal.yaml")).unwrap().gateway_config;
+        assert_eq!(config.limits.pending_handshakes_per_ip, 32);
+        let behind_nat = wss(
+            "metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  \
+             limits: {pendingHandshakesPerIP: 2000}\n",
+        );
+        let config = plan(&behind_nat).unwrap().gateway_config;
+        assert_eq!(config.limits.pending_handshakes_per_ip, 2000);
     }
 }

@@ -25,6 +25,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections: default_max_connections(),
             connections_per_ip: None,
+            pending_handshakes_per_ip: default_pending_handshakes_per_ip(),
             connections_per_subject: None,
             messages_per_connection: None,
             max_message_bytes: default_max_message_bytes(),
@@ -113,6 +114,10 @@ pub(super) fn default_jwks_min_refresh_interval() -> Duration {
 }
 pub(super) fn default_max_connections() -> u32 {
     10_000
+}
+/// Generous for browsers, which open a handful of sockets per host at most.
+pub(super) fn default_pending_handshakes_per_ip() -> u32 {
+    32
 }
 pub(super) fn default_max_message_bytes() -> u64 {
     1 << 20

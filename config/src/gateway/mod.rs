@@ -260,6 +260,14 @@ pub struct LimitsConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub connections_per_ip: Option<Rate>,
+    /// Handshakes one client address may have in progress at once (slowloris guard); beyond it
+    /// handshakes are refused with 429. Clients behind one NAT address, or behind a load
+    /// balancer that sends no PROXY header, all count as that one address.
+    #[serde(
+        default = "default_pending_handshakes_per_ip",
+        rename = "pendingHandshakesPerIP"
+    )]
+    pub pending_handshakes_per_ip: u32,
     /// Live connections per token subject (`auth.jwt.subjectClaim`) on this gateway; beyond it
     /// handshakes are refused with 429. Absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]

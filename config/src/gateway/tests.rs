@@ -86,6 +86,19 @@ fn burst_below_rate_is_refused() {
 }
 
 #[test]
+fn pending_handshakes_per_ip_defaults_to_32_and_is_bounded() {
+    let config = GatewayConfig::from_yaml(MINIMAL).unwrap();
+    assert_eq!(config.limits.pending_handshakes_per_ip, 32);
+    for refused in [0, 100_001] {
+        let err = error_of(&format!(
+            "{MINIMAL}limits: {{pendingHandshakesPerIP: {refused}}}\n"
+        ));
+        assert_eq!(err.field, "limits.pendingHandshakesPerIP");
+        assert!(err.message.contains(&refused.to_string()), "{err}");
+    }
+}
+
+#[test]
 fn connections_per_subject_needs_jwt_and_at_least_one() {
     let jwt = "auth:\n  jwt: {algorithms: [HS256], keyFile: /k}\n";
     let err = error_of(&format!("{MINIMAL}limits: {{connectionsPerSubject: 3}}\n"));

@@ -374,6 +374,15 @@ impl LimitsConfig {
         if let Some(rate) = &self.connections_per_ip {
             rate.validate("limits.connectionsPerIP")?;
         }
+        if !(1..=100_000).contains(&self.pending_handshakes_per_ip) {
+            return Err(ConfigError::new(
+                "limits.pendingHandshakesPerIP",
+                format!(
+                    "must be between 1 and 100000, got {}",
+                    self.pending_handshakes_per_ip
+                ),
+            ));
+        }
         if self.connections_per_subject == Some(0) {
             return Err(ConfigError::new(
                 "limits.connectionsPerSubject",

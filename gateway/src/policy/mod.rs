@@ -6,7 +6,7 @@ pub(crate) mod admission;
 pub(crate) mod jwks;
 pub mod jwt;
 pub(crate) mod live_counts;
-pub mod pending;
+pub(crate) mod pending;
 pub(crate) mod rate;
 pub(crate) mod running;
 pub(crate) mod staged;

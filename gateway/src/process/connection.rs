@@ -158,7 +158,8 @@ async fn upgrade(
     let _pending = if is_trusted_proxy(peer.ip(), &policy.config.auth.trusted_proxies) {
         None
     } else {
-        match shared.pending_handshakes.try_begin(peer.ip()) {
+        let cap = policy.config.limits.pending_handshakes_per_ip;
+        match shared.pending_handshakes.try_begin(peer.ip(), cap) {
             Some(pending) => Some(pending),
             None => {
                 attempt

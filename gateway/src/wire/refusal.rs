@@ -13,8 +13,7 @@ pub enum Refusal {
     ProxyHeaderTimeout,
     /// The request head did not arrive within `limits.handshakeTimeout`.
     HandshakeTimeout,
-    /// The client address already has the most handshakes in progress that the policy's
-    /// pending-handshake cap allows (`MAX_PENDING_HANDSHAKES_PER_IP`).
+    /// The client address already has `limits.pendingHandshakesPerIP` handshakes in progress.
     TooManyPendingHandshakes,
     /// The request head exceeded `limits.maxHeaderBytes`.
     HeadersTooLarge,

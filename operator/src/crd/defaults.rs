@@ -82,6 +82,9 @@ pub(super) fn default_jwks_min_refresh_interval() -> String {
 pub(super) fn default_max_connections() -> i32 {
     10_000
 }
+pub(super) fn default_pending_handshakes_per_ip() -> i32 {
+    32
+}
 pub(super) fn default_max_message_bytes() -> i64 {
     1 << 20
 }
@@ -119,6 +122,7 @@ impl Default for LimitsSpec {
         Self {
             max_connections: default_max_connections(),
             connections_per_ip: None,
+            pending_handshakes_per_ip: default_pending_handshakes_per_ip(),
             connections_per_subject: None,
             messages_per_connection: None,
             max_message_bytes: default_max_message_bytes(),

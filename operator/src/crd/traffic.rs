@@ -17,6 +17,17 @@ pub struct LimitsSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub connections_per_ip: Option<RateSpec>,
+    /// Handshakes one client address may have in progress at once on each gateway pod
+    /// (slowloris guard); beyond it handshakes are refused with 429. Raise it when many
+    /// clients share one address: behind a NAT, or behind a load balancer that sends no PROXY
+    /// header (then every client has the balancer's address), a reconnect storm after a drain
+    /// is otherwise refused beyond this many at once.
+    #[serde(
+        default = "default_pending_handshakes_per_ip",
+        rename = "pendingHandshakesPerIP"
+    )]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub pending_handshakes_per_ip: i32,
     /// Live connections per token subject (`auth.jwt.subjectClaim`) on each gateway pod;
     /// beyond it handshakes are refused with 429. Needs `auth.jwt`; a token without the
     /// subject claim is then refused with 401.
