@@ -83,7 +83,7 @@ impl Operator {
         self.process.pid()
     }
 
-    /// The Prometheus text on /metrics.
+    /// The OpenMetrics text on /metrics.
     pub fn metrics(&mut self) -> Result<String> {
         self.process.ensure_running()?;
         http_get(self.metrics_port, "/metrics")

@@ -45,7 +45,7 @@ async fn a_handshake_is_timed_from_accept_and_its_upstream_connect_too() {
     // Within the 10 s bucket and above nothing: a real duration, in seconds.
     assert_eq!(
         gateway
-            .metric("wsfleet_gateway_handshake_duration_seconds_bucket{le=\"10\"}")
+            .metric("wsfleet_gateway_handshake_duration_seconds_bucket{le=\"10.0\"}")
             .await,
         1.0
     );

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use wsfleet_probes::{Reply, StatusCode};
+use wsfleet_probes::Reply;
 
 use crate::metrics::Metrics;
 
@@ -25,11 +25,7 @@ pub async fn serve(
 
 fn respond(path: &str, metrics: &Metrics) -> Reply {
     match path {
-        "/metrics" => Reply::new(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
+        "/metrics" => Reply::openmetrics(metrics.encode()),
         // Serving at all is the health signal; a standby replica is healthy and ready too.
         "/healthz" | "/readyz" => Reply::text("ok\n"),
         _ => Reply::not_found(),
@@ -38,6 +34,8 @@ fn respond(path: &str, metrics: &Metrics) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    use wsfleet_probes::StatusCode;
+
     use super::*;
 
     #[test]

@@ -1,4 +1,4 @@
-//! Operator metrics in the Prometheus text format.
+//! Operator metrics in the OpenMetrics text format.
 
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

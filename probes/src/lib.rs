@@ -41,6 +41,9 @@ pub struct Reply {
     pub body: String,
 }
 
+/// The content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 impl Reply {
     /// An answer with any status.
     pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<String>) -> Self {
@@ -54,6 +57,12 @@ impl Reply {
     /// `200 OK` with a plain-text body.
     pub fn text(body: impl Into<String>) -> Self {
         Self::new(StatusCode::OK, "text/plain", body)
+    }
+
+    /// `200 OK` with a metrics exposition in the OpenMetrics text format, which both binaries
+    /// encode with prometheus-client.
+    pub fn openmetrics(body: impl Into<String>) -> Self {
+        Self::new(StatusCode::OK, OPENMETRICS, body)
     }
 
     /// `404 Not Found`, for a path the server does not know.
@@ -124,7 +133,7 @@ mod tests {
                 Reply::text("ready\n")
             }
             "/readyz" => Reply::new(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
-            "/metrics" => Reply::new(StatusCode::OK, "text/plain; version=0.0.4", "up 1\n"),
+            "/metrics" => Reply::openmetrics("up 1\n# EOF\n"),
             _ => Reply::not_found(),
         }));
         address
@@ -149,9 +158,11 @@ mod tests {
         let address = start().await;
         let metrics = get(address, "/metrics?name[]=up").await;
         assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
-        assert!(metrics.contains("content-type: text/plain; version=0.0.4\r\n"));
-        assert!(metrics.contains("content-length: 5\r\n"));
-        assert!(metrics.ends_with("\r\n\r\nup 1\n"));
+        assert!(metrics.contains(
+            "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
+        ));
+        assert!(metrics.contains("content-length: 11\r\n"));
+        assert!(metrics.ends_with("\r\n\r\nup 1\n# EOF\n"));
         assert!(get(address, "/healthz").await.ends_with("\r\n\r\nok\n"));
         let missing = get(address, "/other").await;
         assert!(

@@ -1,4 +1,4 @@
-//! The metrics port: `/metrics` (Prometheus text), `/healthz` (the process runs) and
+//! The metrics port: `/metrics` (OpenMetrics text), `/healthz` (the process runs) and
 //! `/readyz` (accepting connections and able to check tokens; fails as soon as draining
 //! starts), served by the same small server as the operator's.
 
@@ -17,11 +17,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 fn respond(path: &str, shared: &Shared) -> Reply {
     match path {
-        "/metrics" => Reply::new(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.metrics.render(),
-        ),
+        "/metrics" => Reply::openmetrics(shared.metrics.render()),
         "/healthz" => Reply::text("ok\n"),
         "/readyz" if is_ready(shared) => Reply::text("ready\n"),
         "/readyz" => Reply::new(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),

@@ -1,18 +1,26 @@
-//! Gateway metrics: plain atomics, rendered in the Prometheus text format on request.
+//! Gateway metrics: prometheus-client handles, one per series, created at start.
 //!
-//! Every label value is a fixed enum, so each series is one counter and recording is a single
-//! relaxed add, cheap enough for the relay's hot path. The histograms (see [`Histogram`]) are
-//! observed once per handshake or connection, never per message.
+//! Every label value is a fixed enum, so each series' handle is fetched from its family once
+//! and recording is a single relaxed add on it, cheap enough for the relay's hot path. The
+//! histograms (see [`Histogram`]) are observed once per handshake or connection, never per
+//! message.
 //!
 //! No series names a fleet or a pod: one gateway serves one fleet, and the scrape adds
 //! `namespace`, `service` and `pod`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::telemetry::histogram::Histogram;
 
-mod render;
+mod held;
+mod register;
+
+use held::Held;
 
 /// Outcome of a client handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,93 +173,76 @@ const CONNECTION_BOUNDS: [u64; 13] = [
     86_400_000_000,
 ];
 
-/// The certificate gauge's value while no certificate is served.
-const NO_CERTIFICATE: i64 = i64::MIN;
-/// The JWK set's fetch time while no set has been fetched.
-const NO_KEYS: i64 = i64::MIN;
-
 /// Every counter, gauge and histogram the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
-    active_connections: AtomicI64,
-    handshakes: [AtomicU64; 3],
-    refusals: [AtomicU64; crate::wire::refusal::Refusal::ALL.len()],
-    messages: [AtomicU64; 2],
-    bytes: [AtomicU64; 2],
-    upstream_errors: [AtomicU64; 4],
+    registry: Registry,
+    active_connections: Gauge,
+    handshakes: [Counter; 3],
+    refusals: [Counter; crate::wire::refusal::Refusal::ALL.len()],
+    messages: [Counter; 2],
+    bytes: [Counter; 2],
+    upstream_errors: [Counter; 4],
     /// Indexed by kind, then success (0) or failure (1).
-    reloads: [[AtomicU64; 2]; 2],
+    reloads: [[Counter; 2]; 2],
     handshake_duration: Histogram,
     upstream_connect_duration: Histogram,
     connection_duration: Histogram,
     /// Indexed by [`ClosedBy`], then by [`close_code_index`].
-    closes: [[AtomicU64; CLOSE_CODE_LABELS]; 3],
-    /// notAfter of the served certificate in Unix seconds; [`NO_CERTIFICATE`] without one.
-    certificate_not_after: AtomicI64,
-    access_log_dropped: AtomicU64,
+    closes: [[Counter; CLOSE_CODE_LABELS]; 3],
+    access_log_dropped: Counter,
     /// JWK set fetches: success (0) and error (1).
-    jwks_fetches: [AtomicU64; 2],
-    /// When the keys in use were fetched, in Unix milliseconds; [`NO_KEYS`] before the first.
-    jwks_fetched_at: AtomicI64,
-    /// Usable keys in the last JWK set fetched.
-    jwks_keys: AtomicU64,
+    jwks_fetches: [Counter; 2],
+    /// The gauges that exist only while there is something to report.
+    held: Arc<Held>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            active_connections: AtomicI64::default(),
-            handshakes: Default::default(),
-            refusals: Default::default(),
-            messages: Default::default(),
-            bytes: Default::default(),
-            upstream_errors: Default::default(),
-            reloads: Default::default(),
-            handshake_duration: Histogram::new(&HANDSHAKE_BOUNDS),
-            upstream_connect_duration: Histogram::new(&UPSTREAM_CONNECT_BOUNDS),
-            connection_duration: Histogram::new(&CONNECTION_BOUNDS),
-            closes: Default::default(),
-            certificate_not_after: AtomicI64::new(NO_CERTIFICATE),
-            access_log_dropped: AtomicU64::default(),
-            jwks_fetches: Default::default(),
-            jwks_fetched_at: AtomicI64::new(NO_KEYS),
-            jwks_keys: AtomicU64::default(),
-        }
+        Self::registered()
     }
 }
 
 impl Metrics {
+    /// The OpenMetrics text exposition of every series.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
     pub(crate) fn connection_opened(&self) {
-        self.active_connections.fetch_add(1, Relaxed);
+        self.active_connections.inc();
     }
 
     pub(crate) fn connection_closed(&self) {
-        self.active_connections.fetch_sub(1, Relaxed);
+        self.active_connections.dec();
     }
 
     pub(crate) fn handshake(&self, outcome: HandshakeOutcome) {
-        self.handshakes[outcome as usize].fetch_add(1, Relaxed);
+        self.handshakes[outcome as usize].inc();
     }
 
     pub(crate) fn refusal(&self, refusal: crate::wire::refusal::Refusal) {
-        self.refusals[refusal as usize].fetch_add(1, Relaxed);
+        self.refusals[refusal as usize].inc();
     }
 
     pub(crate) fn relayed(&self, direction: Direction, messages: u64, bytes: u64) {
         if messages > 0 {
-            self.messages[direction as usize].fetch_add(messages, Relaxed);
+            self.messages[direction as usize].inc_by(messages);
         }
         if bytes > 0 {
-            self.bytes[direction as usize].fetch_add(bytes, Relaxed);
+            self.bytes[direction as usize].inc_by(bytes);
         }
     }
 
     pub(crate) fn upstream_error(&self, kind: UpstreamError) {
-        self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
+        self.upstream_errors[kind as usize].inc();
     }
 
     pub(crate) fn reload(&self, kind: ReloadKind, success: bool) {
-        self.reloads[kind as usize][usize::from(!success)].fetch_add(1, Relaxed);
+        self.reloads[kind as usize][usize::from(!success)].inc();
     }
 
     /// A successful handshake: from accept until the 101 was written to the client.
@@ -272,37 +263,34 @@ impl Metrics {
     /// A relayed connection was closed first by `by` with `code`; `None`: a code that could
     /// not be read, counted as `other`.
     pub(crate) fn closed(&self, code: Option<u16>, by: ClosedBy) {
-        self.closes[by as usize][close_code_index(code)].fetch_add(1, Relaxed);
+        self.closes[by as usize][close_code_index(code)].inc();
     }
 
     /// An access log line was dropped: the writer had fallen behind.
     pub(crate) fn access_log_dropped(&self) {
-        self.access_log_dropped.fetch_add(1, Relaxed);
+        self.access_log_dropped.inc();
     }
 
     /// The certificate now served expires at `not_after` (Unix seconds); `None` removes the
     /// series.
     pub(crate) fn certificate_served(&self, not_after: Option<i64>) {
-        self.certificate_not_after
-            .store(not_after.unwrap_or(NO_CERTIFICATE), Relaxed);
+        self.held.certificate_served(not_after);
     }
 
     /// A JWK set with `keys` usable keys was fetched at `at`.
     pub(crate) fn jwks_fetched(&self, keys: usize, at: SystemTime) {
-        self.jwks_fetches[0].fetch_add(1, Relaxed);
-        self.jwks_keys.store(keys as u64, Relaxed);
-        self.jwks_fetched_at.store(unix_millis(at), Relaxed);
+        self.jwks_fetches[0].inc();
+        self.held.jwks_fetched(keys, unix_millis(at));
     }
 
     /// A JWK set fetch failed; the keys held stay.
     pub(crate) fn jwks_fetch_failed(&self) {
-        self.jwks_fetches[1].fetch_add(1, Relaxed);
+        self.jwks_fetches[1].inc();
     }
 
     /// The policy in use takes no keys from an identity provider (any more): the key gauges go.
     pub(crate) fn jwks_not_in_use(&self) {
-        self.jwks_fetched_at.store(NO_KEYS, Relaxed);
-        self.jwks_keys.store(0, Relaxed);
+        self.held.jwks_not_in_use();
     }
 }
 
@@ -336,7 +324,6 @@ mod tests {
         assert!(text.contains(
             "wsfleet_gateway_reloads_total{kind=\"certificate\",outcome=\"failure\"} 1\n"
         ));
-        assert!(text.contains("# TYPE wsfleet_gateway_handshakes_total counter\n"));
     }
 
     #[test]
@@ -349,7 +336,7 @@ mod tests {
         for (name, bucket) in [
             ("wsfleet_gateway_handshake_duration_seconds", "0.005"),
             ("wsfleet_gateway_upstream_connect_duration_seconds", "0.001"),
-            ("wsfleet_gateway_connection_duration_seconds", "300"),
+            ("wsfleet_gateway_connection_duration_seconds", "300.0"),
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} histogram\n")),
@@ -364,7 +351,7 @@ mod tests {
         assert!(
             text.contains("wsfleet_gateway_handshake_duration_seconds_bucket{le=\"0.0025\"} 0\n")
         );
-        assert!(text.contains("wsfleet_gateway_connection_duration_seconds_sum 90\n"));
+        assert!(text.contains("wsfleet_gateway_connection_duration_seconds_sum 90.0\n"));
     }
 
     #[test]
@@ -407,13 +394,11 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("wsfleet_gateway_jwks_fetches_total{outcome=\"error\"} 0\n"));
         assert!(!text.contains("jwks_key_age"), "{text}");
-        let fetched = UNIX_EPOCH + Duration::from_secs(1_000);
-        metrics.jwks_fetched(3, fetched);
+        metrics.jwks_fetched(3, SystemTime::now());
         metrics.jwks_fetch_failed();
-        let mut text = String::new();
-        metrics.render_jwks(&mut text, fetched + Duration::from_millis(90_500));
+        let text = metrics.render();
         assert!(
-            text.contains("wsfleet_gateway_jwks_key_age_seconds 90.5\n"),
+            text.contains("wsfleet_gateway_jwks_key_age_seconds "),
             "{text}"
         );
         assert!(text.contains("wsfleet_gateway_jwks_keys 3\n"));
@@ -421,5 +406,18 @@ mod tests {
         assert!(text.contains("wsfleet_gateway_jwks_fetches_total{outcome=\"error\"} 1\n"));
         metrics.jwks_not_in_use();
         assert!(!metrics.render().contains("jwks_key_age"));
+    }
+
+    #[test]
+    fn the_exposition_is_openmetrics_with_one_family_per_name() {
+        let text = Metrics::default().render();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("# TYPE wsfleet_gateway_handshakes counter\n"),
+            "{text}"
+        );
+        let families = text.matches("# TYPE ").count();
+        // 13 families, without the certificate and key gauges that nothing set yet.
+        assert_eq!(families, 13, "{text}");
     }
 }
