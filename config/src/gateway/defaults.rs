@@ -42,6 +42,7 @@ impl Default for TcpConfig {
             keepalive: None,
             send_buffer_bytes: None,
             receive_buffer_bytes: None,
+            listen_backlog: default_listen_backlog(),
         }
     }
 }
@@ -130,6 +131,11 @@ pub(super) fn default_max_header_bytes() -> usize {
 }
 pub(super) fn default_no_delay() -> bool {
     true
+}
+/// What nginx and HAProxy were measured with, and Linux's default `net.core.somaxconn` since
+/// 5.4. The standard library's 128 overflowed in the storm benchmark.
+pub(super) fn default_listen_backlog() -> u32 {
+    4096
 }
 pub(super) fn default_proxy_header_timeout() -> Duration {
     Duration::from_secs(5)

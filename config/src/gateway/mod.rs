@@ -343,6 +343,10 @@ pub struct DrainConfig {
     pub grace_period: Duration,
 }
 
+/// The largest `tcp.listenBacklog`: Linux kept a listener's backlog in 16 bits before 4.x, and
+/// no `net.core.somaxconn` in use is higher.
+pub const MAX_LISTEN_BACKLOG: u32 = 65535;
+
 /// Options of client and upstream TCP sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -359,6 +363,11 @@ pub struct TcpConfig {
     /// SO_RCVBUF; absent: the kernel's autotuning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive_buffer_bytes: Option<u32>,
+    /// Connections the kernel queues on the client listener until the gateway accepts them,
+    /// capped by `net.core.somaxconn`. A reconnect storm that overflows it costs each dropped
+    /// client a one-second SYN retransmit. A reload applies a change to the open listener.
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
 }
 
 /// The access log: one JSON line on stdout per connection when it ends, and one per refused

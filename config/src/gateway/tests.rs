@@ -227,6 +227,7 @@ fn tcp_options_are_bounded_and_left_out_when_default() {
         config.tcp.keepalive.map(|k| (k.idle, k.count)),
         Some((Duration::from_secs(60), 5))
     );
+    assert_eq!(config.tcp.listen_backlog, 4096, "the default");
     assert_eq!(GatewayConfig::from_yaml(&config.to_yaml()).unwrap(), config);
     for (tcp, field) in [
         (
@@ -242,6 +243,8 @@ fn tcp_options_are_bounded_and_left_out_when_default() {
             "tcp.keepalive.count",
         ),
         ("receiveBufferBytes: 100", "tcp.receiveBufferBytes"),
+        ("listenBacklog: 0", "tcp.listenBacklog"),
+        ("listenBacklog: 65536", "tcp.listenBacklog"),
     ] {
         assert_eq!(error_of(&format!("{MINIMAL}tcp: {{{tcp}}}\n")).field, field);
     }

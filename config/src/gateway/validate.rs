@@ -186,6 +186,15 @@ impl TcpConfig {
                 ));
             }
         }
+        if !(1..=MAX_LISTEN_BACKLOG).contains(&self.listen_backlog) {
+            return Err(ConfigError::new(
+                "tcp.listenBacklog",
+                format!(
+                    "must be between 1 and {MAX_LISTEN_BACKLOG}, got {}",
+                    self.listen_backlog
+                ),
+            ));
+        }
         for (field, bytes) in [
             ("tcp.sendBufferBytes", self.send_buffer_bytes),
             ("tcp.receiveBufferBytes", self.receive_buffer_bytes),

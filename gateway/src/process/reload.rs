@@ -190,7 +190,11 @@ impl Reloader {
             // A key age left behind would grow into a stale-keys alert for keys nobody uses.
             self.shared.metrics.jwks_not_in_use();
         }
+        let backlog = policy.config.tcp.listen_backlog;
         self.shared.policy.store(Arc::new(policy));
+        self.shared
+            .listen_backlog
+            .send_if_modified(|current| std::mem::replace(current, backlog) != backlog);
         self.shared.metrics.reload(ReloadKind::Config, true);
         tracing::info!(path = %self.config_path.display(), "config reloaded");
     }

@@ -25,16 +25,11 @@ use crate::wire::tls::ReloadingCertificate;
 use wsfleet_config::GatewayConfig;
 use wsfleet_probes::accept_backoff::AcceptBackoff;
 
-/// Connections the kernel queues before the gateway accepts them. A reconnect storm (every
-/// client of a drained pod at once) overflowed 128: each dropped SYN costs its client a
-/// one-second retransmit, which was the whole tail of the storm benchmark. 4096 is what nginx
-/// and HAProxy were measured with, and Linux's default cap (`net.core.somaxconn`) since 5.4.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// The client-facing listener. TCP_NODELAY is set here once: Linux copies it to every
-/// accepted socket, which saves a system call per connection (frames are written whole, so
-/// waiting to coalesce them would only add latency).
-fn client_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+/// The client-facing listener, queueing `backlog` connections (`tcp.listenBacklog`).
+/// TCP_NODELAY is set here once: Linux copies it to every accepted socket, which saves a
+/// system call per connection (frames are written whole, so waiting to coalesce them would
+/// only add latency).
+fn client_listener(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -43,12 +38,23 @@ fn client_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.listen(backlog)
+}
+
+/// Gives the open listener a new backlog: Linux takes a second `listen` on a listening socket
+/// as a resize of its queue, with the queued connections kept.
+fn resize_backlog(listener: &TcpListener, backlog: u32) {
+    let requested = i32::try_from(backlog).unwrap_or(i32::MAX);
+    match rustix::net::listen(listener, requested) {
+        Ok(()) => tracing::info!(backlog, "listen backlog changed"),
+        Err(err) => tracing::warn!(backlog, error = %err, "cannot change the listen backlog"),
+    }
 }
 
 /// Runs the gateway until SIGTERM (or SIGINT) and the drain that follows.
 pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()> {
     let listen_address = config.listen.address;
+    let listen_backlog = config.tcp.listen_backlog;
     let metrics_address = config.metrics.address;
     let certificate = config
         .tls
@@ -72,6 +78,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         tls,
         certificate,
         ready: AtomicBool::new(false),
+        listen_backlog: tokio::sync::watch::Sender::new(listen_backlog),
     });
     if let Some(certificate) = &shared.certificate {
         shared.served_certificate_changed(certificate);
@@ -84,7 +91,8 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         .with_context(|| format!("metrics.address: cannot listen on {metrics_address}"))?;
     tokio::spawn(admin::serve(admin_listener, shared.clone()));
     reload::watch(shared.clone(), config_path)?;
-    let listener = client_listener(listen_address)
+    let mut backlog = shared.listen_backlog.subscribe();
+    let listener = client_listener(listen_address, *backlog.borrow_and_update())
         .with_context(|| format!("listen.address: cannot listen on {listen_address}"))?;
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(%listen_address, %metrics_address, tls = shared.tls.is_some(), "gateway listening");
@@ -99,6 +107,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
                 let accepted = std::time::Instant::now();
                 tokio::spawn(connection::serve(shared.clone(), tcp, peer, accepted));
             }
+            Ok(()) = backlog.changed() => resize_backlog(&listener, *backlog.borrow_and_update()),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -130,7 +139,7 @@ mod tests {
 
     #[tokio::test]
     async fn accepted_sockets_inherit_nodelay_from_the_listener() {
-        let listener = client_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = client_listener("127.0.0.1:0".parse().unwrap(), 4096).unwrap();
         let address = listener.local_addr().unwrap();
         let (client, accepted) =
             tokio::join!(tokio::net::TcpStream::connect(address), listener.accept());

@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     pub access_log: AccessLog,
     /// False until the listener is bound, and again once draining starts.
     pub ready: AtomicBool,
+    /// `tcp.listenBacklog` of the config in use: a reload sends a change, and the accept loop
+    /// applies it to the open listener.
+    pub listen_backlog: tokio::sync::watch::Sender<u32>,
 }
 
 impl Shared {

@@ -58,6 +58,7 @@ mod tests {
             }),
             send_buffer_bytes: Some(64 * 1024),
             receive_buffer_bytes: Some(32 * 1024),
+            ..TcpConfig::default()
         };
         sockopt::set_tcp_nodelay(&socket, true).unwrap();
         apply(&socket, &config, true).unwrap();

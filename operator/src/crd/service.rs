@@ -92,6 +92,13 @@ pub struct TcpSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 4096, max = 67_108_864))]
     pub receive_buffer_bytes: Option<i32>,
+    /// Connections the kernel queues on each gateway's client listener until the gateway
+    /// accepts them (capped by the pod's `net.core.somaxconn`); absent: 4096. A reconnect storm
+    /// that overflows the queue costs every dropped client a one-second retransmit. A change
+    /// reaches running gateways without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub listen_backlog: Option<i32>,
 }
 
 /// TCP keepalive probes.

@@ -142,7 +142,7 @@ pub(super) fn upstream_url(
 }
 
 pub(super) fn render_tcp(tcp: &crd::TcpSpec) -> Result<gw::TcpConfig, InvalidSpec> {
-    let bytes = |field: &str, value: Option<i32>| {
+    let positive = |field: &str, value: Option<i32>| {
         value
             .map(|value| {
                 u32::try_from(value)
@@ -168,8 +168,10 @@ pub(super) fn render_tcp(tcp: &crd::TcpSpec) -> Result<gw::TcpConfig, InvalidSpe
                 })
             })
             .transpose()?,
-        send_buffer_bytes: bytes("spec.tcp.sendBufferBytes", tcp.send_buffer_bytes)?,
-        receive_buffer_bytes: bytes("spec.tcp.receiveBufferBytes", tcp.receive_buffer_bytes)?,
+        send_buffer_bytes: positive("spec.tcp.sendBufferBytes", tcp.send_buffer_bytes)?,
+        receive_buffer_bytes: positive("spec.tcp.receiveBufferBytes", tcp.receive_buffer_bytes)?,
+        listen_backlog: positive("spec.tcp.listenBacklog", tcp.listen_backlog)?
+            .unwrap_or_else(|| gw::TcpConfig::default().listen_backlog),
     })
 }
 

@@ -420,7 +420,16 @@ mod tests {
                 }),
                 send_buffer_bytes: Some(65536),
                 receive_buffer_bytes: None,
+                listen_backlog: 4096,
             }
+        );
+        let object = wss(
+            "metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  \
+             tcp: {listenBacklog: 16384}\n",
+        );
+        assert_eq!(
+            plan(&object).unwrap().gateway_config.tcp.listen_backlog,
+            16384
         );
         let err = refused(|o| {
             o.spec.tcp = Some(crd::TcpSpec {
@@ -432,9 +441,20 @@ mod tests {
                 }),
                 send_buffer_bytes: None,
                 receive_buffer_bytes: None,
+                listen_backlog: None,
             });
         });
         assert_eq!(err.field, "spec.tcp.keepalive.idle");
+        let err = refused(|o| {
+            o.spec.tcp = Some(crd::TcpSpec {
+                no_delay: true,
+                keepalive: None,
+                send_buffer_bytes: None,
+                receive_buffer_bytes: None,
+                listen_backlog: Some(-1),
+            });
+        });
+        assert_eq!(err.field, "spec.tcp.listenBacklog");
     }
 
     #[test]
