@@ -13,8 +13,8 @@ use wsfleet_e2e::node::RealCluster;
 use wsfleet_e2e::poll::eventually;
 use wsfleet_e2e::process::{block_termination_signals, wait_for_signal};
 
-/// Each object's gateway: its default requests (cpu 100m, memory 64Mi) would fit 20 pods on
-/// 2 cores, not 100. The gateway idles at a few MiB.
+/// Each object's gateway requests: the defaults (cpu 100m, memory 64Mi) would fit 20 pods on
+/// 2 cores, not 100. Requests only, so an idle gateway is not throttled or killed.
 pub const GATEWAY_SPEC: &str = "  resources: {requests: {cpu: 5m, memory: 16Mi}}\n";
 
 /// The label every gateway pod carries.
