@@ -97,18 +97,28 @@ pub fn endpoint(
     name: &str,
     tls_secret: &str,
 ) -> Result<Endpoint> {
+    Ok(Endpoint {
+        ca_pem: Some(secret_value(kubectl, tls_secret, "ca.crt")?),
+        path: "/ws".to_owned(),
+        ..plain_endpoint(kubectl, namespace, name)?
+    })
+}
+
+/// How a host client reaches fleet `name` without TLS, on the default listen path: its
+/// Service's ClusterIP and port, and the Service's DNS name as Host.
+pub fn plain_endpoint(kubectl: &Kubectl, namespace: &str, name: &str) -> Result<Endpoint> {
     let service = kubectl.get("service", name)?;
     let ip = service["spec"]["clusterIP"]
         .as_str()
-        .context("the Service has no clusterIP")?;
+        .with_context(|| format!("the Service {name} has no clusterIP"))?;
     let port = service["spec"]["ports"][0]["port"]
         .as_u64()
-        .context("the Service has no port")?;
+        .with_context(|| format!("the Service {name} has no port"))?;
     Ok(Endpoint {
         address: SocketAddr::new(ip.parse()?, u16::try_from(port)?),
         server_name: format!("{name}.{namespace}.svc"),
-        path: "/ws".to_owned(),
-        ca_pem: secret_value(kubectl, tls_secret, "ca.crt")?,
+        path: "/".to_owned(),
+        ca_pem: None,
         origin: ALLOWED_ORIGIN.to_owned(),
         source: None,
     })

@@ -75,8 +75,14 @@ impl Kubectl {
     /// The names of `kind` matching `selector` as `kubectl get --watch` reports them, the
     /// existing ones first, then each change as it happens; ends when dropped.
     pub fn watch_names(&self, kind: &str, selector: &str) -> Result<Watch> {
+        self.watch(kind, selector, "name")
+    }
+
+    /// Like [`Kubectl::watch_names`], with each object printed as `-o output` says (a
+    /// `jsonpath=` output must end its template with a newline to make one line per object).
+    pub fn watch(&self, kind: &str, selector: &str, output: &str) -> Result<Watch> {
         let mut child = self
-            .command(&["get", kind, "-l", selector, "--watch", "-o", "name"])
+            .command(&["get", kind, "-l", selector, "--watch", "-o", output])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

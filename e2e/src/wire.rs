@@ -1,6 +1,7 @@
 //! Real WebSocket traffic from the host to a fleet: a token signed as an identity provider
-//! would, and a client that speaks wss:// trusting only the operator's `ca.crt`, with what a
-//! test needs to see: the certificate served, the refusal status, how a connection ended.
+//! would, and a client that speaks wss:// trusting only the operator's `ca.crt` (or plain ws://
+//! to a fleet without TLS), with what a test needs to see: the certificate served, the refusal
+//! status, how a connection ended.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +13,7 @@ use futures::{SinkExt, StreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -44,18 +44,23 @@ pub struct Endpoint {
     /// The name the certificate must carry, sent as SNI and Host.
     pub server_name: String,
     pub path: String,
-    pub ca_pem: String,
+    /// The `ca.crt` the server's certificate must chain to; `None` speaks plain ws://.
+    pub ca_pem: Option<String>,
     pub origin: String,
     /// The client's own address, when it must be a particular one (affinity by client IP).
     pub source: Option<std::net::IpAddr>,
 }
 
-type Socket = WebSocketStream<TlsStream<TcpStream>>;
+/// What a connection runs over: a TLS stream for wss://, the TCP stream itself for ws://.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+type Socket = WebSocketStream<Box<dyn Transport>>;
 
 /// One open WebSocket connection.
 pub struct Session {
     socket: Socket,
-    /// The DER of the leaf certificate the server presented.
+    /// The DER of the leaf certificate the server presented; empty over ws://.
     pub certificate: Vec<u8>,
 }
 
@@ -69,18 +74,9 @@ pub enum Ending {
 }
 
 impl Endpoint {
-    async fn tls(&self) -> Result<(TlsStream<TcpStream>, Vec<u8>)> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(cert.context("reading ca.crt")?)?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    /// The connection a handshake goes over, and the server's leaf certificate (none over
+    /// ws://).
+    async fn transport(&self) -> Result<(Box<dyn Transport>, Vec<u8>)> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         if let Some(source) = self.source {
             socket
@@ -91,6 +87,20 @@ impl Endpoint {
             .connect(self.address)
             .await
             .with_context(|| format!("connecting to {}", self.address))?;
+        let Some(ca_pem) = &self.ca_pem else {
+            return Ok((Box::new(tcp), Vec::new()));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.context("reading ca.crt")?)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
         let name = ServerName::try_from(self.server_name.clone())?;
         let stream = connector
             .connect(name, tcp)
@@ -103,12 +113,13 @@ impl Endpoint {
             .and_then(|chain| chain.first())
             .map(|leaf| leaf.to_vec())
             .context("the server presented no certificate")?;
-        Ok((stream, certificate))
+        Ok((Box::new(stream), certificate))
     }
 
     async fn handshake(&self, token: &str, origin: &str) -> Result<Result<Session, u16>> {
-        let (stream, certificate) = self.tls().await?;
-        let url = format!("wss://{}{}", self.server_name, self.path);
+        let (stream, certificate) = self.transport().await?;
+        let scheme = if self.ca_pem.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}{}", self.server_name, self.path);
         let mut request = url.into_client_request()?;
         let headers = request.headers_mut();
         headers.insert("Origin", HeaderValue::from_str(origin)?);

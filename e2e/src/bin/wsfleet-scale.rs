@@ -2,23 +2,34 @@
 //! namespace, one operator. Reports the time until every child exists and until every
 //! object is Ready, the time from each object's appearance to its last child's (p50, p99),
 //! the apiserver writes per object (from apiserver_request_total), the writes during a quiet
-//! interval afterwards, and the operator's CPU time and peak resident memory.
+//! interval afterwards, and the operator's CPU time and peak resident memory. With
+//! `--real-node` the gateways are real pods on a real node (see `wsfleet_scale/real_node.rs`).
 //!
-//! `cargo run --release -p wsfleet-e2e --bin wsfleet-scale -- [COUNT]`
+//! `cargo run --release -p wsfleet-e2e --bin wsfleet-scale -- [--real-node] [COUNT]` (`--help`)
 
 #![forbid(unsafe_code)]
+
+#[path = "wsfleet_scale/args.rs"]
+mod args;
+#[path = "wsfleet_scale/cluster.rs"]
+mod cluster;
+#[path = "wsfleet_scale/real_node.rs"]
+mod real_node;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use wsfleet_e2e::apiserver_metrics::{difference, write_counts};
-use wsfleet_e2e::fixtures::create_backend_service;
 use wsfleet_e2e::poll::give_up;
 use wsfleet_e2e::process::{cpu_time, peak_rss_kib};
-use wsfleet_e2e::{ControlPlane, Kubectl, Nodes, Operator, eventually};
+use wsfleet_e2e::{Kubectl, Operator, eventually};
+
+use crate::args::Args;
+use crate::cluster::Cluster;
+use crate::real_node::GatewayPodsReady;
 
 const NAMESPACE: &str = "scale";
 
@@ -49,13 +60,13 @@ const OPERATOR_RESOURCES: [&str; 7] = [
     "websocketservices/status",
 ];
 
-fn manifest(count: usize) -> String {
+fn manifest(count: usize, gateway_spec: &str) -> String {
     let mut text = String::new();
     for index in 0..count {
         // One replica each keeps the fake pods (and the scheduler's work) at one per object.
         let _ = write!(
             text,
-            "apiVersion: wsfleet.io/v1alpha1\nkind: WebSocketService\nmetadata:\n  name: ws-{index:04}\nspec:\n  upstream: {{service: chat-backend, port: 8080}}\n  replicas: 1\n---\n"
+            "apiVersion: wsfleet.io/v1alpha1\nkind: WebSocketService\nmetadata:\n  name: ws-{index:04}\nspec:\n  upstream: {{service: chat-backend, port: 8080}}\n  replicas: 1\n{gateway_spec}---\n"
         );
     }
     text
@@ -158,18 +169,19 @@ fn events_by_source(kubectl: &Kubectl) -> Result<BTreeMap<String, u64>> {
 }
 
 fn main() -> Result<()> {
-    let count_wanted: usize = match std::env::args().nth(1) {
-        Some(text) => text.parse().context("COUNT must be a number")?,
-        None => 1000,
+    let Some(args) = Args::from_command_line()? else {
+        return Ok(());
     };
-    let control_plane = ControlPlane::start(Nodes::Fake)?;
+    let count_wanted = args.count;
+    let cluster = Cluster::start(args.real_node)?;
+    let control_plane = cluster.control_plane();
     control_plane.install_crd()?;
     let admin = control_plane.kubectl();
     admin.run(&["create", "namespace", NAMESPACE])?;
     let kubectl = admin.in_namespace(NAMESPACE);
-    create_backend_service(&kubectl, NAMESPACE)?;
+    cluster.create_upstream(&kubectl, NAMESPACE)?;
     let work = tempfile::tempdir()?;
-    let mut operator = Operator::start(&control_plane, NAMESPACE, "scale", work.path())?;
+    let mut operator = Operator::start(control_plane, NAMESPACE, "scale", work.path())?;
     operator.await_leadership()?;
 
     let objects_seen = record_first_seen(&kubectl, "wss", "")?;
@@ -178,9 +190,13 @@ fn main() -> Result<()> {
         .map(|kind| record_first_seen(&kubectl, kind, MANAGED))
         .collect::<Result<Vec<_>>>()?;
     let cpu_before = cpu_time(operator.pid())?;
+    let pods_ready = args
+        .real_node
+        .then(|| GatewayPodsReady::watch(&kubectl, count_wanted))
+        .transpose()?;
     let before = write_counts(&admin)?;
     let started = Instant::now();
-    kubectl.create(&manifest(count_wanted))?;
+    kubectl.create(&manifest(count_wanted, cluster.gateway_spec()))?;
     let created = started.elapsed();
     println!("created {count_wanted} WebSocketServices in {created:.1?}");
 
@@ -229,5 +245,14 @@ fn main() -> Result<()> {
         idle,
         peak_rss as f64 / 1024.0
     );
+    if let Some(pods_ready) = &pods_ready {
+        real_node::report(
+            &kubectl,
+            NAMESPACE,
+            pods_ready,
+            started,
+            CONVERGENCE_DEADLINE,
+        )?;
+    }
     Ok(())
 }

@@ -81,6 +81,9 @@ evictionHard:
   imagefs.available: "1%"
   nodefs.inodesFree: "1%"
 serializeImagePulls: false
+# The scale run puts 100 gateways and their upstream here, close to the default cap of 110; the
+# CNI plugin's address range (241 addresses) is the real bound.
+maxPods: 240
 shutdownGracePeriod: 0s
 "#,
         socket = containerd.socket.display(),

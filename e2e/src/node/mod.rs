@@ -60,15 +60,20 @@ impl RealCluster {
     /// The cluster shared by every test in this test binary, started on first use and stopped
     /// (host restored) when the binary exits.
     pub fn shared() -> &'static RealCluster {
+        Self::try_shared().unwrap_or_else(|err| panic!("{err:#}"))
+    }
+
+    /// Like [`RealCluster::shared`], for a program that reports a failure to start rather
+    /// than panicking.
+    pub fn try_shared() -> Result<&'static RealCluster> {
         let started = SHARED.get_or_init(|| {
             let cluster = RealCluster::start().map_err(|err| format!("{err:#}"))?;
             crate::process::at_exit(stop_shared);
             Ok(cluster)
         });
-        match started {
-            Ok(cluster) => cluster,
-            Err(err) => panic!("the real node did not start: {err}"),
-        }
+        started
+            .as_ref()
+            .map_err(|err| anyhow::anyhow!("the real node did not start: {err}"))
     }
 
     /// Cleans up after any earlier run, records the host, and starts everything.

@@ -30,7 +30,7 @@ fn a_browser_talks_to_the_upstream_pod_through_the_service() -> Result<()> {
         url: format!("wss://{}{}", endpoint.server_name, endpoint.path),
         protocols: vec![token_protocol.clone(), "x.app.v1".to_owned()],
         messages: messages.clone(),
-        trusted_ca_pem: Some(endpoint.ca_pem.clone()),
+        trusted_ca_pem: endpoint.ca_pem.clone(),
         host_rules: vec![(endpoint.server_name.clone(), endpoint.address.ip())],
     })?;
 
