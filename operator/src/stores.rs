@@ -13,12 +13,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::build::cert_manager::Certificate as CertManagerCertificate;
 use crate::build::scaled_object::ScaledObject;
@@ -172,9 +174,8 @@ impl Scope<'_> {
     }
 }
 
-/// A watch of `api` whose objects are kept in the returned store. Managed fields are trimmed
-/// to the operator's own entries, the only ones it reads: on Deployments they are most of the
-/// object, and a thousand fleets would otherwise keep megabytes of other managers' field sets.
+/// A watch of `api` whose objects are kept in the returned store, their managed fields trimmed
+/// ([`trim_managed_fields`]).
 fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -182,18 +183,34 @@ where
     let (store, writer) = reflector::store();
     let changes = watcher(api, config)
         .default_backoff()
-        .modify(|object: &mut K| {
-            object.managed_fields_mut().retain(|entry| {
-                entry
-                    .manager
-                    .as_deref()
-                    .is_some_and(|manager| manager.starts_with(FIELD_MANAGER))
-            });
-        })
+        .modify(|object: &mut K| trim_managed_fields(object.managed_fields_mut()))
         .reflect(writer)
         .touched_objects()
         .boxed();
     (store, changes)
+}
+
+/// Keeps of `entries` only what the operator reads: its own entries, and of their field sets
+/// only whether they name `spec.replicas` ([`crate::apply::applies_replicas`]). A field set
+/// lists every field the operator applies, as a tree of JSON maps: on a Deployment it outweighs
+/// the rest of the cached object, and other managers' sets would add as much again.
+fn trim_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
+    entries.retain(|entry| {
+        entry
+            .manager
+            .as_deref()
+            .is_some_and(|manager| manager.starts_with(FIELD_MANAGER))
+    });
+    for entry in entries {
+        if let Some(FieldsV1(fields)) = &mut entry.fields_v1 {
+            let replicas = fields.pointer("/f:spec/f:replicas").is_some();
+            *fields = if replicas {
+                json!({"f:spec": {"f:replicas": {}}})
+            } else {
+                json!({})
+            };
+        }
+    }
 }
 
 /// How long a reconcile waits for a cache's first list; after that it fails and is retried.
@@ -216,5 +233,72 @@ where
             kind: K::kind(&()).into_owned(),
             seconds: READY_TIMEOUT.as_secs(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::apply::applies_replicas;
+
+    fn entry(manager: &str, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            operation: Some("Apply".to_owned()),
+            time: Some(Time(jiff::Timestamp::from_second(1_700_000_000).unwrap())),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    fn deployment(entries: Vec<ManagedFieldsEntry>) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                managed_fields: Some(entries),
+                ..ObjectMeta::default()
+            },
+            ..Deployment::default()
+        }
+    }
+
+    #[test]
+    fn trimmed_managed_fields_keep_what_the_operator_reads() {
+        let applied = json!({
+            "f:metadata": {"f:labels": {"f:app": {}}},
+            "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"gateway\"}": {".": {}, "f:image": {}}}}}},
+        });
+        let mut trimmed = deployment(vec![
+            entry("kube-controller-manager", json!({"f:status": {}})),
+            entry(FIELD_MANAGER, applied),
+        ]);
+        trim_managed_fields(trimmed.managed_fields_mut());
+        let entries = trimmed.managed_fields();
+        assert_eq!(entries.len(), 1, "other managers' entries go");
+        assert_eq!(entries[0].manager.as_deref(), Some(FIELD_MANAGER));
+        assert!(entries[0].time.is_some(), "the apply's time stays");
+        assert_eq!(
+            entries[0].fields_v1,
+            Some(FieldsV1(json!({"f:spec": {"f:replicas": {}}})))
+        );
+        assert!(applies_replicas(&trimmed));
+    }
+
+    #[test]
+    fn trimmed_managed_fields_without_replicas_say_so() {
+        let mut trimmed = deployment(vec![entry(
+            FIELD_MANAGER,
+            json!({"f:spec": {"f:selector": {}, "f:template": {}}}),
+        )]);
+        trim_managed_fields(trimmed.managed_fields_mut());
+        assert_eq!(
+            trimmed.managed_fields()[0].fields_v1,
+            Some(FieldsV1(json!({})))
+        );
+        assert!(!applies_replicas(&trimmed));
     }
 }
