@@ -6,8 +6,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -26,6 +26,7 @@ use crate::build::cert_manager::Certificate as CertManagerCertificate;
 use crate::build::scaled_object::ScaledObject;
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
+use crate::unseen_writes::UnseenWrites;
 
 /// A stream of changed objects that keeps a [`Store`] up to date as it is polled.
 pub type Changes<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -33,17 +34,44 @@ pub type Changes<K> = BoxStream<'static, Result<K, watcher::Error>>;
 /// The caches the observe step reads.
 #[derive(Clone)]
 pub struct Stores {
-    pub config_maps: Store<ConfigMap>,
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
-    pub budgets: Store<PodDisruptionBudget>,
+    pub config_maps: Cache<ConfigMap>,
+    pub deployments: Cache<Deployment>,
+    pub services: Cache<Service>,
+    pub autoscalers: Cache<HorizontalPodAutoscaler>,
+    pub budgets: Cache<PodDisruptionBudget>,
     /// `None` where KEDA's CRD was not served at start: those are read from the apiserver.
-    pub scaled_objects: Option<Store<ScaledObject>>,
+    pub scaled_objects: Option<Cache<ScaledObject>>,
     /// `None` where cert-manager's CRD was not served at start.
-    pub certificates: Option<Store<CertManagerCertificate>>,
+    pub certificates: Option<Cache<CertManagerCertificate>>,
     /// Every Service in scope by metadata only: an upstream Service need only exist.
     pub service_names: Store<PartialObjectMeta<Service>>,
+}
+
+/// One child kind's cache: what its watch delivered, and the operator's own applies the watch
+/// has not delivered yet.
+pub struct Cache<K: 'static + Resource<DynamicType = ()>> {
+    pub store: Store<K>,
+    pub unseen: UnseenWrites<K>,
+}
+
+impl<K: 'static + Resource<DynamicType = ()> + Clone> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            unseen: self.unseen.clone(),
+        }
+    }
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + 'static,
+{
+    /// The child `namespace/name` as a reconcile should see it (see [`UnseenWrites::newer`]).
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<K>>, Error> {
+        let cached = cached(&self.store, namespace, name).await?;
+        Ok(self.unseen.newer(namespace, name, cached))
+    }
 }
 
 /// The watches that fill [`Stores`]; the controller polls them as its triggers.
@@ -174,20 +202,25 @@ impl Scope<'_> {
     }
 }
 
-/// A watch of `api` whose objects are kept in the returned store, their managed fields trimmed
+/// A watch of `api` whose objects are kept in the returned cache, their managed fields trimmed
 /// ([`trim_managed_fields`]).
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Changes<K>)
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Cache<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let unseen = UnseenWrites::default();
+    let saw = unseen.clone();
     let changes = watcher(api, config)
         .default_backoff()
         .modify(|object: &mut K| trim_managed_fields(object.managed_fields_mut()))
+        // Before the store takes the event, so that no remembered apply outlives the version
+        // of the child it was decided on.
+        .inspect_ok(move |event| saw.saw(event))
         .reflect(writer)
         .touched_objects()
         .boxed();
-    (store, changes)
+    (Cache { store, unseen }, changes)
 }
 
 /// Keeps of `entries` only what the operator reads: its own entries, and of their field sets
