@@ -80,7 +80,13 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             init_logging(args.log_format);
-            let result = tokio::runtime::Runtime::new()
+            // One thread: the controller and the lease run on the thread that drives the
+            // runtime, while the client's connections are tasks of their own; with worker
+            // threads each request crossed between threads several times, and the wake-ups
+            // cost more CPU than the work. The operator waits on the apiserver, not on a core.
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .context("starting the async runtime")
                 .and_then(|runtime| runtime.block_on(run(args)));
             match result {
