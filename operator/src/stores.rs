@@ -160,6 +160,13 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         let api = scope.api::<PartialObjectMeta<Service>>();
         let changes = watcher(api, watcher::Config::default())
             .default_backoff()
+            // Only the name and the owners are read (whether it exists, and whose it is).
+            .modify(|service: &mut PartialObjectMeta<Service>| {
+                let meta = &mut service.metadata;
+                meta.managed_fields = None;
+                meta.annotations = None;
+                meta.labels = None;
+            })
             .reflect(writer)
             .touched_objects()
             .boxed();
