@@ -29,7 +29,7 @@ const DEBOUNCE: Duration = Duration::from_secs(1);
 /// so this bounds the connections the client opens (over HTTP/1.1, one per request in flight)
 /// and the memory of the requests; without it a thousand new objects open hundreds of TLS
 /// connections, and the controller's queue rescans every waiting object on each poll.
-const CONCURRENT_RECONCILES: u16 = 16;
+const CONCURRENT_RECONCILES: u16 = 64;
 
 /// Runs the controller until `shutdown` resolves; watches one namespace or all. `watches` fill
 /// the caches in `ctx` and are the triggers of the children's owners.
