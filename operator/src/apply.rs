@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
+use crate::unseen_writes::UnseenWrites;
 
 /// Annotation on each child holding a digest of the last content the operator applied; a new
 /// digest reveals fields the operator stopped setting, which a content comparison cannot see.
@@ -20,7 +21,14 @@ pub const APPLIED_DIGEST: &str = "wsfleet.io/applied-digest";
 const HANDOVER_MANAGER: &str = "wsfleet-operator-handover";
 
 /// Applies `desired` unless `observed` already holds it; returns the child as it now stands.
-pub async fn apply<K>(api: &Api<K>, mut desired: K, observed: Option<K>) -> Result<K, Error>
+/// `unseen`, the cache's record of the operator's own applies, keeps this one until the
+/// child's watch delivers it.
+pub async fn apply<K>(
+    api: &Api<K>,
+    mut desired: K,
+    observed: Option<K>,
+    unseen: Option<&UnseenWrites<K>>,
+) -> Result<K, Error>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
@@ -33,13 +41,13 @@ where
     desired
         .annotations_mut()
         .insert(APPLIED_DIGEST.to_owned(), digest.clone());
-    if let Some(observed) = observed
-        && up_to_date(&desired, &observed, &digest)
-    {
-        return Ok(observed);
-    }
+    let observed = match observed {
+        Some(observed) if up_to_date(&desired, &observed, &digest) => return Ok(observed),
+        observed => observed,
+    };
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
+    let pending = unseen.map(|unseen| unseen.begin(&namespace, &name, observed.as_ref()));
     let applied = api
         .patch(
             &name,
@@ -48,18 +56,34 @@ where
         )
         .await
         .map_err(Error::kube("apply", kind_of::<K>(), &namespace, &name))?;
+    if let Some(pending) = pending {
+        pending.written(&applied);
+    }
     tracing::info!(kind = %kind_of::<K>(), %namespace, %name, "applied");
     Ok(applied)
 }
 
-fn up_to_date<K: Serialize>(desired: &K, observed: &K, digest: &str) -> bool {
+/// Whether `observed` holds `desired`: the digest of the same content, and every field of it.
+/// The digest is compared first, on the typed object: a child the operator has yet to bring up
+/// to date differs there, and telling so needs no conversion to JSON.
+fn up_to_date<K: Resource + Serialize>(desired: &K, observed: &K, digest: &str) -> bool {
+    if observed
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(APPLIED_DIGEST))
+        .map(String::as_str)
+        != Some(digest)
+    {
+        return false;
+    }
     let (Ok(desired), Ok(observed)) = (
         serde_json::to_value(desired),
         serde_json::to_value(observed),
     ) else {
         return false;
     };
-    observed["metadata"]["annotations"][APPLIED_DIGEST] == digest && contains(&observed, &desired)
+    contains(&observed, &desired)
 }
 
 /// Whether every field of `wanted` is present in `have` with the same value; lists must match

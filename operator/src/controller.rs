@@ -9,8 +9,8 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Resource, ResourceExt};
 
 use crate::context::{Context, object_key};
@@ -25,6 +25,11 @@ type Guarded = DeserializeGuard<WebSocketService>;
 
 /// Triggers for one object closer together than this are merged into one reconcile.
 const DEBOUNCE: Duration = Duration::from_secs(1);
+/// At most this many reconciles run at once. Each holds one request to the apiserver at a time,
+/// so this bounds the connections the client opens (over HTTP/1.1, one per request in flight)
+/// and the memory of the requests; without it a thousand new objects open hundreds of TLS
+/// connections, and the controller's queue rescans every waiting object on each poll.
+const CONCURRENT_RECONCILES: u16 = 64;
 
 /// Runs the controller until `shutdown` resolves; watches one namespace or all. `watches` fill
 /// the caches in `ctx` and are the triggers of the children's owners.
@@ -43,10 +48,23 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        // A rollout sends a burst of Deployment status updates; one reconcile covers them.
-        .with_config(controller::Config::default().debounce(DEBOUNCE));
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    let objects = watcher(api, watcher::Config::default().any_semantic())
+        // Nothing reads a WebSocketService's managed fields; kept, they would double the size
+        // of each cached object.
+        .modify(|guard: &mut Guarded| {
+            if let Ok(wss) = &mut guard.0 {
+                wss.metadata.managed_fields = None;
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(objects, store.clone()).with_config(
+        controller::Config::default()
+            // A rollout sends a burst of Deployment status updates; one reconcile covers them.
+            .debounce(DEBOUNCE)
+            .concurrency(CONCURRENT_RECONCILES),
+    );
     let secret_store = store.clone();
     let outcomes = ctx.clone();
     // KEDA's ScaledObjects and cert-manager's Certificates are watched only where their CRDs

@@ -21,4 +21,5 @@ pub mod quantity;
 pub mod reconcile;
 pub mod status;
 pub mod stores;
+pub mod unseen_writes;
 pub mod x509;

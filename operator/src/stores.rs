@@ -6,24 +6,27 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::build::cert_manager::Certificate as CertManagerCertificate;
 use crate::build::scaled_object::ScaledObject;
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
+use crate::unseen_writes::UnseenWrites;
 
 /// A stream of changed objects that keeps a [`Store`] up to date as it is polled.
 pub type Changes<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -31,17 +34,44 @@ pub type Changes<K> = BoxStream<'static, Result<K, watcher::Error>>;
 /// The caches the observe step reads.
 #[derive(Clone)]
 pub struct Stores {
-    pub config_maps: Store<ConfigMap>,
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
-    pub budgets: Store<PodDisruptionBudget>,
+    pub config_maps: Cache<ConfigMap>,
+    pub deployments: Cache<Deployment>,
+    pub services: Cache<Service>,
+    pub autoscalers: Cache<HorizontalPodAutoscaler>,
+    pub budgets: Cache<PodDisruptionBudget>,
     /// `None` where KEDA's CRD was not served at start: those are read from the apiserver.
-    pub scaled_objects: Option<Store<ScaledObject>>,
+    pub scaled_objects: Option<Cache<ScaledObject>>,
     /// `None` where cert-manager's CRD was not served at start.
-    pub certificates: Option<Store<CertManagerCertificate>>,
+    pub certificates: Option<Cache<CertManagerCertificate>>,
     /// Every Service in scope by metadata only: an upstream Service need only exist.
     pub service_names: Store<PartialObjectMeta<Service>>,
+}
+
+/// One child kind's cache: what its watch delivered, and the operator's own applies the watch
+/// has not delivered yet.
+pub struct Cache<K: 'static + Resource<DynamicType = ()>> {
+    pub store: Store<K>,
+    pub unseen: UnseenWrites<K>,
+}
+
+impl<K: 'static + Resource<DynamicType = ()> + Clone> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            unseen: self.unseen.clone(),
+        }
+    }
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + 'static,
+{
+    /// The child `namespace/name` as a reconcile should see it (see [`UnseenWrites::newer`]).
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<K>>, Error> {
+        let cached = cached(&self.store, namespace, name).await?;
+        Ok(self.unseen.newer(namespace, name, cached))
+    }
 }
 
 /// The watches that fill [`Stores`]; the controller polls them as its triggers.
@@ -130,6 +160,13 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         let api = scope.api::<PartialObjectMeta<Service>>();
         let changes = watcher(api, watcher::Config::default())
             .default_backoff()
+            // Only the name and the owners are read (whether it exists, and whose it is).
+            .modify(|service: &mut PartialObjectMeta<Service>| {
+                let meta = &mut service.metadata;
+                meta.managed_fields = None;
+                meta.annotations = None;
+                meta.labels = None;
+            })
             .reflect(writer)
             .touched_objects()
             .boxed();
@@ -172,28 +209,48 @@ impl Scope<'_> {
     }
 }
 
-/// A watch of `api` whose objects are kept in the returned store. Managed fields are trimmed
-/// to the operator's own entries, the only ones it reads: on Deployments they are most of the
-/// object, and a thousand fleets would otherwise keep megabytes of other managers' field sets.
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, Changes<K>)
+/// A watch of `api` whose objects are kept in the returned cache, their managed fields trimmed
+/// ([`trim_managed_fields`]).
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Cache<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    let unseen = UnseenWrites::default();
+    let saw = unseen.clone();
     let changes = watcher(api, config)
         .default_backoff()
-        .modify(|object: &mut K| {
-            object.managed_fields_mut().retain(|entry| {
-                entry
-                    .manager
-                    .as_deref()
-                    .is_some_and(|manager| manager.starts_with(FIELD_MANAGER))
-            });
-        })
+        .modify(|object: &mut K| trim_managed_fields(object.managed_fields_mut()))
+        // Before the store takes the event, so that no remembered apply outlives the version
+        // of the child it was decided on.
+        .inspect_ok(move |event| saw.saw(event))
         .reflect(writer)
         .touched_objects()
         .boxed();
-    (store, changes)
+    (Cache { store, unseen }, changes)
+}
+
+/// Keeps of `entries` only what the operator reads: its own entries, and of their field sets
+/// only whether they name `spec.replicas` ([`crate::apply::applies_replicas`]). A field set
+/// lists every field the operator applies, as a tree of JSON maps: on a Deployment it outweighs
+/// the rest of the cached object, and other managers' sets would add as much again.
+fn trim_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
+    entries.retain(|entry| {
+        entry
+            .manager
+            .as_deref()
+            .is_some_and(|manager| manager.starts_with(FIELD_MANAGER))
+    });
+    for entry in entries {
+        if let Some(FieldsV1(fields)) = &mut entry.fields_v1 {
+            let replicas = fields.pointer("/f:spec/f:replicas").is_some();
+            *fields = if replicas {
+                json!({"f:spec": {"f:replicas": {}}})
+            } else {
+                json!({})
+            };
+        }
+    }
 }
 
 /// How long a reconcile waits for a cache's first list; after that it fails and is retried.
@@ -216,5 +273,72 @@ where
             kind: K::kind(&()).into_owned(),
             seconds: READY_TIMEOUT.as_secs(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::apply::applies_replicas;
+
+    fn entry(manager: &str, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            operation: Some("Apply".to_owned()),
+            time: Some(Time(jiff::Timestamp::from_second(1_700_000_000).unwrap())),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    fn deployment(entries: Vec<ManagedFieldsEntry>) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                managed_fields: Some(entries),
+                ..ObjectMeta::default()
+            },
+            ..Deployment::default()
+        }
+    }
+
+    #[test]
+    fn trimmed_managed_fields_keep_what_the_operator_reads() {
+        let applied = json!({
+            "f:metadata": {"f:labels": {"f:app": {}}},
+            "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"gateway\"}": {".": {}, "f:image": {}}}}}},
+        });
+        let mut trimmed = deployment(vec![
+            entry("kube-controller-manager", json!({"f:status": {}})),
+            entry(FIELD_MANAGER, applied),
+        ]);
+        trim_managed_fields(trimmed.managed_fields_mut());
+        let entries = trimmed.managed_fields();
+        assert_eq!(entries.len(), 1, "other managers' entries go");
+        assert_eq!(entries[0].manager.as_deref(), Some(FIELD_MANAGER));
+        assert!(entries[0].time.is_some(), "the apply's time stays");
+        assert_eq!(
+            entries[0].fields_v1,
+            Some(FieldsV1(json!({"f:spec": {"f:replicas": {}}})))
+        );
+        assert!(applies_replicas(&trimmed));
+    }
+
+    #[test]
+    fn trimmed_managed_fields_without_replicas_say_so() {
+        let mut trimmed = deployment(vec![entry(
+            FIELD_MANAGER,
+            json!({"f:spec": {"f:selector": {}, "f:template": {}}}),
+        )]);
+        trim_managed_fields(trimmed.managed_fields_mut());
+        assert_eq!(
+            trimmed.managed_fields()[0].fields_v1,
+            Some(FieldsV1(json!({})))
+        );
+        assert!(!applies_replicas(&trimmed));
     }
 }

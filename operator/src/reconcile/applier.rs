@@ -17,6 +17,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 use crate::status::Problem;
+use crate::stores::Cache;
 
 /// What the apply step leaves behind.
 #[derive(Debug)]
@@ -67,11 +68,20 @@ pub async fn apply_desired(
                     namespace,
                     certificate,
                     observed.cert_manager_certificate.take(),
+                    ctx.stores.certificates.as_ref(),
                 )
                 .await
             }
             Child::ConfigMap(config_map) => {
-                put(ctx, namespace, config_map, observed.config_map.take()).await
+                let cache = Some(&ctx.stores.config_maps);
+                put(
+                    ctx,
+                    namespace,
+                    config_map,
+                    observed.config_map.take(),
+                    cache,
+                )
+                .await
             }
             Child::Deployment {
                 deployment: desired,
@@ -81,17 +91,47 @@ pub async fn apply_desired(
                 if let (true, Some(observed)) = (hand_over, &observed.deployment) {
                     hand_over_replicas(&api, observed).await?;
                 }
-                deployment = Some(apply(&api, *desired, observed.deployment.take()).await?);
+                deployment = Some(
+                    apply(
+                        &api,
+                        *desired,
+                        observed.deployment.take(),
+                        Some(&ctx.stores.deployments.unseen),
+                    )
+                    .await?,
+                );
                 Ok(())
             }
-            Child::Service(service) => put(ctx, namespace, service, observed.service.take()).await,
+            Child::Service(service) => {
+                let cache = Some(&ctx.stores.services);
+                put(ctx, namespace, service, observed.service.take(), cache).await
+            }
             Child::Autoscaler(autoscaler) => {
-                put(ctx, namespace, autoscaler, observed.autoscaler.take()).await
+                let cache = Some(&ctx.stores.autoscalers);
+                put(
+                    ctx,
+                    namespace,
+                    autoscaler,
+                    observed.autoscaler.take(),
+                    cache,
+                )
+                .await
             }
             Child::ScaledObject(scaled_object) => {
-                put(ctx, namespace, scaled_object, observed.scaled_object.take()).await
+                let cache = ctx.stores.scaled_objects.as_ref();
+                put(
+                    ctx,
+                    namespace,
+                    scaled_object,
+                    observed.scaled_object.take(),
+                    cache,
+                )
+                .await
             }
-            Child::Budget(budget) => put(ctx, namespace, budget, observed.budget.take()).await,
+            Child::Budget(budget) => {
+                let cache = Some(&ctx.stores.budgets);
+                put(ctx, namespace, budget, observed.budget.take(), cache).await
+            }
         };
         match (result, not_served) {
             (Ok(()), _) => {}
@@ -106,12 +146,13 @@ pub async fn apply_desired(
     })
 }
 
-/// Applies `desired` unless `observed` already holds it.
+/// Applies `desired` unless `observed` already holds it; `cache` is the kind's, if it has one.
 async fn put<K>(
     ctx: &Context,
     namespace: &str,
     desired: K,
     observed: Option<K>,
+    cache: Option<&Cache<K>>,
 ) -> Result<(), Error>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -120,7 +161,8 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    apply(&ctx.api(namespace), desired, observed)
+    let unseen = cache.map(|cache| &cache.unseen);
+    apply(&ctx.api(namespace), desired, observed, unseen)
         .await
         .map(drop)
 }
@@ -165,7 +207,7 @@ async fn store_secret(
 ) -> Result<Result<(), Problem>, Error> {
     let secrets: Api<Secret> = ctx.api(namespace);
     if !create {
-        apply(&secrets, secret, observed).await?;
+        apply(&secrets, secret, observed, None).await?;
         return Ok(Ok(()));
     }
     let name = secret.name_any();

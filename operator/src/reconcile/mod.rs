@@ -128,7 +128,8 @@ pub(crate) mod fixtures {
     use crate::context::Context;
     use crate::metrics::Metrics;
     use crate::names::FIELD_MANAGER;
-    use crate::stores::Stores;
+    use crate::stores::{Cache, Stores};
+    use crate::unseen_writes::UnseenWrites;
 
     /// A Context whose requests go to `client`, with empty caches (as after the first list of
     /// an empty namespace).
@@ -154,14 +155,23 @@ pub(crate) mod fixtures {
             writer.apply_watcher_event(&Event::InitDone);
             store
         }
+        fn cache<K>(objects: &[Value]) -> Cache<K>
+        where
+            K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + 'static,
+        {
+            Cache {
+                store: filled(objects),
+                unseen: UnseenWrites::default(),
+            }
+        }
         Stores {
-            config_maps: filled(objects),
-            deployments: filled(objects),
-            services: filled(objects),
-            autoscalers: filled(objects),
-            budgets: filled(objects),
-            scaled_objects: Some(filled(objects)),
-            certificates: Some(filled(objects)),
+            config_maps: cache(objects),
+            deployments: cache(objects),
+            services: cache(objects),
+            autoscalers: cache(objects),
+            budgets: cache(objects),
+            scaled_objects: Some(cache(objects)),
+            certificates: Some(cache(objects)),
             service_names: filled(objects),
         }
     }

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::reflector::Store;
 use serde::de::DeserializeOwned;
 
 use crate::build::cert_manager::Certificate as CertManagerCertificate;
@@ -19,7 +18,7 @@ use crate::build::scaled_object::ScaledObject;
 use crate::context::Context;
 use crate::error::Error;
 use crate::plan::Plan;
-use crate::stores::cached;
+use crate::stores::{Cache, cached};
 
 /// What exists now of a fleet's children and of the objects its spec names.
 #[derive(Debug, Default, Clone)]
@@ -92,7 +91,7 @@ pub async fn observe(ctx: &Context, plan: &Plan) -> Result<Observed, Error> {
 /// after the operator started: its type may be served by now).
 async fn read<K>(
     ctx: &Context,
-    store: Option<&Store<K>>,
+    cache: Option<&Cache<K>>,
     namespace: &str,
     name: &str,
 ) -> Result<Option<K>, Error>
@@ -103,8 +102,9 @@ where
         + Debug
         + 'static,
 {
-    match store {
-        Some(store) => Ok(cached(store, namespace, name)
+    match cache {
+        Some(cache) => Ok(cache
+            .get(namespace, name)
             .await?
             .map(|object| (*object).clone())),
         None => get(ctx, namespace, name).await,

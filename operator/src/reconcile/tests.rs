@@ -3,12 +3,15 @@
 
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
+use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
 use super::fixtures::{context_with, stores_holding};
 use super::*;
 use crate::build::fixtures::{example, owner};
+use crate::context::Context;
 
 #[test]
 fn retries_back_off_exponentially_up_to_a_cap() {
@@ -100,42 +103,75 @@ async fn reconcile_once(
     cached: &[Value],
     answer: impl Fn(&Sent) -> Option<(u16, Value)> + Send + Sync + 'static,
 ) -> Run {
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let log = sent.clone();
-    let answer: Arc<Answer> = Arc::new(answer);
-    let stored = serde_json::to_value(&wss).unwrap();
-    let apiserver = tower::service_fn(move |request: http::Request<kube::client::Body>| {
-        let (log, answer, mut stored) = (log.clone(), answer.clone(), stored.clone());
-        async move {
-            let method = request.method().to_string();
-            let path = request.uri().path().to_owned();
-            let bytes = request.into_body().collect_bytes().await?;
-            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let request = Sent { method, path, body };
-            log.lock().unwrap().push(request.clone());
-            let (code, body) = answer(&request).unwrap_or_else(|| match request.method.as_str() {
-                "GET" => (404, status_body(404, "NotFound")),
-                "POST" => (201, request.body.clone()),
-                "PATCH" if request.path.ends_with("/status") => {
-                    stored["status"] = request.body["status"].clone();
-                    (200, stored)
-                }
-                _ => (200, request.body.clone()),
-            });
-            let response = http::Response::builder()
-                .status(code)
-                .body(kube::client::Body::from(body.to_string().into_bytes()))
-                .unwrap();
-            Ok::<_, kube::Error>(response)
-        }
-    });
+    let apiserver = Apiserver::answering(&wss, answer);
     let ctx = Arc::new(context_with(
-        Client::new(apiserver, "team-a"),
+        apiserver.client.clone(),
         stores_holding(cached),
     ));
-    let result = reconcile(Arc::new(DeserializeGuard(Ok(wss))), ctx).await;
-    let sent = sent.lock().unwrap().clone();
-    Run { result, sent }
+    apiserver.reconcile(wss, &ctx).await
+}
+
+/// A mocked apiserver that logs every request.
+struct Apiserver {
+    client: Client,
+    sent: Arc<Mutex<Vec<Sent>>>,
+}
+
+impl Apiserver {
+    /// Answers with `answer`; a status write returns `wss` with that status.
+    fn answering(
+        wss: &WebSocketService,
+        answer: impl Fn(&Sent) -> Option<(u16, Value)> + Send + Sync + 'static,
+    ) -> Self {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = sent.clone();
+        let answer: Arc<Answer> = Arc::new(answer);
+        let stored = serde_json::to_value(wss).unwrap();
+        let apiserver = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let (log, answer, mut stored) = (log.clone(), answer.clone(), stored.clone());
+            async move {
+                let method = request.method().to_string();
+                let path = request.uri().path().to_owned();
+                let bytes = request.into_body().collect_bytes().await?;
+                let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let request = Sent { method, path, body };
+                log.lock().unwrap().push(request.clone());
+                let (code, body) =
+                    answer(&request).unwrap_or_else(|| match request.method.as_str() {
+                        "GET" => (404, status_body(404, "NotFound")),
+                        "POST" => (201, request.body.clone()),
+                        "PATCH" if request.path.ends_with("/status") => {
+                            stored["status"] = request.body["status"].clone();
+                            (200, stored)
+                        }
+                        _ => (200, request.body.clone()),
+                    });
+                let response = http::Response::builder()
+                    .status(code)
+                    .body(kube::client::Body::from(body.to_string().into_bytes()))
+                    .unwrap();
+                Ok::<_, kube::Error>(response)
+            }
+        });
+        Self {
+            client: Client::new(apiserver, "team-a"),
+            sent,
+        }
+    }
+
+    /// Reconciles `wss` once with `ctx`; the run holds the requests of this reconcile only.
+    async fn reconcile(&self, wss: WebSocketService, ctx: &Arc<Context>) -> Run {
+        self.sent.lock().unwrap().clear();
+        let result = reconcile(Arc::new(DeserializeGuard(Ok(wss))), ctx.clone()).await;
+        let sent = self.sent.lock().unwrap().clone();
+        Run { result, sent }
+    }
+}
+
+/// `wss` as stored after `run` wrote its status.
+fn with_status_of(mut wss: WebSocketService, run: &Run) -> WebSocketService {
+    wss.status = serde_json::from_value(run.body("/status")["status"].clone()).unwrap();
+    wss
 }
 
 /// The upstream Service every example names.
@@ -184,12 +220,50 @@ async fn a_fleet_at_steady_state_sends_nothing() {
         .map(|sent| sent.body.clone())
         .collect();
     cached.push(backend());
-    let mut stored = wss;
-    stored.status = serde_json::from_value(first.body("/status")["status"].clone()).unwrap();
+    let stored = with_status_of(wss, &first);
 
     let second = reconcile_once(stored, &cached, |_| None).await;
     assert!(second.result.is_ok(), "{:?}", second.result);
     assert_eq!(second.lines(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_reconcile_before_the_watches_deliver_its_own_applies_writes_nothing_again() {
+    let wss = example("minimal.yaml");
+    let apiserver = Apiserver::answering(&wss, |_| None);
+    let ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        stores_holding(&[backend()]),
+    ));
+    let first = apiserver.reconcile(wss.clone(), &ctx).await;
+    assert_eq!(first.writes().len(), 5, "{:?}", first.writes());
+    // Woken again (a child's event arrived) while the caches still hold none of the children.
+    let second = apiserver.reconcile(with_status_of(wss, &first), &ctx).await;
+    assert!(second.result.is_ok(), "{:?}", second.result);
+    assert_eq!(second.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_child_deleted_right_after_its_create_is_created_again() {
+    let wss = example("minimal.yaml");
+    let apiserver = Apiserver::answering(&wss, |_| None);
+    let ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        stores_holding(&[backend()]),
+    ));
+    let first = apiserver.reconcile(wss.clone(), &ctx).await;
+    // The budget's watch delivers its create and then its deletion; the cache shows none.
+    let budget: PodDisruptionBudget =
+        serde_json::from_value(first.body("/poddisruptionbudgets/chat-gateway").clone()).unwrap();
+    ctx.stores.budgets.unseen.saw(&Event::Apply(budget.clone()));
+    ctx.stores.budgets.unseen.saw(&Event::Delete(budget));
+    let second = apiserver.reconcile(with_status_of(wss, &first), &ctx).await;
+    assert_eq!(
+        second.writes(),
+        [format!(
+            "PATCH /apis/policy/v1{NS}/poddisruptionbudgets/chat-gateway"
+        )]
+    );
 }
 
 #[tokio::test]
