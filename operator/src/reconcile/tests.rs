@@ -227,8 +227,9 @@ async fn a_fleet_at_steady_state_sends_nothing() {
     assert_eq!(second.lines(), Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn a_reconcile_before_the_watches_deliver_its_own_applies_writes_nothing_again() {
+/// A first reconcile of the minimal example whose caches, kept in the returned context, the
+/// watches have not filled yet.
+async fn first_reconcile_with_shared_caches() -> (WebSocketService, Apiserver, Arc<Context>, Run) {
     let wss = example("minimal.yaml");
     let apiserver = Apiserver::answering(&wss, |_| None);
     let ctx = Arc::new(context_with(
@@ -236,6 +237,12 @@ async fn a_reconcile_before_the_watches_deliver_its_own_applies_writes_nothing_a
         stores_holding(&[backend()]),
     ));
     let first = apiserver.reconcile(wss.clone(), &ctx).await;
+    (wss, apiserver, ctx, first)
+}
+
+#[tokio::test]
+async fn a_reconcile_before_the_watches_deliver_its_own_applies_writes_nothing_again() {
+    let (wss, apiserver, ctx, first) = first_reconcile_with_shared_caches().await;
     assert_eq!(first.writes().len(), 5, "{:?}", first.writes());
     // Woken again (a child's event arrived) while the caches still hold none of the children.
     let second = apiserver.reconcile(with_status_of(wss, &first), &ctx).await;
@@ -245,13 +252,7 @@ async fn a_reconcile_before_the_watches_deliver_its_own_applies_writes_nothing_a
 
 #[tokio::test]
 async fn a_child_deleted_right_after_its_create_is_created_again() {
-    let wss = example("minimal.yaml");
-    let apiserver = Apiserver::answering(&wss, |_| None);
-    let ctx = Arc::new(context_with(
-        apiserver.client.clone(),
-        stores_holding(&[backend()]),
-    ));
-    let first = apiserver.reconcile(wss.clone(), &ctx).await;
+    let (wss, apiserver, ctx, first) = first_reconcile_with_shared_caches().await;
     // The budget's watch delivers its create and then its deletion; the cache shows none.
     let budget: PodDisruptionBudget =
         serde_json::from_value(first.body("/poddisruptionbudgets/chat-gateway").clone()).unwrap();
