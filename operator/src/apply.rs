@@ -4,6 +4,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -155,14 +156,13 @@ pub fn applies_replicas(deployment: &Deployment) -> bool {
     deployment.managed_fields().iter().any(|entry| {
         entry.manager.as_deref() == Some(FIELD_MANAGER)
             && entry.operation.as_deref() == Some("Apply")
-            && entry.fields_v1.as_ref().is_some_and(|fields| {
-                fields
-                    .0
-                    .get("f:spec")
-                    .and_then(|spec| spec.get("f:replicas"))
-                    .is_some()
-            })
+            && entry.fields_v1.as_ref().is_some_and(names_replicas)
     })
+}
+
+/// Whether a managed-fields set names `spec.replicas`.
+pub fn names_replicas(fields: &FieldsV1) -> bool {
+    fields.0.pointer("/f:spec/f:replicas").is_some()
 }
 
 /// Deletes the child `name` if it exists and is controlled by the object with `owner_uid`.

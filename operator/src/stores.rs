@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -231,7 +231,7 @@ where
 }
 
 /// Keeps of `entries` only what the operator reads: its own entries, and of their field sets
-/// only whether they name `spec.replicas` ([`crate::apply::applies_replicas`]). A field set
+/// only whether they name `spec.replicas` ([`crate::apply::names_replicas`]). A field set
 /// lists every field the operator applies, as a tree of JSON maps: on a Deployment it outweighs
 /// the rest of the cached object, and other managers' sets would add as much again.
 fn trim_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
@@ -242,9 +242,8 @@ fn trim_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
             .is_some_and(|manager| manager.starts_with(FIELD_MANAGER))
     });
     for entry in entries {
-        if let Some(FieldsV1(fields)) = &mut entry.fields_v1 {
-            let replicas = fields.pointer("/f:spec/f:replicas").is_some();
-            *fields = if replicas {
+        if let Some(fields) = &mut entry.fields_v1 {
+            fields.0 = if crate::apply::names_replicas(fields) {
                 json!({"f:spec": {"f:replicas": {}}})
             } else {
                 json!({})
@@ -279,7 +278,7 @@ where
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta, Time};
     use serde_json::Value;
 
     use super::*;

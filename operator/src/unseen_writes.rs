@@ -165,7 +165,7 @@ impl<K: Resource> Pending<K> {
         if entry.ticket != ticket {
             return;
         }
-        if Version::of(Some(written)) == Some(entry.decided_on.clone()) {
+        if Version::of(Some(written)).as_ref() == Some(&entry.decided_on) {
             entries.by_key.remove(&self.key);
             return;
         }
