@@ -23,6 +23,7 @@ use crate::wire::forwarded::{ClientChain, is_trusted_proxy};
 use crate::wire::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::wire::proxy_protocol;
 use crate::wire::refusal::Refusal;
+use crate::wire::server_tls::ServerTlsStream;
 use crate::wire::socket_options;
 use crate::wire::transport::Transport;
 
@@ -294,14 +295,18 @@ async fn accept(
 ) -> Accept {
     let deadline = tokio::time::Instant::now() + budget;
     let mut client = match &shared.tls {
-        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Transport::ServerTls(Box::new(tls)),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "TLS handshake failed");
-                return Accept::Gone;
+        Some(config) => {
+            match tokio::time::timeout_at(deadline, ServerTlsStream::accept(tcp, config.clone()))
+                .await
+            {
+                Ok(Ok(tls)) => Transport::ServerTls(Box::new(tls)),
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "TLS handshake failed");
+                    return Accept::Gone;
+                }
+                Err(_) => return Accept::Unanswerable(Refusal::HandshakeTimeout),
             }
-            Err(_) => return Accept::Unanswerable(Refusal::HandshakeTimeout),
-        },
+        }
         None => Transport::Plain(tcp),
     };
     match tokio::time::timeout_at(

@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_rustls::TlsAcceptor;
 
 use crate::policy::live_counts::LiveCounts;
 use crate::policy::pending::PendingHandshakes;
@@ -63,7 +62,7 @@ pub async fn run(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<
         .transpose()?;
     let tls = certificate
         .as_ref()
-        .map(|certificate| certificate.server_config().map(TlsAcceptor::from))
+        .map(|certificate| certificate.server_config())
         .transpose()?;
     let metrics = Arc::new(Metrics::default());
     let policy = Policy::build(config, None, &metrics)?;

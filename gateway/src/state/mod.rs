@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use arc_swap::ArcSwap;
-use tokio_rustls::TlsAcceptor;
+use rustls::ServerConfig;
 
 use crate::policy::live_counts::LiveCounts;
 use crate::policy::pending::PendingHandshakes;
@@ -29,7 +29,8 @@ pub(crate) struct Shared {
     pub pending_handshakes: PendingHandshakes,
     pub per_subject: LiveCounts<Box<str>>,
     pub drain: Arc<Drain>,
-    pub tls: Option<TlsAcceptor>,
+    /// The TLS every client connection begins with, when `tls` is configured.
+    pub tls: Option<Arc<ServerConfig>>,
     pub certificate: Option<Arc<ReloadingCertificate>>,
     pub access_log: AccessLog,
     /// False until the listener is bound, and again once draining starts.

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod handshake;
 pub mod proxy_protocol;
 pub mod refusal;
+pub(crate) mod server_tls;
 pub(crate) mod socket_options;
 pub(crate) mod tls;
 pub(crate) mod transport;

@@ -8,11 +8,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::wire::server_tls::ServerTlsStream;
+
 /// A connected stream; TLS state is boxed so that idle plain connections stay small.
 #[derive(Debug)]
 pub(crate) enum Transport {
     Plain(TcpStream),
-    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    ServerTls(Box<ServerTlsStream>),
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
