@@ -23,8 +23,8 @@ use crate::wire::forwarded::{ClientChain, is_trusted_proxy};
 use crate::wire::handshake::{self, Head, HeadError, UpgradeRequest};
 use crate::wire::proxy_protocol;
 use crate::wire::refusal::Refusal;
-use crate::wire::server_tls::ServerTlsStream;
 use crate::wire::socket_options;
+use crate::wire::tls_stream::ServerTlsStream;
 use crate::wire::transport::Transport;
 
 /// Budget for writing a refusal to a client that may not be reading.

@@ -16,6 +16,7 @@ use crate::wire::forwarded::{self, ClientChain};
 use crate::wire::handshake::{self, UpgradeAnswer, UpgradeRequest, push_header};
 use crate::wire::refusal::Refusal;
 use crate::wire::socket_options;
+use crate::wire::tls_stream::ClientTlsStream;
 use crate::wire::transport::Transport;
 use wsfleet_config::{Compression, TcpConfig, UpstreamConfig};
 
@@ -221,8 +222,7 @@ impl UpstreamTarget {
         match &self.tls {
             None => Ok(Transport::Plain(tcp)),
             Some((config, name)) => {
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name.clone(), tcp)
+                let tls = ClientTlsStream::connect(tcp, config.clone(), name.clone())
                     .await
                     .map_err(|err| {
                         UpstreamFailure::new(

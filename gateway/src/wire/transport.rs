@@ -8,14 +8,14 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::wire::server_tls::ServerTlsStream;
+use crate::wire::tls_stream::{ClientTlsStream, ServerTlsStream};
 
 /// A connected stream; TLS state is boxed so that idle plain connections stay small.
 #[derive(Debug)]
 pub(crate) enum Transport {
     Plain(TcpStream),
     ServerTls(Box<ServerTlsStream>),
-    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    ClientTls(Box<ClientTlsStream>),
 }
 
 macro_rules! delegate {

@@ -1,5 +1,6 @@
-//! TLS towards a client, driven through rustls's unbuffered API so that a connection holds no
-//! buffer while it waits.
+//! TLS on either end of a relayed connection (as the server towards clients, as the client
+//! towards a `wss://` upstream), driven through rustls's unbuffered API so that a connection
+//! holds no buffer while it waits.
 //!
 //! rustls's buffered connection keeps a record buffer of at least 4 KiB from its first read
 //! to its last, whether or not anything arrives; with thousands of silent connections that
@@ -10,13 +11,19 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::ops::DerefMut;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use rustls::ServerConfig;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedConnectionCommon, UnbufferedStatus,
+    WriteTraffic,
+};
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -30,18 +37,57 @@ const MIN_READ: usize = 4096;
 const MAX_WRITE: usize = 0x4000 * 4;
 
 /// Encrypts into the records to send, once the session is open.
-type OnOpen<'a> =
-    &'a mut dyn FnMut(WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<()>;
+type OnOpen<'a, Data> = &'a mut dyn FnMut(WriteTraffic<'_, Data>, &mut Vec<u8>) -> io::Result<()>;
+
+/// A TLS session towards a client.
+pub(crate) type ServerTlsStream = TlsStream<UnbufferedServerConnection>;
+/// A TLS session towards an upstream.
+pub(crate) type ClientTlsStream = TlsStream<UnbufferedClientConnection>;
+
+/// Either side of an unbuffered rustls connection.
+pub(crate) trait Session: DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> {
+    type Data;
+
+    fn process<'c, 'i>(
+        &'c mut self,
+        received: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Session for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+
+    fn process<'c, 'i>(
+        &'c mut self,
+        received: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(received)
+    }
+}
+
+impl Session for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+
+    fn process<'c, 'i>(
+        &'c mut self,
+        received: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(received)
+    }
+}
 
 thread_local! {
     /// Ciphertext as read, decrypted in place: shared by every connection on the thread.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_SIZE]);
+    /// Records as encrypted, before the socket takes them: only what it does not take is
+    /// copied to the connection.
+    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A server-side TLS session over a TCP connection.
-pub(crate) struct ServerTlsStream {
+/// A TLS session over a TCP connection.
+pub(crate) struct TlsStream<S> {
     tcp: TcpStream,
-    session: UnbufferedServerConnection,
+    session: S,
     buffers: Buffers,
 }
 
@@ -63,9 +109,9 @@ struct Buffers {
     close_queued: bool,
 }
 
-impl std::fmt::Debug for ServerTlsStream {
+impl<S> std::fmt::Debug for TlsStream<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTlsStream")
+        f.debug_struct("TlsStream")
             .field("tcp", &self.tcp)
             .field("received", &self.buffers.received.len())
             .field(
@@ -92,14 +138,35 @@ enum Reached {
 }
 
 impl ServerTlsStream {
-    /// Runs the TLS handshake on `tcp`. Application data that arrived with the client's last
-    /// handshake flight is kept for the first read.
+    /// Runs the TLS handshake on `tcp` as the server. Application data that arrived with the
+    /// client's last handshake flight is kept for the first read.
     pub(crate) async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
         let session = UnbufferedServerConnection::new(config).map_err(invalid_data)?;
+        Self::handshake(tcp, session).await
+    }
+}
+
+impl ClientTlsStream {
+    /// Runs the TLS handshake on `tcp` as the client of `name`.
+    pub(crate) async fn connect(
+        tcp: TcpStream,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let session = UnbufferedClientConnection::new(config, name).map_err(invalid_data)?;
+        Self::handshake(tcp, session).await
+    }
+}
+
+impl<S: Session> TlsStream<S> {
+    async fn handshake(tcp: TcpStream, mut session: S) -> io::Result<Self> {
+        let mut buffers = Buffers::default();
+        // A client speaks first: this encodes its hello.
+        buffers.process_kept(&mut session, None)?;
         let mut stream = Self {
             tcp,
             session,
-            buffers: Buffers::default(),
+            buffers,
         };
         std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
         Ok(stream)
@@ -180,16 +247,8 @@ impl Buffers {
     /// Writes unsent records; ready once the socket took them all.
     fn poll_send(&mut self, tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.unsent_from < self.unsent.len() {
-            match ready!(tcp.poll_write_ready(cx)) {
-                Ok(()) => {}
-                Err(err) => return Poll::Ready(Err(err)),
-            }
-            match tcp.try_write(&self.unsent[self.unsent_from..]) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(written) => self.unsent_from += written,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Err(err)),
-            }
+            ready!(tcp.poll_write_ready(cx))?;
+            self.unsent_from += try_send(tcp, &self.unsent[self.unsent_from..])?;
         }
         if !self.unsent.is_empty() {
             self.unsent = Vec::new();
@@ -214,10 +273,8 @@ impl Buffers {
     }
 
     /// After a failure, encodes the alert rustls prepared for the peer, if any.
-    fn queue_alert(&mut self, session: &mut UnbufferedServerConnection) {
-        if let Ok(ConnectionState::EncodeTlsData(mut encoder)) =
-            session.process_tls_records(&mut []).state
-        {
+    fn queue_alert<S: Session>(&mut self, session: &mut S) {
+        if let Ok(ConnectionState::EncodeTlsData(mut encoder)) = session.process(&mut []).state {
             let _ = append(&mut self.unsent, 256, |out| {
                 encoder.encode(out).map_err(|err| match err {
                     EncodeError::InsufficientSize(size) => Some(size.required_size),
@@ -227,13 +284,14 @@ impl Buffers {
         }
     }
 
-    /// Runs `on_open` on the open session (encrypting into `unsent`), after processing what
-    /// it has kept. False when the session can no longer send.
-    fn with_open_session(
+    /// Processes the bytes kept from earlier reads (none, or a record not complete yet),
+    /// which lets the session queue what it has to send, and runs `on_open` on the open
+    /// session to encrypt into `unsent`.
+    fn process_kept<S: Session>(
         &mut self,
-        session: &mut UnbufferedServerConnection,
-        on_open: OnOpen<'_>,
-    ) -> io::Result<bool> {
+        session: &mut S,
+        on_open: Option<OnOpen<'_, S::Data>>,
+    ) -> io::Result<Reached> {
         let mut received = std::mem::take(&mut self.received);
         let mut sink = Plaintext {
             reader: None,
@@ -245,11 +303,11 @@ impl Buffers {
             &mut self.unsent,
             &mut sink,
             &mut self.peer_closed,
-            Some(on_open),
+            on_open,
         )?;
         received.drain(..used);
         self.received = received;
-        Ok(reached == Reached::Open)
+        Ok(reached)
     }
 }
 
@@ -276,17 +334,17 @@ impl Plaintext<'_, '_, '_> {
 /// Processes the complete records in `received`: plaintext to `plaintext`, handshake records
 /// and alerts appended to `unsent`, and, once the session is open, `on_open` to encrypt.
 /// Returns how many bytes of `received` are used up, and where it stopped.
-fn process(
-    session: &mut UnbufferedServerConnection,
+fn process<S: Session>(
+    session: &mut S,
     received: &mut [u8],
     unsent: &mut Vec<u8>,
     plaintext: &mut Plaintext<'_, '_, '_>,
     peer_closed: &mut bool,
-    mut on_open: Option<OnOpen<'_>>,
+    mut on_open: Option<OnOpen<'_, S::Data>>,
 ) -> io::Result<(usize, Reached)> {
     let mut used = 0;
     loop {
-        let status = session.process_tls_records(&mut received[used..]);
+        let status = session.process(&mut received[used..]);
         let mut discard = status.discard;
         let reached = match status.state.map_err(invalid_data)? {
             ConnectionState::ReadTraffic(mut records) => {
@@ -362,8 +420,8 @@ fn append(
 }
 
 /// Encrypts `plaintext` into records appended to `out`.
-fn encrypt(
-    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+fn encrypt<Data>(
+    traffic: &mut WriteTraffic<'_, Data>,
     plaintext: &[u8],
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -378,11 +436,25 @@ fn encrypt(
     })
 }
 
+/// Writes as much of `bytes` as the socket takes without waiting.
+fn try_send(tcp: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match tcp.try_write(&bytes[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => sent += written,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(sent)
+}
+
 fn invalid_data(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
-impl AsyncRead for ServerTlsStream {
+impl<S: Session + Unpin> AsyncRead for TlsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -415,7 +487,7 @@ impl AsyncRead for ServerTlsStream {
     }
 }
 
-impl AsyncWrite for ServerTlsStream {
+impl<S: Session + Unpin> AsyncWrite for TlsStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -428,12 +500,25 @@ impl AsyncWrite for ServerTlsStream {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let take = data.len().min(MAX_WRITE);
-        let open = this
-            .buffers
-            .with_open_session(&mut this.session, &mut |mut traffic, unsent| {
-                encrypt(&mut traffic, &data[..take], unsent)
-            })?;
-        if !open {
+        let tcp = &this.tcp;
+        let reached = this.buffers.process_kept(
+            &mut this.session,
+            Some(&mut |mut traffic, unsent| {
+                SEALED.with_borrow_mut(|sealed| {
+                    sealed.clear();
+                    encrypt(&mut traffic, &data[..take], sealed)?;
+                    // Straight to the socket unless records queued earlier must go first.
+                    let sent = if unsent.is_empty() {
+                        try_send(tcp, sealed)?
+                    } else {
+                        0
+                    };
+                    unsent.extend_from_slice(&sealed[sent..]);
+                    Ok(())
+                })
+            }),
+        )?;
+        if reached != Reached::Open {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         // Taken: what the socket does not take now goes out on the next write or flush.
@@ -453,15 +538,17 @@ impl AsyncWrite for ServerTlsStream {
         if !this.buffers.close_queued {
             this.buffers.close_queued = true;
             // A session that can no longer send has nothing to say goodbye with.
-            this.buffers
-                .with_open_session(&mut this.session, &mut |mut traffic, unsent| {
+            this.buffers.process_kept(
+                &mut this.session,
+                Some(&mut |mut traffic, unsent| {
                     append(unsent, 64, |out| {
                         traffic.queue_close_notify(out).map_err(|err| match err {
                             EncryptError::InsufficientSize(size) => Some(size.required_size),
                             EncryptError::EncryptExhausted => None,
                         })
                     })
-                })?;
+                }),
+            )?;
         }
         ready!(this.buffers.poll_send(&this.tcp, cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
@@ -474,8 +561,7 @@ mod tests {
     use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpListener;
-    use tokio_rustls::TlsConnector;
-    use tokio_rustls::client::TlsStream;
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     use super::*;
 
@@ -516,39 +602,78 @@ mod tests {
             }
         }
 
-        /// A client connected through `path` to a session accepted here.
-        async fn connect(&self, path: Path) -> (TlsStream<TcpStream>, ServerTlsStream) {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            let client = async {
-                let tcp = match path {
+        /// A buffered client connected through `path` to a session accepted here.
+        async fn connect(
+            &self,
+            path: Path,
+        ) -> (tokio_rustls::client::TlsStream<TcpStream>, ServerTlsStream) {
+            let (client, server) = tcp_pair(path).await;
+            tokio::join!(
+                async {
+                    TlsConnector::from(self.client.clone())
+                        .connect(localhost(), client)
+                        .await
+                        .unwrap()
+                },
+                async {
+                    ServerTlsStream::accept(server, self.server.clone())
+                        .await
+                        .unwrap()
+                },
+            )
+        }
+
+        /// A session connected here through `path` to a buffered server.
+        async fn connect_upstream(
+            &self,
+            path: Path,
+        ) -> (ClientTlsStream, tokio_rustls::server::TlsStream<TcpStream>) {
+            let (client, server) = tcp_pair(path).await;
+            tokio::join!(
+                async {
+                    ClientTlsStream::connect(client, self.client.clone(), localhost())
+                        .await
+                        .unwrap()
+                },
+                async {
+                    TlsAcceptor::from(self.server.clone())
+                        .accept(server)
+                        .await
+                        .unwrap()
+                },
+            )
+        }
+    }
+
+    fn localhost() -> ServerName<'static> {
+        ServerName::try_from("localhost").unwrap()
+    }
+
+    /// A connected (client, server) pair of TCP streams.
+    async fn tcp_pair(path: Path) -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(
+            async {
+                match path {
                     Path::Direct => TcpStream::connect(address).await.unwrap(),
                     Path::ByteByByte => dribbling_proxy(address).await,
-                };
-                TlsConnector::from(self.client.clone())
-                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
-                    .await
-                    .unwrap()
-            };
-            let server = async {
-                let (tcp, _) = listener.accept().await.unwrap();
-                ServerTlsStream::accept(tcp, self.server.clone())
-                    .await
-                    .unwrap()
-            };
-            tokio::join!(client, server)
-        }
+                }
+            },
+            async { listener.accept().await.unwrap().0 },
+        );
+        (client, server)
     }
 
     #[derive(Clone, Copy)]
     enum Path {
         Direct,
-        /// Every byte from the client to the server in a write of its own.
+        /// Every byte, either way, in a write of its own.
         ByteByByte,
     }
 
-    /// A TCP connection to `server` through a relay that passes the client's bytes one at a
-    /// time, so that every record arrives in pieces.
+    /// A TCP connection to `server` through a relay that passes bytes one at a time, so
+    /// that every record arrives in pieces.
     async fn dribbling_proxy(server: std::net::SocketAddr) -> TcpStream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
@@ -558,23 +683,25 @@ mod tests {
         let far = TcpStream::connect(server).await.unwrap();
         near.set_nodelay(true).unwrap();
         far.set_nodelay(true).unwrap();
-        let (mut near_read, mut near_write) = near.into_split();
-        let (mut far_read, mut far_write) = far.into_split();
-        tokio::spawn(async move {
-            let mut byte = [0];
-            while near_read.read(&mut byte).await.unwrap_or(0) == 1 {
-                if far_write.write_all(&byte).await.is_err() {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            let _ = far_write.shutdown().await;
-        });
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut far_read, &mut near_write).await;
-            let _ = near_write.shutdown().await;
-        });
+        let (near_read, near_write) = near.into_split();
+        let (far_read, far_write) = far.into_split();
+        tokio::spawn(dribble(near_read, far_write));
+        tokio::spawn(dribble(far_read, near_write));
         client
+    }
+
+    async fn dribble(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let mut byte = [0];
+        while from.read(&mut byte).await.unwrap_or(0) == 1 {
+            if to.write_all(&byte).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        let _ = to.shutdown().await;
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -583,8 +710,8 @@ mod tests {
             .collect()
     }
 
-    fn assert_holds_nothing(server: &ServerTlsStream) {
-        let buffers = &server.buffers;
+    fn assert_holds_nothing<S>(stream: &TlsStream<S>) {
+        let buffers = &stream.buffers;
         assert_eq!(
             (
                 buffers.received.capacity(),
@@ -775,5 +902,45 @@ mod tests {
             accepted.map(|_| ()).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
         );
+    }
+
+    #[tokio::test]
+    async fn as_a_client_records_in_pieces_go_both_ways_whole() {
+        let pki = Pki::new();
+        let (mut client, mut server) = pki.connect_upstream(Path::ByteByByte).await;
+        let up = pattern(20_000, 7);
+        client.write_all(&up).await.unwrap();
+        client.flush().await.unwrap();
+        let mut received = vec![0; up.len()];
+        server.read_exact(&mut received).await.unwrap();
+        assert!(received == up, "the bytes from the client differ");
+        let down = pattern(30_000, 8);
+        server.write_all(&down).await.unwrap();
+        server.flush().await.unwrap();
+        let mut received = vec![0; down.len()];
+        client.read_exact(&mut received).await.unwrap();
+        assert!(received == down, "the bytes towards the client differ");
+        assert_holds_nothing(&client);
+    }
+
+    #[tokio::test]
+    async fn as_a_client_a_second_connection_resumes_and_closes_cleanly() {
+        let pki = Pki::new();
+        for expected in [HandshakeKind::Full, HandshakeKind::Resumed] {
+            let (mut client, mut server) = pki.connect_upstream(Path::Direct).await;
+            // The server's tickets come before its first bytes.
+            server.write_all(b"hello").await.unwrap();
+            server.flush().await.unwrap();
+            let mut hello = [0; 5];
+            client.read_exact(&mut hello).await.unwrap();
+            assert_eq!(client.session.handshake_kind(), Some(expected));
+            client.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            server.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "nothing follows the close: {rest:?}");
+            server.shutdown().await.unwrap();
+            client.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "nothing follows the close: {rest:?}");
+        }
     }
 }
