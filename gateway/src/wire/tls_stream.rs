@@ -30,9 +30,12 @@ use self::records::{
     OnOpen, Plaintext, Reached, close_notify, encode, encrypt, invalid_data, process,
 };
 
-/// rustls joins a handshake message of up to 64 KiB across records; the largest record
-/// (TLS 1.2, 16 KiB of plaintext with 2 KiB of expansion and its header) may follow it.
-const SCRATCH_SIZE: usize = 0x1_0000 + 0x4000 + 2048 + 5;
+/// Largest read: the largest record (TLS 1.2, 16 KiB of plaintext with 2 KiB of expansion
+/// and its header).
+const SCRATCH_SIZE: usize = 0x4000 + 2048 + 5;
+/// Most kept between reads: rustls joins a handshake message of up to 64 KiB across
+/// records, and a record may follow it.
+const MAX_KEPT: usize = 0x1_0000 + SCRATCH_SIZE;
 /// Least a read asks the socket for once the handshake is done, however little the reader
 /// has room for: a record's header and a useful part of its body.
 const MIN_READ: usize = 4096;
@@ -146,8 +149,8 @@ impl<S: Session> TlsStream<S> {
         }
     }
 
-    /// Reads the socket once (up to `read_limit` bytes past what is kept) and processes every
-    /// complete record. Plaintext goes to `reader` as far as it has room, the rest is kept.
+    /// Reads the socket once (at most `read_limit` bytes) and processes every complete
+    /// record. Plaintext goes to `reader` as far as it has room, the rest is kept.
     fn poll_receive(
         &mut self,
         cx: &mut Context<'_>,
@@ -160,26 +163,34 @@ impl<S: Session> TlsStream<S> {
                 session,
                 buffers,
             } = self;
-            let kept = buffers.received.len();
-            let end = scratch.len().min(kept + read_limit);
-            if kept == end {
-                return Poll::Ready(Err(invalid_data("TLS message larger than 64 KiB")));
-            }
-            let mut read = ReadBuf::new(&mut scratch[kept..end]);
+            let mut read = ReadBuf::new(&mut scratch[..read_limit.min(SCRATCH_SIZE)]);
             ready!(Pin::new(&mut *tcp).poll_read(cx, &mut read))?;
             let arrived = read.filled().len();
             if arrived == 0 {
                 buffers.peer_closed = true;
             }
-            scratch[..kept].copy_from_slice(&buffers.received);
-            let filled = kept + arrived;
+            // New bytes join those kept from earlier reads where they are, so a record that
+            // arrives in many pieces is not copied again for each piece.
+            let mut received = std::mem::take(&mut buffers.received);
+            let joined = !received.is_empty();
+            if joined {
+                if received.len() + arrived > MAX_KEPT {
+                    return Poll::Ready(Err(invalid_data("TLS message larger than 64 KiB")));
+                }
+                received.extend_from_slice(&scratch[..arrived]);
+            }
+            let input = if joined {
+                &mut received[..]
+            } else {
+                &mut scratch[..arrived]
+            };
             let mut sink = Plaintext {
                 reader,
                 unread: &mut buffers.unread,
             };
             let processed = process(
                 session,
-                &mut scratch[..filled],
+                input,
                 &mut buffers.unsent,
                 &mut sink,
                 &mut buffers.peer_closed,
@@ -194,7 +205,11 @@ impl<S: Session> TlsStream<S> {
                     return Poll::Ready(Err(err));
                 }
             };
-            buffers.received = scratch[used..filled].to_vec();
+            buffers.received = if joined && used == 0 {
+                received
+            } else {
+                input[used..].to_vec()
+            };
             Poll::Ready(Ok(reached))
         })
     }
@@ -231,6 +246,11 @@ impl Buffers {
 
     /// After a failure, encodes the alert rustls prepared for the peer, if any.
     fn queue_alert<S: Session>(&mut self, session: &mut S) {
+        // Asked only when an alert is queued: rustls then hands it out before it looks at the
+        // (here empty) input, whose place a half-joined handshake message may still hold.
+        if !session.wants_write() {
+            return;
+        }
         if let Ok(ConnectionState::EncodeTlsData(mut encoder)) = session.process(&mut []).state {
             let _ = encode(&mut encoder, &mut self.unsent);
         }

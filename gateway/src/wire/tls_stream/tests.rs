@@ -378,3 +378,25 @@ async fn as_a_client_a_second_connection_resumes_and_closes_cleanly() {
         assert!(rest.is_empty(), "nothing follows the close: {rest:?}");
     }
 }
+
+#[tokio::test]
+async fn a_handshake_message_beyond_64_kib_is_refused() {
+    let pki = Pki::new();
+    let (mut client, tcp) = tcp_pair(Path::Direct).await;
+    let sender = tokio::spawn(async move {
+        // A ClientHello that says it is 16 MiB long, sent as full handshake records.
+        let mut body = vec![0x01, 0xff, 0xff, 0xff];
+        body.resize(0x4000, 0);
+        for _ in 0..8 {
+            let mut record = vec![0x16, 0x03, 0x01, 0x40, 0x00];
+            record.extend_from_slice(&body);
+            if client.write_all(&record).await.is_err() {
+                break;
+            }
+            body = vec![0; 0x4000];
+        }
+        client
+    });
+    assert_eq!(pki.refused(tcp).await, io::ErrorKind::InvalidData);
+    drop(sender.await.unwrap());
+}
