@@ -347,3 +347,63 @@ async fn wss_upstream_with_its_own_authority() {
     let untrusting = Gateway::start(&url, "").await;
     assert_eq!(refused_status(&untrusting.url("/"), &[]).await, 502);
 }
+
+/// A message through the gateway from `openssl s_client`: an independent TLS implementation,
+/// in TLS 1.2 and in TLS 1.3 (the installed openssl speaks both).
+#[tokio::test]
+async fn openssl_clients_upgrade_and_relay_over_tls_1_2_and_1_3() {
+    use tokio::process::Command;
+
+    let authority = Authority::new();
+    let upstream = EchoUpstream::start().await;
+    // OpenSSL takes a leaf whose subject equals its issuer's for self-signed: name it.
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let (cert, key) = authority.leaf_with(params);
+    let (gateway, tls_dir) = start_tls_gateway(&upstream.url("/"), &cert, &key).await;
+    let ca_file = tls_dir.parent().unwrap().join("ca.pem");
+    std::fs::write(&ca_file, &authority.pem).unwrap();
+    for version in ["-tls1_2", "-tls1_3"] {
+        let mut openssl = Command::new("openssl")
+            .args(["s_client", "-quiet", "-ign_eof", "-verify_return_error"])
+            .args(["-connect", &gateway.address.to_string()])
+            .args(["-servername", "localhost", "-verify_hostname", "localhost"])
+            .arg("-CAfile")
+            .arg(&ca_file)
+            .arg(version)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("openssl (scripts/install-test-deps installs it)");
+        let mut stdin = openssl.stdin.take().unwrap();
+        let mut stdout = openssl.stdout.take().unwrap();
+        // The upgrade, then a masked text frame "hi" right behind it.
+        let mut sent = upgrade_head("/", "").into_bytes();
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        sent.extend_from_slice(&[0x81, 0x82]);
+        sent.extend_from_slice(&mask);
+        sent.extend(b"hi".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        stdin.write_all(&sent).await.unwrap();
+        stdin.flush().await.unwrap();
+        let echo: &[u8] = &[0x81, 0x02, b'h', b'i'];
+        let mut received = Vec::new();
+        within(&format!("openssl {version}: the 101 and the echo"), async {
+            while !received.ends_with(echo) {
+                let mut chunk = [0; 1024];
+                let read = stdout.read(&mut chunk).await.unwrap();
+                assert!(read > 0, "openssl {version} ended: {received:?}");
+                received.extend_from_slice(&chunk[..read]);
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            text.starts_with("HTTP/1.1 101"),
+            "openssl {version}: {text}"
+        );
+    }
+}
