@@ -21,5 +21,6 @@ pub mod quantity;
 pub mod reconcile;
 pub mod status;
 pub mod stores;
+pub mod triggers;
 pub mod unseen_writes;
 pub mod x509;
