@@ -2,6 +2,7 @@
 //! child already holds what would be sent, so a steady state writes nothing.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
@@ -27,9 +28,9 @@ const HANDOVER_MANAGER: &str = "wsfleet-operator-handover";
 pub async fn apply<K>(
     api: &Api<K>,
     mut desired: K,
-    observed: Option<K>,
+    observed: Option<Arc<K>>,
     unseen: Option<&UnseenWrites<K>>,
-) -> Result<K, Error>
+) -> Result<Arc<K>, Error>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
@@ -48,7 +49,7 @@ where
     };
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
-    let pending = unseen.map(|unseen| unseen.begin(&namespace, &name, observed.as_ref()));
+    let pending = unseen.map(|unseen| unseen.begin(&namespace, &name, observed.as_deref()));
     let applied = api
         .patch(
             &name,
@@ -56,6 +57,7 @@ where
             &Patch::Apply(&desired),
         )
         .await
+        .map(Arc::new)
         .map_err(Error::kube("apply", kind_of::<K>(), &namespace, &name))?;
     if let Some(pending) = pending {
         pending.written(&applied);
@@ -168,7 +170,7 @@ pub fn names_replicas(fields: &FieldsV1) -> bool {
 /// Deletes the child `name` if it exists and is controlled by the object with `owner_uid`.
 pub async fn delete_owned<K>(
     api: &Api<K>,
-    observed: Option<K>,
+    observed: Option<&K>,
     owner_uid: &str,
 ) -> Result<(), Error>
 where

@@ -3,6 +3,8 @@
 //! Deployment at once; then each desired child is applied, and only when it differs from what
 //! was observed.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -23,7 +25,7 @@ use crate::stores::Cache;
 #[derive(Debug)]
 pub struct Applied {
     /// The gateway Deployment as it now stands.
-    pub deployment: Deployment,
+    pub deployment: Arc<Deployment>,
     /// Children the cluster would not take, with the reason: an add-on's type is not served,
     /// or another fleet holds the certificate Secret's name.
     pub refused: Vec<(ChildKind, Problem)>,
@@ -88,7 +90,7 @@ pub async fn apply_desired(
                 hand_over_replicas: hand_over,
             } => {
                 let api: Api<Deployment> = ctx.api(namespace);
-                if let (true, Some(observed)) = (hand_over, &observed.deployment) {
+                if let (true, Some(observed)) = (hand_over, observed.deployment.as_deref()) {
                     hand_over_replicas(&api, observed).await?;
                 }
                 deployment = Some(
@@ -151,7 +153,7 @@ async fn put<K>(
     ctx: &Context,
     namespace: &str,
     desired: K,
-    observed: Option<K>,
+    observed: Option<Arc<K>>,
     cache: Option<&Cache<K>>,
 ) -> Result<(), Error>
 where
@@ -179,16 +181,16 @@ async fn delete_undesired(
 ) -> Result<(), Error> {
     let wanted = |kind| children.iter().any(|child| child.kind() == kind);
     if !wanted(ChildKind::Autoscaler) {
-        let observed = observed.autoscaler.clone();
+        let observed = observed.autoscaler.as_deref();
         delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
     }
     if !wanted(ChildKind::ScaledObject) {
-        let observed = observed.scaled_object.clone();
+        let observed = observed.scaled_object.as_deref();
         delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
     }
     if !wanted(ChildKind::CertManagerCertificate) {
         // cert-manager would otherwise go on writing the Secret.
-        let observed = observed.cert_manager_certificate.clone();
+        let observed = observed.cert_manager_certificate.as_deref();
         delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
     }
     Ok(())
@@ -207,7 +209,7 @@ async fn store_secret(
 ) -> Result<Result<(), Problem>, Error> {
     let secrets: Api<Secret> = ctx.api(namespace);
     if !create {
-        apply(&secrets, secret, observed, None).await?;
+        apply(&secrets, secret, observed.map(Arc::new), None).await?;
         return Ok(Ok(()));
     }
     let name = secret.name_any();
