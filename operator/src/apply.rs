@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
-use crate::unseen_writes::UnseenWrites;
+use crate::stores::Cache;
+use crate::verified::FleetVersion;
 
 /// Annotation on each child holding a digest of the last content the operator applied; a new
 /// digest reveals fields the operator stopped setting, which a content comparison cannot see.
@@ -23,17 +24,25 @@ pub const APPLIED_DIGEST: &str = "wsfleet.io/applied-digest";
 const HANDOVER_MANAGER: &str = "wsfleet-operator-handover";
 
 /// Applies `desired` unless `observed` already holds it; returns the child as it now stands.
-/// `unseen`, the cache's record of the operator's own applies, keeps this one until the
-/// child's watch delivers it.
+/// `cache` is the kind's, when it has one: its record of the operator's own applies keeps this
+/// one until the child's watch delivers it, and its memory of children found up to date for
+/// `fleet` (the version of the fleet that wants `desired`) spares comparing them again.
 pub async fn apply<K>(
     api: &Api<K>,
     mut desired: K,
     observed: Option<Arc<K>>,
-    unseen: Option<&UnseenWrites<K>>,
+    cache: Option<&Cache<K>>,
+    fleet: Option<&FleetVersion>,
 ) -> Result<Arc<K>, Error>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
+    let verified = cache.map(|cache| &cache.verified).zip(fleet);
+    if let (Some((verified, fleet)), Some(observed)) = (verified, &observed)
+        && verified.holds(fleet, observed.as_ref())
+    {
+        return Ok(observed.clone());
+    }
     let digest = digest(
         &serde_json::to_vec(&desired).map_err(|source| Error::Serialize {
             kind: kind_of::<K>(),
@@ -44,12 +53,17 @@ where
         .annotations_mut()
         .insert(APPLIED_DIGEST.to_owned(), digest.clone());
     let observed = match observed {
-        Some(observed) if up_to_date(&desired, &observed, &digest) => return Ok(observed),
+        Some(observed) if up_to_date(&desired, &observed, &digest) => {
+            if let Some((verified, fleet)) = verified {
+                verified.record(fleet, observed.as_ref());
+            }
+            return Ok(observed);
+        }
         observed => observed,
     };
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
-    let pending = unseen.map(|unseen| unseen.begin(&namespace, &name, observed.as_deref()));
+    let pending = cache.map(|cache| cache.unseen.begin(&namespace, &name, observed.as_deref()));
     let applied = api
         .patch(
             &name,

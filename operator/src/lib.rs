@@ -23,4 +23,5 @@ pub mod status;
 pub mod stores;
 pub mod triggers;
 pub mod unseen_writes;
+pub mod verified;
 pub mod x509;

@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 use crate::status::Problem;
 use crate::stores::Cache;
+use crate::verified::FleetVersion;
 
 /// What the apply step leaves behind.
 #[derive(Debug)]
@@ -31,11 +32,13 @@ pub struct Applied {
     pub refused: Vec<(ChildKind, Problem)>,
 }
 
-/// Applies `children` (the desired set, in order) over `observed`.
+/// Applies `children` (the desired set, in order, of the fleet `owner` in version `fleet`) over
+/// `observed`.
 pub async fn apply_desired(
     ctx: &Context,
     namespace: &str,
     owner: &OwnerReference,
+    fleet: Option<&FleetVersion>,
     children: Vec<Child>,
     mut observed: Observed,
 ) -> Result<Applied, Error> {
@@ -65,25 +68,14 @@ pub async fn apply_desired(
                 }
             }
             Child::CertManagerCertificate(certificate) => {
-                put(
-                    ctx,
-                    namespace,
-                    certificate,
-                    observed.cert_manager_certificate.take(),
-                    ctx.stores.certificates.as_ref(),
-                )
-                .await
+                let cache = ctx.stores.certificates.as_ref();
+                let observed = observed.cert_manager_certificate.take();
+                put(ctx, namespace, certificate, observed, cache, fleet).await
             }
             Child::ConfigMap(config_map) => {
                 let cache = Some(&ctx.stores.config_maps);
-                put(
-                    ctx,
-                    namespace,
-                    config_map,
-                    observed.config_map.take(),
-                    cache,
-                )
-                .await
+                let observed = observed.config_map.take();
+                put(ctx, namespace, config_map, observed, cache, fleet).await
             }
             Child::Deployment {
                 deployment: desired,
@@ -98,7 +90,8 @@ pub async fn apply_desired(
                         &api,
                         *desired,
                         observed.deployment.take(),
-                        Some(&ctx.stores.deployments.unseen),
+                        Some(&ctx.stores.deployments),
+                        fleet,
                     )
                     .await?,
                 );
@@ -106,33 +99,23 @@ pub async fn apply_desired(
             }
             Child::Service(service) => {
                 let cache = Some(&ctx.stores.services);
-                put(ctx, namespace, service, observed.service.take(), cache).await
+                let observed = observed.service.take();
+                put(ctx, namespace, service, observed, cache, fleet).await
             }
             Child::Autoscaler(autoscaler) => {
                 let cache = Some(&ctx.stores.autoscalers);
-                put(
-                    ctx,
-                    namespace,
-                    autoscaler,
-                    observed.autoscaler.take(),
-                    cache,
-                )
-                .await
+                let observed = observed.autoscaler.take();
+                put(ctx, namespace, autoscaler, observed, cache, fleet).await
             }
             Child::ScaledObject(scaled_object) => {
                 let cache = ctx.stores.scaled_objects.as_ref();
-                put(
-                    ctx,
-                    namespace,
-                    scaled_object,
-                    observed.scaled_object.take(),
-                    cache,
-                )
-                .await
+                let observed = observed.scaled_object.take();
+                put(ctx, namespace, scaled_object, observed, cache, fleet).await
             }
             Child::Budget(budget) => {
                 let cache = Some(&ctx.stores.budgets);
-                put(ctx, namespace, budget, observed.budget.take(), cache).await
+                let observed = observed.budget.take();
+                put(ctx, namespace, budget, observed, cache, fleet).await
             }
         };
         match (result, not_served) {
@@ -155,6 +138,7 @@ async fn put<K>(
     desired: K,
     observed: Option<Arc<K>>,
     cache: Option<&Cache<K>>,
+    fleet: Option<&FleetVersion>,
 ) -> Result<(), Error>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -163,8 +147,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let unseen = cache.map(|cache| &cache.unseen);
-    apply(&ctx.api(namespace), desired, observed, unseen)
+    apply(&ctx.api(namespace), desired, observed, cache, fleet)
         .await
         .map(drop)
 }
@@ -209,7 +192,7 @@ async fn store_secret(
 ) -> Result<Result<(), Problem>, Error> {
     let secrets: Api<Secret> = ctx.api(namespace);
     if !create {
-        apply(&secrets, secret, observed.map(Arc::new), None).await?;
+        apply(&secrets, secret, observed.map(Arc::new), None, None).await?;
         return Ok(Ok(()));
     }
     let name = secret.name_any();
