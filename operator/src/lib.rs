@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod build;
 pub mod conditions;
+pub mod content_version;
 pub mod context;
 pub mod controller;
 pub mod crd;

@@ -146,7 +146,9 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let scope = Scope { client, namespace };
     let (config_maps, config_map_changes) = reflect(scope.api(), children.clone());
-    let (deployments, deployment_changes) = reflect(scope.api(), children.clone());
+    // A rollout updates the Deployment's status at every step; its spec is what is compared.
+    let (deployments, deployment_changes) =
+        reflect_with(scope.api(), children.clone(), Verified::by_content());
     let (services, service_changes) = reflect(scope.api(), children.clone());
     let (autoscalers, autoscaler_changes) = reflect(scope.api(), children.clone());
     let (budgets, budget_changes) = reflect(scope.api(), children.clone());
@@ -213,8 +215,20 @@ impl Scope<'_> {
 }
 
 /// A watch of `api` whose objects are kept in the returned cache, their managed fields trimmed
-/// ([`trim_managed_fields`]).
+/// ([`trim_managed_fields`]); children found up to date are known by their resourceVersion.
 fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Cache<K>, Changes<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    reflect_with(api, config, Verified::default())
+}
+
+/// [`reflect`], with `verified` as the memory of children found up to date.
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    verified: Verified,
+) -> (Cache<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -222,7 +236,7 @@ where
     let cache = Cache {
         store,
         unseen: UnseenWrites::default(),
-        verified: Verified::default(),
+        verified,
     };
     let (unseen, verified) = (cache.unseen.clone(), cache.verified.clone());
     let changes = watcher(api, config)

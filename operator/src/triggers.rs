@@ -4,41 +4,18 @@
 //! changes of what a reconcile acts on (see [`acted_on`]); the children's watches and the
 //! requeues still wake the object as before.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use kube::core::error_boundary::DeserializeGuard;
 
+use crate::content_version::content_version;
 use crate::crd::WebSocketService;
 
 /// A hash of everything in `guard` but its status and the bookkeeping every write moves
 /// (resourceVersion, managedFields): the spec through its generation, which the apiserver
 /// raises on each spec change (the CRD has a status subresource), and the metadata a user or
-/// another controller may change. `None`, so that the event always passes, for an object that
-/// does not parse or has no generation.
+/// another controller may change ([`content_version`]). `None`, so that the event always
+/// passes, for an object that does not parse or has no generation.
 pub fn acted_on(guard: &DeserializeGuard<WebSocketService>) -> Option<u64> {
-    let meta = &guard.0.as_ref().ok()?.metadata;
-    let mut hasher = DefaultHasher::new();
-    meta.generation?.hash(&mut hasher);
-    meta.labels.hash(&mut hasher);
-    meta.annotations.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp
-        .as_ref()
-        .map(|time| time.0)
-        .hash(&mut hasher);
-    meta.deletion_grace_period_seconds.hash(&mut hasher);
-    for owner in meta.owner_references.iter().flatten() {
-        (
-            &owner.api_version,
-            &owner.kind,
-            &owner.name,
-            &owner.uid,
-            owner.controller,
-            owner.block_owner_deletion,
-        )
-            .hash(&mut hasher);
-    }
-    Some(hasher.finish())
+    content_version(&guard.0.as_ref().ok()?.metadata)
 }
 
 #[cfg(test)]

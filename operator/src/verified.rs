@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
+use crate::content_version::content_version;
 use crate::crd::WebSocketService;
 
 /// What a fleet's desired children follow from: the object (its uid, in the owner reference
@@ -34,66 +36,81 @@ impl FleetVersion {
 /// One kind's children found up to date, by `namespace/name`.
 pub struct Verified {
     inner: Arc<Mutex<HashMap<String, Record>>>,
+    version: fn(&ObjectMeta) -> Option<ChildVersion>,
 }
 
 impl Clone for Verified {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            version: self.version,
         }
     }
 }
 
 impl Default for Verified {
+    /// Children known by their resourceVersion.
     fn default() -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Self::by(|meta| meta.resource_version.clone().map(ChildVersion::Stored))
     }
+}
+
+/// The version of a child a record was made for.
+#[derive(Debug, PartialEq, Eq)]
+enum ChildVersion {
+    Stored(String),
+    Content(u64),
 }
 
 struct Record {
     fleet: FleetVersion,
-    resource_version: String,
+    child: ChildVersion,
 }
 
 impl Verified {
+    /// Children known by their [`content_version`], for kinds whose generation the apiserver
+    /// raises on every spec change: their status updates (a Deployment's, on each step of a
+    /// rollout) do not make them look changed.
+    pub fn by_content() -> Self {
+        Self::by(|meta| content_version(meta).map(ChildVersion::Content))
+    }
+
+    fn by(version: fn(&ObjectMeta) -> Option<ChildVersion>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(HashMap::new())),
+            version,
+        }
+    }
+
     /// Whether `child`, in this very version, was found holding what `fleet` wants.
     pub fn holds<K: Resource>(&self, fleet: &FleetVersion, child: &K) -> bool {
-        let meta = child.meta();
-        let (Some(version), Some(namespace), Some(name)) = (
-            meta.resource_version.as_deref(),
-            meta.namespace.as_deref(),
-            meta.name.as_deref(),
-        ) else {
+        let Some((key, version)) = self.identify(child.meta()) else {
             return false;
         };
-        let records = self.lock();
-        if records.is_empty() {
-            return false;
-        }
-        records
-            .get(&key(namespace, name))
-            .is_some_and(|record| record.fleet == *fleet && record.resource_version == version)
+        self.lock()
+            .get(&key)
+            .is_some_and(|record| record.fleet == *fleet && record.child == version)
     }
 
     /// Remembers that `child` holds what `fleet` wants.
     pub fn record<K: Resource>(&self, fleet: &FleetVersion, child: &K) {
-        let meta = child.meta();
-        let (Some(version), Some(namespace), Some(name)) = (
-            meta.resource_version.as_deref(),
-            meta.namespace.as_deref(),
-            meta.name.as_deref(),
-        ) else {
+        let Some((key, version)) = self.identify(child.meta()) else {
             return;
         };
-        self.lock().insert(
-            key(namespace, name),
-            Record {
-                fleet: fleet.clone(),
-                resource_version: version.to_owned(),
-            },
-        );
+        let record = Record {
+            fleet: fleet.clone(),
+            child: version,
+        };
+        self.lock().insert(key, record);
+    }
+
+    /// The key and version of a child; `None` when it has no version: nothing is remembered
+    /// of it.
+    fn identify(&self, meta: &ObjectMeta) -> Option<(String, ChildVersion)> {
+        let version = (self.version)(meta)?;
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        Some((key(namespace, name), version))
     }
 
     /// Called with each event of the kind's watch: a deleted child's record goes, and a relist
@@ -124,8 +141,8 @@ fn key(namespace: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
     use k8s_openapi::api::core::v1::ConfigMap;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
     use crate::build::fixtures::example;
@@ -179,6 +196,36 @@ mod tests {
         unversioned.metadata.resource_version = None;
         verified.record(&fleet(), &unversioned);
         assert!(!verified.holds(&fleet(), &unversioned));
+    }
+
+    #[test]
+    fn by_content_a_status_update_keeps_the_record_and_a_spec_or_metadata_change_drops_it() {
+        let verified = Verified::by_content();
+        let deployment = |version: &str, generation: i64| Deployment {
+            metadata: ObjectMeta {
+                name: Some("chat-gateway".to_owned()),
+                namespace: Some("team-a".to_owned()),
+                uid: Some("uid-9".to_owned()),
+                generation: Some(generation),
+                resource_version: Some(version.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Deployment::default()
+        };
+        verified.record(&fleet(), &deployment("5", 1));
+        let mut rolled_out = deployment("6", 1);
+        rolled_out.status = Some(DeploymentStatus {
+            ready_replicas: Some(1),
+            ..DeploymentStatus::default()
+        });
+        assert!(verified.holds(&fleet(), &rolled_out));
+        assert!(
+            !verified.holds(&fleet(), &deployment("7", 2)),
+            "spec changed"
+        );
+        let mut relabelled = deployment("8", 1);
+        relabelled.metadata.labels = Some([("x".to_owned(), "y".to_owned())].into());
+        assert!(!verified.holds(&fleet(), &relabelled));
     }
 
     #[test]
