@@ -2,6 +2,7 @@
 //! child already holds what would be sent, so a steady state writes nothing.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
@@ -13,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
-use crate::unseen_writes::UnseenWrites;
+use crate::stores::Cache;
+use crate::verified::FleetVersion;
 
 /// Annotation on each child holding a digest of the last content the operator applied; a new
 /// digest reveals fields the operator stopped setting, which a content comparison cannot see.
@@ -22,17 +24,25 @@ pub const APPLIED_DIGEST: &str = "wsfleet.io/applied-digest";
 const HANDOVER_MANAGER: &str = "wsfleet-operator-handover";
 
 /// Applies `desired` unless `observed` already holds it; returns the child as it now stands.
-/// `unseen`, the cache's record of the operator's own applies, keeps this one until the
-/// child's watch delivers it.
+/// `cache` is the kind's, when it has one: its record of the operator's own applies keeps this
+/// one until the child's watch delivers it, and its memory of children found up to date for
+/// `fleet` (the version of the fleet that wants `desired`) spares comparing them again.
 pub async fn apply<K>(
     api: &Api<K>,
     mut desired: K,
-    observed: Option<K>,
-    unseen: Option<&UnseenWrites<K>>,
-) -> Result<K, Error>
+    observed: Option<Arc<K>>,
+    cache: Option<&Cache<K>>,
+    fleet: Option<&FleetVersion>,
+) -> Result<Arc<K>, Error>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
+    let verified = cache.map(|cache| &cache.verified).zip(fleet);
+    if let (Some((verified, fleet)), Some(observed)) = (verified, &observed)
+        && verified.holds(fleet, observed.as_ref())
+    {
+        return Ok(observed.clone());
+    }
     let digest = digest(
         &serde_json::to_vec(&desired).map_err(|source| Error::Serialize {
             kind: kind_of::<K>(),
@@ -43,12 +53,17 @@ where
         .annotations_mut()
         .insert(APPLIED_DIGEST.to_owned(), digest.clone());
     let observed = match observed {
-        Some(observed) if up_to_date(&desired, &observed, &digest) => return Ok(observed),
+        Some(observed) if up_to_date(&desired, &observed, &digest) => {
+            if let Some((verified, fleet)) = verified {
+                verified.record(fleet, observed.as_ref());
+            }
+            return Ok(observed);
+        }
         observed => observed,
     };
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
-    let pending = unseen.map(|unseen| unseen.begin(&namespace, &name, observed.as_ref()));
+    let pending = cache.map(|cache| cache.unseen.begin(&namespace, &name, observed.as_deref()));
     let applied = api
         .patch(
             &name,
@@ -56,6 +71,7 @@ where
             &Patch::Apply(&desired),
         )
         .await
+        .map(Arc::new)
         .map_err(Error::kube("apply", kind_of::<K>(), &namespace, &name))?;
     if let Some(pending) = pending {
         pending.written(&applied);
@@ -168,7 +184,7 @@ pub fn names_replicas(fields: &FieldsV1) -> bool {
 /// Deletes the child `name` if it exists and is controlled by the object with `owner_uid`.
 pub async fn delete_owned<K>(
     api: &Api<K>,
-    observed: Option<K>,
+    observed: Option<&K>,
     owner_uid: &str,
 ) -> Result<(), Error>
 where

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Resource, ResourceExt};
@@ -20,6 +21,7 @@ use crate::names::ChildNames;
 use crate::plan::tls_secret_name;
 use crate::reconcile::{error_policy, reconcile};
 use crate::stores::Watches;
+use crate::triggers;
 
 type Guarded = DeserializeGuard<WebSocketService>;
 
@@ -49,16 +51,10 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
-    let objects = watcher(api, watcher::Config::default().any_semantic())
-        // Nothing reads a WebSocketService's managed fields; kept, they would double the size
-        // of each cached object.
-        .modify(|guard: &mut Guarded| {
-            if let Ok(wss) = &mut guard.0 {
-                wss.metadata.managed_fields = None;
-            }
-        })
-        .reflect(writer)
-        .applied_objects();
+    let objects = fleet_triggers(
+        watcher(api, watcher::Config::default().any_semantic()),
+        writer,
+    );
     let controller = Controller::for_stream(objects, store.clone()).with_config(
         controller::Config::default()
             // A rollout sends a burst of Deployment status updates; one reconcile covers them.
@@ -106,6 +102,27 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
+}
+
+/// The WebSocketService watch as the controller's trigger: every event goes into the cache of
+/// `writer`, but wakes its object only when it changed what a reconcile acts on
+/// ([`triggers::acted_on`]); the cache takes it first, so a reconcile reads the latest status
+/// all the same.
+fn fleet_triggers(
+    events: impl Stream<Item = Result<watcher::Event<Guarded>, watcher::Error>>,
+    writer: Writer<Guarded>,
+) -> impl Stream<Item = Result<Guarded, watcher::Error>> {
+    events
+        // Nothing reads a WebSocketService's managed fields; kept, they would double the size
+        // of each cached object.
+        .modify(|guard: &mut Guarded| {
+            if let Ok(wss) = &mut guard.0 {
+                wss.metadata.managed_fields = None;
+            }
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(triggers::acted_on, Default::default())
 }
 
 /// Logs what the controller did with one request, and forgets the failures of deleted objects.
@@ -350,6 +367,37 @@ mod tests {
             () = tokio::time::sleep(Duration::from_secs(30)) => panic!("no Secret list within 30s"),
         };
         assert!(accept.contains("as=PartialObjectMetadataList"), "{accept}");
+    }
+
+    #[test]
+    fn the_operators_own_status_write_is_cached_but_wakes_nothing() {
+        let created = example("minimal.yaml");
+        let mut status_written = created.clone();
+        status_written.metadata.resource_version = Some("2".to_owned());
+        status_written.status = Some(crate::crd::WebSocketServiceStatus {
+            observed_generation: created.metadata.generation,
+            ..Default::default()
+        });
+        let mut relabelled = status_written.clone();
+        relabelled.metadata.resource_version = Some("3".to_owned());
+        relabelled.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
+        let (store, writer) = reflector::store();
+        let events = [&created, &status_written, &relabelled]
+            .map(|wss| Ok(watcher::Event::Apply(DeserializeGuard(Ok(wss.clone())))));
+        let woken: Vec<_> = futures::executor::block_on(
+            fleet_triggers(futures::stream::iter(events), writer).collect(),
+        );
+        let versions: Vec<_> = woken
+            .iter()
+            .map(|guard| guard.as_ref().unwrap().resource_version())
+            .collect();
+        assert_eq!(versions, [created.resource_version(), Some("3".to_owned())]);
+        let cached = store.get(&ObjectRef::from_obj(&DeserializeGuard(Ok(created))));
+        let cached = cached.expect("the object is cached");
+        assert_eq!(
+            cached.0.as_ref().unwrap().resource_version().as_deref(),
+            Some("3")
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod build;
 pub mod conditions;
+pub mod content_version;
 pub mod context;
 pub mod controller;
 pub mod crd;
@@ -21,5 +22,7 @@ pub mod quantity;
 pub mod reconcile;
 pub mod status;
 pub mod stores;
+pub mod triggers;
 pub mod unseen_writes;
+pub mod verified;
 pub mod x509;

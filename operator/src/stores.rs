@@ -27,6 +27,7 @@ use crate::build::scaled_object::ScaledObject;
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 use crate::unseen_writes::UnseenWrites;
+use crate::verified::Verified;
 
 /// A stream of changed objects that keeps a [`Store`] up to date as it is polled.
 pub type Changes<K> = BoxStream<'static, Result<K, watcher::Error>>;
@@ -47,11 +48,12 @@ pub struct Stores {
     pub service_names: Store<PartialObjectMeta<Service>>,
 }
 
-/// One child kind's cache: what its watch delivered, and the operator's own applies the watch
-/// has not delivered yet.
+/// One child kind's cache: what its watch delivered, the operator's own applies the watch has
+/// not delivered yet, and the children found up to date.
 pub struct Cache<K: 'static + Resource<DynamicType = ()>> {
     pub store: Store<K>,
     pub unseen: UnseenWrites<K>,
+    pub verified: Verified,
 }
 
 impl<K: 'static + Resource<DynamicType = ()> + Clone> Clone for Cache<K> {
@@ -59,6 +61,7 @@ impl<K: 'static + Resource<DynamicType = ()> + Clone> Clone for Cache<K> {
         Self {
             store: self.store.clone(),
             unseen: self.unseen.clone(),
+            verified: self.verified.clone(),
         }
     }
 }
@@ -143,7 +146,9 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let scope = Scope { client, namespace };
     let (config_maps, config_map_changes) = reflect(scope.api(), children.clone());
-    let (deployments, deployment_changes) = reflect(scope.api(), children.clone());
+    // A rollout updates the Deployment's status at every step; its spec is what is compared.
+    let (deployments, deployment_changes) =
+        reflect_with(scope.api(), children.clone(), Verified::by_content());
     let (services, service_changes) = reflect(scope.api(), children.clone());
     let (autoscalers, autoscaler_changes) = reflect(scope.api(), children.clone());
     let (budgets, budget_changes) = reflect(scope.api(), children.clone());
@@ -210,24 +215,43 @@ impl Scope<'_> {
 }
 
 /// A watch of `api` whose objects are kept in the returned cache, their managed fields trimmed
-/// ([`trim_managed_fields`]).
+/// ([`trim_managed_fields`]); children found up to date are known by their resourceVersion.
 fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Cache<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    reflect_with(api, config, Verified::default())
+}
+
+/// [`reflect`], with `verified` as the memory of children found up to date.
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    verified: Verified,
+) -> (Cache<K>, Changes<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (store, writer) = reflector::store();
-    let unseen = UnseenWrites::default();
-    let saw = unseen.clone();
+    let cache = Cache {
+        store,
+        unseen: UnseenWrites::default(),
+        verified,
+    };
+    let (unseen, verified) = (cache.unseen.clone(), cache.verified.clone());
     let changes = watcher(api, config)
         .default_backoff()
         .modify(|object: &mut K| trim_managed_fields(object.managed_fields_mut()))
         // Before the store takes the event, so that no remembered apply outlives the version
         // of the child it was decided on.
-        .inspect_ok(move |event| saw.saw(event))
+        .inspect_ok(move |event| {
+            unseen.saw(event);
+            verified.saw(event);
+        })
         .reflect(writer)
         .touched_objects()
         .boxed();
-    (Cache { store, unseen }, changes)
+    (cache, changes)
 }
 
 /// Keeps of `entries` only what the operator reads: its own entries, and of their field sets

@@ -151,10 +151,7 @@ pub struct Pending<K: Resource> {
 impl<K: Resource> Pending<K> {
     /// The apply returned `written`. It is remembered unless the watch moved the cache since
     /// [`UnseenWrites::begin`], or the apply changed nothing (no event will come for it).
-    pub fn written(mut self, written: &K)
-    where
-        K: Clone,
-    {
+    pub fn written(mut self, written: &Arc<K>) {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
@@ -165,11 +162,11 @@ impl<K: Resource> Pending<K> {
         if entry.ticket != ticket {
             return;
         }
-        if Version::of(Some(written)).as_ref() == Some(&entry.decided_on) {
+        if Version::of(Some(written.as_ref())).as_ref() == Some(&entry.decided_on) {
             entries.by_key.remove(&self.key);
             return;
         }
-        entry.written = Some(Arc::new(written.clone()));
+        entry.written = Some(written.clone());
     }
 }
 
@@ -221,7 +218,7 @@ mod tests {
         let writes = UnseenWrites::default();
         writes
             .begin("team-a", "chat-gateway", None)
-            .written(&budget("7"));
+            .written(&Arc::new(budget("7")));
         writes
     }
 
@@ -241,7 +238,7 @@ mod tests {
         let before = budget("5");
         writes
             .begin("team-a", "chat-gateway", Some(&before))
-            .written(&budget("7"));
+            .written(&Arc::new(budget("7")));
         let cached = |version: &str| Some(Arc::new(budget(version)));
         assert_eq!(
             version(writes.newer("team-a", "chat-gateway", cached("5"))),
@@ -290,7 +287,7 @@ mod tests {
         let pending = writes.begin("team-a", "chat-gateway", None);
         // The cache moves (here: a create by someone else) before the apply answers.
         writes.saw(&Event::Apply(budget("6")));
-        pending.written(&budget("7"));
+        pending.written(&Arc::new(budget("7")));
         assert_eq!(version(writes.newer("team-a", "chat-gateway", None)), None);
         assert_eq!(writes.remembered(), 0);
     }
@@ -303,7 +300,7 @@ mod tests {
         let current = budget("5");
         writes
             .begin("team-a", "chat-gateway", Some(&current))
-            .written(&budget("5"));
+            .written(&Arc::new(budget("5")));
         assert_eq!(
             writes.remembered(),
             0,
@@ -324,7 +321,7 @@ mod tests {
                 "chat-gateway",
                 Some(&PodDisruptionBudget::default()),
             )
-            .written(&budget("7"));
+            .written(&Arc::new(budget("7")));
         assert_eq!(writes.remembered(), 0);
     }
 }

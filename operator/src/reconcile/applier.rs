@@ -3,6 +3,8 @@
 //! Deployment at once; then each desired child is applied, and only when it differs from what
 //! was observed.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -18,22 +20,25 @@ use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 use crate::status::Problem;
 use crate::stores::Cache;
+use crate::verified::FleetVersion;
 
 /// What the apply step leaves behind.
 #[derive(Debug)]
 pub struct Applied {
     /// The gateway Deployment as it now stands.
-    pub deployment: Deployment,
+    pub deployment: Arc<Deployment>,
     /// Children the cluster would not take, with the reason: an add-on's type is not served,
     /// or another fleet holds the certificate Secret's name.
     pub refused: Vec<(ChildKind, Problem)>,
 }
 
-/// Applies `children` (the desired set, in order) over `observed`.
+/// Applies `children` (the desired set, in order, of the fleet `owner` in version `fleet`) over
+/// `observed`.
 pub async fn apply_desired(
     ctx: &Context,
     namespace: &str,
     owner: &OwnerReference,
+    fleet: Option<&FleetVersion>,
     children: Vec<Child>,
     mut observed: Observed,
 ) -> Result<Applied, Error> {
@@ -63,32 +68,21 @@ pub async fn apply_desired(
                 }
             }
             Child::CertManagerCertificate(certificate) => {
-                put(
-                    ctx,
-                    namespace,
-                    certificate,
-                    observed.cert_manager_certificate.take(),
-                    ctx.stores.certificates.as_ref(),
-                )
-                .await
+                let cache = ctx.stores.certificates.as_ref();
+                let observed = observed.cert_manager_certificate.take();
+                put(ctx, namespace, certificate, observed, cache, fleet).await
             }
             Child::ConfigMap(config_map) => {
                 let cache = Some(&ctx.stores.config_maps);
-                put(
-                    ctx,
-                    namespace,
-                    config_map,
-                    observed.config_map.take(),
-                    cache,
-                )
-                .await
+                let observed = observed.config_map.take();
+                put(ctx, namespace, config_map, observed, cache, fleet).await
             }
             Child::Deployment {
                 deployment: desired,
                 hand_over_replicas: hand_over,
             } => {
                 let api: Api<Deployment> = ctx.api(namespace);
-                if let (true, Some(observed)) = (hand_over, &observed.deployment) {
+                if let (true, Some(observed)) = (hand_over, observed.deployment.as_deref()) {
                     hand_over_replicas(&api, observed).await?;
                 }
                 deployment = Some(
@@ -96,7 +90,8 @@ pub async fn apply_desired(
                         &api,
                         *desired,
                         observed.deployment.take(),
-                        Some(&ctx.stores.deployments.unseen),
+                        Some(&ctx.stores.deployments),
+                        fleet,
                     )
                     .await?,
                 );
@@ -104,33 +99,23 @@ pub async fn apply_desired(
             }
             Child::Service(service) => {
                 let cache = Some(&ctx.stores.services);
-                put(ctx, namespace, service, observed.service.take(), cache).await
+                let observed = observed.service.take();
+                put(ctx, namespace, service, observed, cache, fleet).await
             }
             Child::Autoscaler(autoscaler) => {
                 let cache = Some(&ctx.stores.autoscalers);
-                put(
-                    ctx,
-                    namespace,
-                    autoscaler,
-                    observed.autoscaler.take(),
-                    cache,
-                )
-                .await
+                let observed = observed.autoscaler.take();
+                put(ctx, namespace, autoscaler, observed, cache, fleet).await
             }
             Child::ScaledObject(scaled_object) => {
                 let cache = ctx.stores.scaled_objects.as_ref();
-                put(
-                    ctx,
-                    namespace,
-                    scaled_object,
-                    observed.scaled_object.take(),
-                    cache,
-                )
-                .await
+                let observed = observed.scaled_object.take();
+                put(ctx, namespace, scaled_object, observed, cache, fleet).await
             }
             Child::Budget(budget) => {
                 let cache = Some(&ctx.stores.budgets);
-                put(ctx, namespace, budget, observed.budget.take(), cache).await
+                let observed = observed.budget.take();
+                put(ctx, namespace, budget, observed, cache, fleet).await
             }
         };
         match (result, not_served) {
@@ -151,8 +136,9 @@ async fn put<K>(
     ctx: &Context,
     namespace: &str,
     desired: K,
-    observed: Option<K>,
+    observed: Option<Arc<K>>,
     cache: Option<&Cache<K>>,
+    fleet: Option<&FleetVersion>,
 ) -> Result<(), Error>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -161,8 +147,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let unseen = cache.map(|cache| &cache.unseen);
-    apply(&ctx.api(namespace), desired, observed, unseen)
+    apply(&ctx.api(namespace), desired, observed, cache, fleet)
         .await
         .map(drop)
 }
@@ -179,16 +164,16 @@ async fn delete_undesired(
 ) -> Result<(), Error> {
     let wanted = |kind| children.iter().any(|child| child.kind() == kind);
     if !wanted(ChildKind::Autoscaler) {
-        let observed = observed.autoscaler.clone();
+        let observed = observed.autoscaler.as_deref();
         delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
     }
     if !wanted(ChildKind::ScaledObject) {
-        let observed = observed.scaled_object.clone();
+        let observed = observed.scaled_object.as_deref();
         delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
     }
     if !wanted(ChildKind::CertManagerCertificate) {
         // cert-manager would otherwise go on writing the Secret.
-        let observed = observed.cert_manager_certificate.clone();
+        let observed = observed.cert_manager_certificate.as_deref();
         delete_owned(&ctx.api(namespace), observed, owner_uid).await?;
     }
     Ok(())
@@ -207,7 +192,7 @@ async fn store_secret(
 ) -> Result<Result<(), Problem>, Error> {
     let secrets: Api<Secret> = ctx.api(namespace);
     if !create {
-        apply(&secrets, secret, observed, None).await?;
+        apply(&secrets, secret, observed.map(Arc::new), None, None).await?;
         return Ok(Ok(()));
     }
     let name = secret.name_any();

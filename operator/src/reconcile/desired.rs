@@ -192,7 +192,7 @@ pub fn desired(
             tls,
             &owner,
             observed.tls_secret.as_ref(),
-            observed.cert_manager_certificate.as_ref(),
+            observed.cert_manager_certificate.as_deref(),
             now,
             keys,
         )?;
@@ -369,7 +369,7 @@ mod tests {
             Some((Some(minimum), false))
         );
         let existing = Observed {
-            deployment: Some(Deployment::default()),
+            deployment: Some(std::sync::Arc::new(Deployment::default())),
             ..Observed::default()
         };
         assert_eq!(deployment_of(&existing), Some((None, true)));

@@ -28,6 +28,7 @@ use crate::context::{Context, object_key};
 use crate::crd::WebSocketService;
 use crate::error::Error;
 use crate::plan::plan;
+use crate::verified::FleetVersion;
 
 const RETRY_MIN: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -74,8 +75,16 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
     let mut outcome = desired.outcome;
     let owner = owner_reference(wss);
     let namespace = &plan.names.namespace;
-    let applied =
-        applier::apply_desired(ctx, namespace, &owner, desired.children, observed).await?;
+    let fleet = FleetVersion::of(wss);
+    let applied = applier::apply_desired(
+        ctx,
+        namespace,
+        &owner,
+        fleet.as_ref(),
+        desired.children,
+        observed,
+    )
+    .await?;
     outcome.settle(applied.refused);
     if let Some((reason, note)) = outcome.issued.take() {
         ctx.publish(wss, EventType::Normal, reason, note).await;
@@ -130,6 +139,7 @@ pub(crate) mod fixtures {
     use crate::names::FIELD_MANAGER;
     use crate::stores::{Cache, Stores};
     use crate::unseen_writes::UnseenWrites;
+    use crate::verified::Verified;
 
     /// A Context whose requests go to `client`, with empty caches (as after the first list of
     /// an empty namespace).
@@ -162,6 +172,7 @@ pub(crate) mod fixtures {
             Cache {
                 store: filled(objects),
                 unseen: UnseenWrites::default(),
+                verified: Verified::default(),
             }
         }
         Stores {

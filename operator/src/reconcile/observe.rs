@@ -3,6 +3,7 @@
 //! keeps no Secret data in memory), concurrently.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,16 +21,17 @@ use crate::error::Error;
 use crate::plan::Plan;
 use crate::stores::{Cache, cached};
 
-/// What exists now of a fleet's children and of the objects its spec names.
+/// What exists now of a fleet's children and of the objects its spec names. The children are
+/// shared with the caches: a reconcile only reads them.
 #[derive(Debug, Default, Clone)]
 pub struct Observed {
-    pub config_map: Option<ConfigMap>,
-    pub deployment: Option<Deployment>,
-    pub service: Option<Service>,
-    pub autoscaler: Option<HorizontalPodAutoscaler>,
-    pub scaled_object: Option<ScaledObject>,
-    pub budget: Option<PodDisruptionBudget>,
-    pub cert_manager_certificate: Option<CertManagerCertificate>,
+    pub config_map: Option<Arc<ConfigMap>>,
+    pub deployment: Option<Arc<Deployment>>,
+    pub service: Option<Arc<Service>>,
+    pub autoscaler: Option<Arc<HorizontalPodAutoscaler>>,
+    pub scaled_object: Option<Arc<ScaledObject>>,
+    pub budget: Option<Arc<PodDisruptionBudget>>,
+    pub cert_manager_certificate: Option<Arc<CertManagerCertificate>>,
     /// The TLS Secret, when the spec asks for TLS.
     pub tls_secret: Option<Secret>,
     pub jwt_secret: Option<Secret>,
@@ -94,7 +96,7 @@ async fn read<K>(
     cache: Option<&Cache<K>>,
     namespace: &str,
     name: &str,
-) -> Result<Option<K>, Error>
+) -> Result<Option<Arc<K>>, Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -103,11 +105,8 @@ where
         + 'static,
 {
     match cache {
-        Some(cache) => Ok(cache
-            .get(namespace, name)
-            .await?
-            .map(|object| (*object).clone())),
-        None => get(ctx, namespace, name).await,
+        Some(cache) => cache.get(namespace, name).await,
+        None => Ok(get(ctx, namespace, name).await?.map(Arc::new)),
     }
 }
 

@@ -227,6 +227,48 @@ async fn a_fleet_at_steady_state_sends_nothing() {
     assert_eq!(second.lines(), Vec::<String>::new());
 }
 
+#[tokio::test]
+async fn children_found_up_to_date_are_remembered_for_the_fleet_version() {
+    let wss = example("minimal.yaml");
+    let first = reconcile_once(wss.clone(), &[backend()], |_| None).await;
+    let mut cached: Vec<Value> = first
+        .sent
+        .iter()
+        .filter(|sent| sent.method == "PATCH" && !sent.path.ends_with("/status"))
+        .map(|sent| {
+            let mut stored = sent.body.clone();
+            stored["metadata"]["resourceVersion"] = json!("7");
+            stored
+        })
+        .collect();
+    cached.push(backend());
+    let stored = with_status_of(wss.clone(), &first);
+    let apiserver = Apiserver::answering(&stored, |_| None);
+    let ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        stores_holding(&cached),
+    ));
+    let second = apiserver.reconcile(stored, &ctx).await;
+    assert_eq!(second.lines(), Vec::<String>::new());
+    let fleet = FleetVersion::of(&wss).unwrap();
+    let config_map = ctx.stores.config_maps.get("team-a", "chat-gateway").await;
+    let config_map = config_map.unwrap().expect("cached");
+    assert!(
+        ctx.stores
+            .config_maps
+            .verified
+            .holds(&fleet, config_map.as_ref())
+    );
+    let deployment = ctx.stores.deployments.get("team-a", "chat-gateway").await;
+    let deployment = deployment.unwrap().expect("cached");
+    assert!(
+        ctx.stores
+            .deployments
+            .verified
+            .holds(&fleet, deployment.as_ref())
+    );
+}
+
 /// A first reconcile of the minimal example whose caches, kept in the returned context, the
 /// watches have not filled yet.
 async fn first_reconcile_with_shared_caches() -> (WebSocketService, Apiserver, Arc<Context>, Run) {

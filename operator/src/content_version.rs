@@ -1,0 +1,35 @@
+//! The version of what an object's writers change other than its status, for kinds whose
+//! generation the apiserver raises on every spec change (custom resources with a status
+//! subresource, Deployments): a status update moves the resourceVersion, not this.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// A hash of the uid, the generation (the spec) and the metadata a user or another controller
+/// may change; `None` for an object without a generation.
+pub fn content_version(meta: &ObjectMeta) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    meta.generation?.hash(&mut hasher);
+    meta.uid.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|time| time.0)
+        .hash(&mut hasher);
+    meta.deletion_grace_period_seconds.hash(&mut hasher);
+    for owner in meta.owner_references.iter().flatten() {
+        (
+            &owner.api_version,
+            &owner.kind,
+            &owner.name,
+            &owner.uid,
+            owner.controller,
+            owner.block_owner_deletion,
+        )
+            .hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
