@@ -213,13 +213,7 @@ async fn a_fleet_at_steady_state_sends_nothing() {
     let wss = example("minimal.yaml");
     let first = reconcile_once(wss.clone(), &[backend()], |_| None).await;
     // The caches now hold what the first reconcile applied, and the object its status.
-    let mut cached: Vec<Value> = first
-        .sent
-        .iter()
-        .filter(|sent| sent.method == "PATCH" && !sent.path.ends_with("/status"))
-        .map(|sent| sent.body.clone())
-        .collect();
-    cached.push(backend());
+    let cached = caches_after(&first, None);
     let stored = with_status_of(wss, &first);
 
     let second = reconcile_once(stored, &cached, |_| None).await;
@@ -231,17 +225,7 @@ async fn a_fleet_at_steady_state_sends_nothing() {
 async fn children_found_up_to_date_are_remembered_for_the_fleet_version() {
     let wss = example("minimal.yaml");
     let first = reconcile_once(wss.clone(), &[backend()], |_| None).await;
-    let mut cached: Vec<Value> = first
-        .sent
-        .iter()
-        .filter(|sent| sent.method == "PATCH" && !sent.path.ends_with("/status"))
-        .map(|sent| {
-            let mut stored = sent.body.clone();
-            stored["metadata"]["resourceVersion"] = json!("7");
-            stored
-        })
-        .collect();
-    cached.push(backend());
+    let cached = caches_after(&first, Some("7"));
     let stored = with_status_of(wss.clone(), &first);
     let apiserver = Apiserver::answering(&stored, |_| None);
     let ctx = Arc::new(context_with(
@@ -267,6 +251,25 @@ async fn children_found_up_to_date_are_remembered_for_the_fleet_version() {
             .verified
             .holds(&fleet, deployment.as_ref())
     );
+}
+
+/// What the caches hold once the watches delivered the children `run` applied (stored at
+/// `resource_version`, if given), beside the upstream Service.
+fn caches_after(run: &Run, resource_version: Option<&str>) -> Vec<Value> {
+    let mut cached: Vec<Value> = run
+        .sent
+        .iter()
+        .filter(|sent| sent.method == "PATCH" && !sent.path.ends_with("/status"))
+        .map(|sent| {
+            let mut stored = sent.body.clone();
+            if let Some(version) = resource_version {
+                stored["metadata"]["resourceVersion"] = json!(version);
+            }
+            stored
+        })
+        .collect();
+    cached.push(backend());
+    cached
 }
 
 /// A first reconcile of the minimal example whose caches, kept in the returned context, the
