@@ -91,7 +91,8 @@ impl Context {
     }
 }
 
-/// The key under which an object's failures are counted.
+/// An object's `namespace/name` key: its failure count, and the caches' records of its own
+/// applies and of children found up to date.
 pub(crate) fn object_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
+use crate::context::object_key;
+
 /// One kind's applies not yet seen by its watch, by `namespace/name`.
 pub struct UnseenWrites<K> {
     inner: Arc<Mutex<Entries<K>>>,
@@ -73,7 +75,7 @@ impl Version {
 impl<K: Resource> UnseenWrites<K> {
     /// Called just before applying the child `namespace/name`, decided on `cached`.
     pub fn begin(&self, namespace: &str, name: &str, cached: Option<&K>) -> Pending<K> {
-        let key = key(namespace, name);
+        let key = object_key(namespace, name);
         let ticket = Version::of(cached).map(|decided_on| {
             let mut entries = self.lock();
             entries.next_ticket += 1;
@@ -101,7 +103,7 @@ impl<K: Resource> UnseenWrites<K> {
         let Some(version) = Version::of(cached.as_deref()) else {
             return cached;
         };
-        match self.lock().by_key.get(&key(namespace, name)) {
+        match self.lock().by_key.get(&object_key(namespace, name)) {
             Some(Entry {
                 decided_on,
                 written: Some(written),
@@ -120,7 +122,7 @@ impl<K: Resource> UnseenWrites<K> {
                 let meta = object.meta();
                 let namespace = meta.namespace.as_deref().unwrap_or_default();
                 let name = meta.name.as_deref().unwrap_or_default();
-                entries.by_key.remove(&key(namespace, name));
+                entries.by_key.remove(&object_key(namespace, name));
             }
             // A relist replaces the whole cache.
             Event::Init | Event::InitDone => entries.by_key.clear(),
@@ -184,10 +186,6 @@ impl<K: Resource> Drop for Pending<K> {
             entries.by_key.remove(&self.key);
         }
     }
-}
-
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
 }
 
 #[cfg(test)]

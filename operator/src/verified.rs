@@ -13,6 +13,7 @@ use kube::Resource;
 use kube::runtime::watcher::Event;
 
 use crate::content_version::content_version;
+use crate::context::object_key;
 use crate::crd::WebSocketService;
 
 /// What a fleet's desired children follow from: the object (its uid, in the owner reference
@@ -108,9 +109,7 @@ impl Verified {
     /// of it.
     fn identify(&self, meta: &ObjectMeta) -> Option<(String, ChildVersion)> {
         let version = (self.version)(meta)?;
-        let namespace = meta.namespace.as_deref().unwrap_or_default();
-        let name = meta.name.as_deref().unwrap_or_default();
-        Some((key(namespace, name), version))
+        Some((key(meta), version))
     }
 
     /// Called with each event of the kind's watch: a deleted child's record goes, and a relist
@@ -118,10 +117,7 @@ impl Verified {
     pub fn saw<K: Resource>(&self, event: &Event<K>) {
         match event {
             Event::Delete(child) => {
-                let meta = child.meta();
-                let namespace = meta.namespace.as_deref().unwrap_or_default();
-                let name = meta.name.as_deref().unwrap_or_default();
-                self.lock().remove(&key(namespace, name));
+                self.lock().remove(&key(child.meta()));
             }
             Event::Init => self.lock().clear(),
             Event::Apply(_) | Event::InitApply(_) | Event::InitDone => {}
@@ -135,8 +131,9 @@ impl Verified {
     }
 }
 
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+fn key(meta: &ObjectMeta) -> String {
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    object_key(namespace, meta.name.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]
