@@ -4,6 +4,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -40,10 +41,8 @@ pub struct Stores {
     pub services: Cache<Service>,
     pub autoscalers: Cache<HorizontalPodAutoscaler>,
     pub budgets: Cache<PodDisruptionBudget>,
-    /// `None` where KEDA's CRD was not served at start: those are read from the apiserver.
-    pub scaled_objects: Option<Cache<ScaledObject>>,
-    /// `None` where cert-manager's CRD was not served at start.
-    pub certificates: Option<Cache<CertManagerCertificate>>,
+    pub scaled_objects: AddOnChildren<ScaledObject>,
+    pub certificates: AddOnChildren<CertManagerCertificate>,
     /// Every Service in scope by metadata only: an upstream Service need only exist.
     pub service_names: Store<PartialObjectMeta<Service>>,
 }
@@ -74,6 +73,54 @@ where
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Option<Arc<K>>, Error> {
         let cached = cached(&self.store, namespace, name).await?;
         Ok(self.unseen.newer(namespace, name, cached))
+    }
+}
+
+/// The children of an add-on's kind (KEDA's ScaledObject, cert-manager's Certificate): cached
+/// when the add-on's CRD was served as the operator's term began, read from the apiserver
+/// otherwise.
+pub enum AddOnChildren<K: 'static + Resource<DynamicType = ()>> {
+    Cached(Cache<K>),
+    Unwatched(Unwatched),
+}
+
+impl<K: 'static + Resource<DynamicType = ()>> AddOnChildren<K> {
+    /// The cache, when the kind has one.
+    pub fn cache(&self) -> Option<&Cache<K>> {
+        match self {
+            Self::Cached(cache) => Some(cache),
+            Self::Unwatched(_) => None,
+        }
+    }
+}
+
+impl<K: 'static + Resource<DynamicType = ()> + Clone> Clone for AddOnChildren<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Cached(cache) => Self::Cached(cache.clone()),
+            Self::Unwatched(unwatched) => Self::Unwatched(unwatched.clone()),
+        }
+    }
+}
+
+/// An add-on kind whose CRD was not served as the term began. No object of it can have existed
+/// then (objects go with their CRD), so until this term writes one, a fleet that does not ask
+/// for the add-on has none to look for, and its reconcile need not ask the apiserver: two
+/// requests per reconcile on a cluster without KEDA or cert-manager.
+#[derive(Clone, Default)]
+pub struct Unwatched {
+    written: Arc<AtomicBool>,
+}
+
+impl Unwatched {
+    /// Whether a child of this kind may exist: this term has written one.
+    pub fn may_exist(&self) -> bool {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a child of this kind was written (the CRD is served by now).
+    pub fn wrote(&self) {
+        self.written.store(true, Ordering::Relaxed);
     }
 }
 
@@ -152,14 +199,10 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
     let (services, service_changes) = reflect(scope.api(), children.clone());
     let (autoscalers, autoscaler_changes) = reflect(scope.api(), children.clone());
     let (budgets, budget_changes) = reflect(scope.api(), children.clone());
-    let (scaled_objects, scaled_object_changes) = served
-        .keda
-        .then(|| reflect(scope.api(), children.clone()))
-        .unzip();
-    let (certificates, certificate_changes) = served
-        .cert_manager
-        .then(|| reflect(scope.api(), children))
-        .unzip();
+    let (scaled_objects, scaled_object_changes) =
+        add_on(served.keda, || reflect(scope.api(), children.clone()));
+    let (certificates, certificate_changes) =
+        add_on(served.cert_manager, || reflect(scope.api(), children));
     let (service_names, service_name_changes) = {
         let (store, writer) = reflector::store();
         let api = scope.api::<PartialObjectMeta<Service>>();
@@ -198,6 +241,19 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         service_names: service_name_changes,
     };
     (stores, watches)
+}
+
+/// An add-on kind's children and their watch, when `served`.
+fn add_on<K: Resource<DynamicType = ()> + Clone>(
+    served: bool,
+    reflect: impl FnOnce() -> (Cache<K>, Changes<K>),
+) -> (AddOnChildren<K>, Option<Changes<K>>) {
+    if served {
+        let (cache, changes) = reflect();
+        (AddOnChildren::Cached(cache), Some(changes))
+    } else {
+        (AddOnChildren::Unwatched(Unwatched::default()), None)
+    }
 }
 
 struct Scope<'a> {

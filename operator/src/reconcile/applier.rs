@@ -19,7 +19,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 use crate::status::Problem;
-use crate::stores::Cache;
+use crate::stores::{AddOnChildren, Cache};
 use crate::verified::FleetVersion;
 
 /// What the apply step leaves behind.
@@ -68,12 +68,12 @@ pub async fn apply_desired(
                 }
             }
             Child::CertManagerCertificate(certificate) => {
-                let cache = ctx.stores.certificates.as_ref();
+                let children = &ctx.stores.certificates;
                 let observed = observed.cert_manager_certificate.take();
-                put(ctx, namespace, certificate, observed, cache, fleet).await
+                put_add_on(ctx, namespace, certificate, observed, children, fleet).await
             }
             Child::ConfigMap(config_map) => {
-                let cache = Some(&ctx.stores.config_maps);
+                let cache = &ctx.stores.config_maps;
                 let observed = observed.config_map.take();
                 put(ctx, namespace, config_map, observed, cache, fleet).await
             }
@@ -98,22 +98,22 @@ pub async fn apply_desired(
                 Ok(())
             }
             Child::Service(service) => {
-                let cache = Some(&ctx.stores.services);
+                let cache = &ctx.stores.services;
                 let observed = observed.service.take();
                 put(ctx, namespace, service, observed, cache, fleet).await
             }
             Child::Autoscaler(autoscaler) => {
-                let cache = Some(&ctx.stores.autoscalers);
+                let cache = &ctx.stores.autoscalers;
                 let observed = observed.autoscaler.take();
                 put(ctx, namespace, autoscaler, observed, cache, fleet).await
             }
             Child::ScaledObject(scaled_object) => {
-                let cache = ctx.stores.scaled_objects.as_ref();
+                let children = &ctx.stores.scaled_objects;
                 let observed = observed.scaled_object.take();
-                put(ctx, namespace, scaled_object, observed, cache, fleet).await
+                put_add_on(ctx, namespace, scaled_object, observed, children, fleet).await
             }
             Child::Budget(budget) => {
-                let cache = Some(&ctx.stores.budgets);
+                let cache = &ctx.stores.budgets;
                 let observed = observed.budget.take();
                 put(ctx, namespace, budget, observed, cache, fleet).await
             }
@@ -131,25 +131,61 @@ pub async fn apply_desired(
     })
 }
 
-/// Applies `desired` unless `observed` already holds it; `cache` is the kind's, if it has one.
-async fn put<K>(
-    ctx: &Context,
-    namespace: &str,
-    desired: K,
-    observed: Option<Arc<K>>,
-    cache: Option<&Cache<K>>,
-    fleet: Option<&FleetVersion>,
-) -> Result<(), Error>
-where
+/// A child kind the applier writes.
+trait ChildType:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> ChildType for K where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::Serialize
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
-    apply(&ctx.api(namespace), desired, observed, cache, fleet)
+}
+
+/// Applies `desired` unless `observed` already holds it; `cache` is the kind's.
+async fn put<K: ChildType>(
+    ctx: &Context,
+    namespace: &str,
+    desired: K,
+    observed: Option<Arc<K>>,
+    cache: &Cache<K>,
+    fleet: Option<&FleetVersion>,
+) -> Result<(), Error> {
+    apply(&ctx.api(namespace), desired, observed, Some(cache), fleet)
         .await
         .map(drop)
+}
+
+/// [`put`] for an add-on's child; an unwatched kind notes the write, so that its children are
+/// looked for from now on.
+async fn put_add_on<K: ChildType>(
+    ctx: &Context,
+    namespace: &str,
+    desired: K,
+    observed: Option<Arc<K>>,
+    children: &AddOnChildren<K>,
+    fleet: Option<&FleetVersion>,
+) -> Result<(), Error> {
+    apply(
+        &ctx.api(namespace),
+        desired,
+        observed,
+        children.cache(),
+        fleet,
+    )
+    .await?;
+    if let AddOnChildren::Unwatched(unwatched) = children {
+        unwatched.wrote();
+    }
+    Ok(())
 }
 
 /// Deletes each observed child whose kind the desired set no longer holds, when this fleet

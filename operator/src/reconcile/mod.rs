@@ -70,7 +70,7 @@ async fn reconcile_valid(wss: &WebSocketService, ctx: &Context) -> Result<Action
         Ok(plan) => plan,
         Err(invalid) => return report::reject(wss, ctx, &invalid, now).await,
     };
-    let observed = observe::observe(ctx, &plan).await?;
+    let observed = observe::observe(ctx, wss, &plan).await?;
     let desired = desired::desired(wss, &plan, &observed, &ctx.default_image, now, ctx.keys)?;
     let mut outcome = desired.outcome;
     let owner = owner_reference(wss);
@@ -137,7 +137,7 @@ pub(crate) mod fixtures {
     use crate::context::Context;
     use crate::metrics::Metrics;
     use crate::names::FIELD_MANAGER;
-    use crate::stores::{Cache, Stores};
+    use crate::stores::{AddOnChildren, Cache, Stores, Unwatched};
     use crate::unseen_writes::UnseenWrites;
     use crate::verified::Verified;
 
@@ -181,9 +181,18 @@ pub(crate) mod fixtures {
             services: cache(objects),
             autoscalers: cache(objects),
             budgets: cache(objects),
-            scaled_objects: Some(cache(objects)),
-            certificates: Some(cache(objects)),
+            scaled_objects: AddOnChildren::Cached(cache(objects)),
+            certificates: AddOnChildren::Cached(cache(objects)),
             service_names: filled(objects),
+        }
+    }
+
+    /// [`stores_holding`] on a cluster whose add-ons' CRDs were not served as the term began.
+    pub fn stores_without_add_ons(objects: &[Value]) -> Stores {
+        Stores {
+            scaled_objects: AddOnChildren::Unwatched(Unwatched::default()),
+            certificates: AddOnChildren::Unwatched(Unwatched::default()),
+            ..stores_holding(objects)
         }
     }
 

@@ -1,6 +1,7 @@
 //! The observe step: everything a reconcile reads, up front. Children come from the
 //! controller's caches; the Secrets the spec names are read from the apiserver (the operator
-//! keeps no Secret data in memory), concurrently.
+//! keeps no Secret data in memory), concurrently, and so are an add-on's children when its
+//! kind is not cached.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -17,9 +18,11 @@ use serde::de::DeserializeOwned;
 use crate::build::cert_manager::Certificate as CertManagerCertificate;
 use crate::build::scaled_object::ScaledObject;
 use crate::context::Context;
+use crate::crd::TlsMode;
+use crate::crd::WebSocketService;
 use crate::error::Error;
 use crate::plan::Plan;
-use crate::stores::{Cache, cached};
+use crate::stores::{AddOnChildren, cached};
 
 /// What exists now of a fleet's children and of the objects its spec names. The children are
 /// shared with the caches: a reconcile only reads them.
@@ -40,8 +43,12 @@ pub struct Observed {
     pub upstream_service: Option<bool>,
 }
 
-/// Reads what `plan` is reconciled against.
-pub async fn observe(ctx: &Context, plan: &Plan) -> Result<Observed, Error> {
+/// Reads what `wss`, planned as `plan`, is reconciled against.
+pub async fn observe(
+    ctx: &Context,
+    wss: &WebSocketService,
+    plan: &Plan,
+) -> Result<Observed, Error> {
     let stores = &ctx.stores;
     let namespace = plan.names.namespace.as_str();
     let gateway = plan.names.gateway();
@@ -67,21 +74,33 @@ pub async fn observe(ctx: &Context, plan: &Plan) -> Result<Observed, Error> {
         ),
         None => None,
     };
+    let keda = wss
+        .spec
+        .autoscaling
+        .as_ref()
+        .is_some_and(|autoscaling| autoscaling.keda.is_some());
+    let cert_manager = plan
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.mode == TlsMode::CertManager);
     Ok(Observed {
-        config_map: read(ctx, Some(&stores.config_maps), namespace, &gateway).await?,
-        deployment: read(ctx, Some(&stores.deployments), namespace, &gateway).await?,
-        service: read(
+        config_map: stores.config_maps.get(namespace, &gateway).await?,
+        deployment: stores.deployments.get(namespace, &gateway).await?,
+        service: stores
+            .services
+            .get(namespace, &plan.names.service())
+            .await?,
+        autoscaler: stores.autoscalers.get(namespace, &gateway).await?,
+        scaled_object: read(ctx, &stores.scaled_objects, keda, namespace, &gateway).await?,
+        budget: stores.budgets.get(namespace, &gateway).await?,
+        cert_manager_certificate: read(
             ctx,
-            Some(&stores.services),
+            &stores.certificates,
+            cert_manager,
             namespace,
-            &plan.names.service(),
+            &gateway,
         )
         .await?,
-        autoscaler: read(ctx, Some(&stores.autoscalers), namespace, &gateway).await?,
-        scaled_object: read(ctx, stores.scaled_objects.as_ref(), namespace, &gateway).await?,
-        budget: read(ctx, Some(&stores.budgets), namespace, &gateway).await?,
-        cert_manager_certificate: read(ctx, stores.certificates.as_ref(), namespace, &gateway)
-            .await?,
         tls_secret,
         jwt_secret,
         jwks_ca_secret,
@@ -89,11 +108,13 @@ pub async fn observe(ctx: &Context, plan: &Plan) -> Result<Observed, Error> {
     })
 }
 
-/// The child from its cache, or from the apiserver when its kind has none (an add-on installed
-/// after the operator started: its type may be served by now).
+/// An add-on's child from its cache; from the apiserver when its kind has none and the fleet
+/// asks for the add-on (installed after the term began, it may be served by now) or this term
+/// wrote one of its kind (the fleet may have had one and no longer asks for it).
 async fn read<K>(
     ctx: &Context,
-    cache: Option<&Cache<K>>,
+    children: &AddOnChildren<K>,
+    wanted: bool,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Arc<K>>, Error>
@@ -104,9 +125,12 @@ where
         + Debug
         + 'static,
 {
-    match cache {
-        Some(cache) => cache.get(namespace, name).await,
-        None => Ok(get(ctx, namespace, name).await?.map(Arc::new)),
+    match children {
+        AddOnChildren::Cached(cache) => cache.get(namespace, name).await,
+        AddOnChildren::Unwatched(unwatched) if wanted || unwatched.may_exist() => {
+            Ok(get(ctx, namespace, name).await?.map(Arc::new))
+        }
+        AddOnChildren::Unwatched(_) => Ok(None),
     }
 }
 

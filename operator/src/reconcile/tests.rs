@@ -8,7 +8,7 @@ use kube::Client;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
-use super::fixtures::{context_with, stores_holding};
+use super::fixtures::{context_with, stores_holding, stores_without_add_ons};
 use super::*;
 use crate::build::fixtures::{example, owner};
 use crate::context::Context;
@@ -498,5 +498,64 @@ async fn keda_that_is_not_installed_degrades_the_fleet_and_is_looked_at_again_so
             .any(|line| line.ends_with("/poddisruptionbudgets/chat-keda-gateway")),
         "the children after it are still applied: {:?}",
         run.lines()
+    );
+}
+
+#[tokio::test]
+async fn without_add_ons_a_fleet_that_uses_none_asks_for_none() {
+    let wss = example("minimal.yaml");
+    let apiserver = Apiserver::answering(&wss, |_| None);
+    let ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        stores_without_add_ons(&[backend()]),
+    ));
+    let run = apiserver.reconcile(wss, &ctx).await;
+    assert!(run.result.is_ok(), "{:?}", run.result);
+    assert!(
+        !run.lines().iter().any(|line| line.starts_with("GET")),
+        "no ScaledObject or Certificate can exist: {:?}",
+        run.lines()
+    );
+}
+
+#[tokio::test]
+async fn once_a_term_wrote_an_unwatched_kind_a_fleet_that_dropped_it_has_it_deleted() {
+    let keda = example("keda.yaml");
+    let reference = serde_json::to_value(owner(&keda)).unwrap();
+    let scaled_object = json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "chat-keda-gateway", "namespace": "team-a",
+                     "ownerReferences": [reference]},
+        "spec": {"scaleTargetRef": {"name": "chat-keda-gateway"}, "triggers": []}});
+    let apiserver = Apiserver::answering(&keda, move |sent| {
+        (sent.method == "GET" && sent.path.ends_with("/scaledobjects/chat-keda-gateway"))
+            .then(|| (200, scaled_object.clone()))
+    });
+    let ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        stores_without_add_ons(&[backend()]),
+    ));
+    let mut without_keda = keda.clone();
+    if let Some(autoscaling) = &mut without_keda.spec.autoscaling {
+        autoscaling.keda = None;
+    }
+    let before = apiserver.reconcile(without_keda.clone(), &ctx).await;
+    assert!(
+        !before
+            .lines()
+            .iter()
+            .any(|line| line.contains("/scaledobjects/")),
+        "before this term wrote one, none is looked for: {:?}",
+        before.lines()
+    );
+
+    let with_keda = apiserver.reconcile(keda, &ctx).await;
+    assert!(with_keda.result.is_ok(), "{:?}", with_keda.result);
+    let dropped = apiserver.reconcile(without_keda, &ctx).await;
+    assert!(
+        dropped.writes().contains(&format!(
+            "DELETE /apis/keda.sh/v1alpha1{NS}/scaledobjects/chat-keda-gateway"
+        )),
+        "{:?}",
+        dropped.lines()
     );
 }
