@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod child_triggers;
 pub mod conditions;
 pub mod content_version;
 pub mod context;

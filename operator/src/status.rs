@@ -181,6 +181,45 @@ pub fn invalid_status(
     }
 }
 
+/// All the status step reads of the gateway Deployment's status (besides its generation and
+/// `spec.replicas`): a status update that changes none of it changes nothing a reconcile does.
+#[derive(Debug, Hash)]
+pub struct DeploymentProgress {
+    observed_generation: Option<i64>,
+    replicas: i32,
+    updated: i32,
+    ready: i32,
+    /// Available describes the pods serving now, whichever generation they run. Until the
+    /// Deployment controller observes an apply (a scale, a new template) that condition still
+    /// holds, so Ready does not drop, and no Warning Event is sent, for that moment.
+    available: bool,
+}
+
+impl DeploymentProgress {
+    pub fn of(deployment: &Deployment) -> Self {
+        let Some(status) = &deployment.status else {
+            return Self {
+                observed_generation: None,
+                replicas: 0,
+                updated: 0,
+                ready: 0,
+                available: false,
+            };
+        };
+        Self {
+            observed_generation: status.observed_generation,
+            replicas: status.replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+            available: status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Available" && c.status == "True"),
+        }
+    }
+}
+
 /// How far the gateway Deployment has rolled out.
 struct Rollout {
     replicas: i32,
@@ -201,25 +240,20 @@ impl Rollout {
                 message: "the gateway Deployment does not exist yet".to_owned(),
             };
         };
-        let status = deployment.status.clone().unwrap_or_default();
         let desired = deployment
             .spec
             .as_ref()
             .and_then(|spec| spec.replicas)
             .unwrap_or(1);
-        let replicas = status.replicas.unwrap_or(0);
-        let updated = status.updated_replicas.unwrap_or(0);
-        let ready = status.ready_replicas.unwrap_or(0);
-        let seen = status.observed_generation >= deployment.metadata.generation;
+        let DeploymentProgress {
+            observed_generation,
+            replicas,
+            updated,
+            ready,
+            available,
+        } = DeploymentProgress::of(deployment);
+        let seen = observed_generation >= deployment.metadata.generation;
         let progressing = !seen || updated < desired || replicas > updated;
-        // Available describes the pods serving now, whichever generation they run. Until the
-        // Deployment controller observes an apply (a scale, a new template) that condition still
-        // holds, so Ready does not drop, and no Warning Event is sent, for that moment.
-        let available = status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Available" && c.status == "True");
         Self {
             replicas,
             ready,

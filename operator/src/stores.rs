@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -17,7 +17,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -25,6 +27,7 @@ use serde_json::json;
 
 use crate::build::cert_manager::Certificate as CertManagerCertificate;
 use crate::build::scaled_object::ScaledObject;
+use crate::child_triggers::{self, ChildTriggers};
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 use crate::unseen_writes::UnseenWrites;
@@ -192,17 +195,54 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
     let children =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     let scope = Scope { client, namespace };
-    let (config_maps, config_map_changes) = reflect(scope.api(), children.clone());
+    let (config_maps, config_map_changes) = reflect(
+        scope.api(),
+        children.clone(),
+        Verified::default(),
+        ChildTriggers::every_event(),
+    );
     // A rollout updates the Deployment's status at every step; its spec is what is compared.
-    let (deployments, deployment_changes) =
-        reflect_with(scope.api(), children.clone(), Verified::by_content());
-    let (services, service_changes) = reflect(scope.api(), children.clone());
-    let (autoscalers, autoscaler_changes) = reflect(scope.api(), children.clone());
-    let (budgets, budget_changes) = reflect(scope.api(), children.clone());
-    let (scaled_objects, scaled_object_changes) =
-        add_on(served.keda, || reflect(scope.api(), children.clone()));
-    let (certificates, certificate_changes) =
-        add_on(served.cert_manager, || reflect(scope.api(), children));
+    let (deployments, deployment_changes) = reflect(
+        scope.api(),
+        children.clone(),
+        Verified::by_content(),
+        ChildTriggers::new(child_triggers::deployment),
+    );
+    let (services, service_changes) = reflect(
+        scope.api(),
+        children.clone(),
+        Verified::default(),
+        ChildTriggers::every_event(),
+    );
+    let (autoscalers, autoscaler_changes) = reflect(
+        scope.api(),
+        children.clone(),
+        Verified::default(),
+        ChildTriggers::new(child_triggers::autoscaler),
+    );
+    let (budgets, budget_changes) = reflect(
+        scope.api(),
+        children.clone(),
+        Verified::by_content(),
+        ChildTriggers::new(child_triggers::content),
+    );
+    let (scaled_objects, scaled_object_changes) = add_on(served.keda, || {
+        let triggers = ChildTriggers::new(child_triggers::content);
+        reflect(
+            scope.api(),
+            children.clone(),
+            Verified::by_content(),
+            triggers,
+        )
+    });
+    let (certificates, certificate_changes) = add_on(served.cert_manager, || {
+        reflect(
+            scope.api(),
+            children,
+            Verified::default(),
+            ChildTriggers::every_event(),
+        )
+    });
     let (service_names, service_name_changes) = {
         let (store, writer) = reflector::store();
         let api = scope.api::<PartialObjectMeta<Service>>();
@@ -271,19 +311,13 @@ impl Scope<'_> {
 }
 
 /// A watch of `api` whose objects are kept in the returned cache, their managed fields trimmed
-/// ([`trim_managed_fields`]); children found up to date are known by their resourceVersion.
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (Cache<K>, Changes<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    reflect_with(api, config, Verified::default())
-}
-
-/// [`reflect`], with `verified` as the memory of children found up to date.
-fn reflect_with<K>(
+/// ([`trim_managed_fields`]), with `verified` as the memory of children found up to date; the
+/// returned changes are the children whose fleets `triggers` wakes.
+fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     verified: Verified,
+    triggers: ChildTriggers<K>,
 ) -> (Cache<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -294,9 +328,24 @@ where
         unseen: UnseenWrites::default(),
         verified,
     };
+    let events = watcher(api, config).default_backoff();
+    let changes = cached_changes(events, writer, &cache, triggers);
+    (cache, changes)
+}
+
+/// `events` into `cache` (into its store through `writer`); the children whose fleets
+/// `triggers` wakes.
+fn cached_changes<K>(
+    events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    writer: Writer<K>,
+    cache: &Cache<K>,
+    mut triggers: ChildTriggers<K>,
+) -> Changes<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
     let (unseen, verified) = (cache.unseen.clone(), cache.verified.clone());
-    let changes = watcher(api, config)
-        .default_backoff()
+    events
         .modify(|object: &mut K| trim_managed_fields(object.managed_fields_mut()))
         // Before the store takes the event, so that no remembered apply outlives the version
         // of the child it was decided on.
@@ -305,9 +354,8 @@ where
             verified.saw(event);
         })
         .reflect(writer)
-        .touched_objects()
-        .boxed();
-    (cache, changes)
+        .try_filter_map(move |event| std::future::ready(Ok(triggers.wakes(event))))
+        .boxed()
 }
 
 /// Keeps of `entries` only what the operator reads: its own entries, and of their field sets
@@ -419,5 +467,30 @@ mod tests {
             Some(FieldsV1(json!({})))
         );
         assert!(!applies_replicas(&trimmed));
+    }
+
+    #[test]
+    fn a_childs_every_event_is_cached_and_only_changes_a_reconcile_reads_wake_its_fleet() {
+        let (store, writer) = reflector::store();
+        let cache = Cache {
+            store,
+            unseen: UnseenWrites::default(),
+            verified: Verified::by_content(),
+        };
+        let created = crate::child_triggers::tests::deployment(1, 1, 0);
+        let mut counted = created.clone();
+        counted.metadata.resource_version = Some("2".to_owned());
+        counted.status.as_mut().unwrap().unavailable_replicas = Some(1);
+        let events = futures::stream::iter([created.clone(), counted].map(|d| Ok(Event::Apply(d))));
+        let triggers = ChildTriggers::new(crate::child_triggers::deployment);
+        let woken: Vec<_> =
+            futures::executor::block_on(cached_changes(events, writer, &cache, triggers).collect());
+        let woken: Vec<_> = woken
+            .into_iter()
+            .map(|child| child.unwrap().resource_version())
+            .collect();
+        assert_eq!(woken, [Some("1".to_owned())]);
+        let cached = cache.store.get(&ObjectRef::from_obj(&created)).unwrap();
+        assert_eq!(cached.resource_version().as_deref(), Some("2"));
     }
 }
