@@ -13,7 +13,7 @@ use kube::Resource;
 use kube::runtime::watcher::Event;
 
 use crate::content_version::{content_version, spec_version};
-use crate::context::object_key;
+use crate::context::key_of;
 use crate::status::DeploymentProgress;
 
 /// A hash of what a reconcile reads of a child; `None` when it cannot be told, and then every
@@ -41,26 +41,30 @@ impl<K: Resource> ChildTriggers<K> {
     }
 
     /// The child whose fleet `event` wakes, if any. Deletions always wake it (the child is
-    /// made again), and so does each object of a relist, which may follow missed events.
-    pub fn wakes(&mut self, event: Event<K>) -> Option<K> {
+    /// made again), and so does each object of a relist, which may follow missed events. An
+    /// `echo` (the version an apply of the operator returned, see [`UnseenWrites::saw`]) never
+    /// does: the reconcile that sent the apply has read it.
+    ///
+    /// [`UnseenWrites::saw`]: crate::unseen_writes::UnseenWrites::saw
+    pub fn wakes(&mut self, event: Event<K>, echo: bool) -> Option<K> {
         match event {
             Event::Apply(child) | Event::InitApply(child) => {
                 let unchanged = match (self.fingerprint)(&child) {
                     Some(fingerprint) => {
-                        self.last.insert(key(&child), fingerprint) == Some(fingerprint)
+                        self.last.insert(key_of(child.meta()), fingerprint) == Some(fingerprint)
                     }
                     None => {
                         // Nothing to compare the next event with either.
                         if !self.last.is_empty() {
-                            self.last.remove(&key(&child));
+                            self.last.remove(&key_of(child.meta()));
                         }
                         false
                     }
                 };
-                (!unchanged).then_some(child)
+                (!unchanged && !echo).then_some(child)
             }
             Event::Delete(child) => {
-                self.last.remove(&key(&child));
+                self.last.remove(&key_of(child.meta()));
                 Some(child)
             }
             Event::Init => {
@@ -70,14 +74,6 @@ impl<K: Resource> ChildTriggers<K> {
             Event::InitDone => None,
         }
     }
-}
-
-fn key<K: Resource>(child: &K) -> String {
-    let meta = child.meta();
-    object_key(
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-    )
 }
 
 /// Kinds whose generation the apiserver raises on every spec change and whose status no
@@ -149,7 +145,7 @@ pub(crate) mod tests {
     fn woken<K: Resource>(mut triggers: ChildTriggers<K>, events: Vec<Event<K>>) -> Vec<String> {
         events
             .into_iter()
-            .filter_map(|event| triggers.wakes(event))
+            .filter_map(|event| triggers.wakes(event, false))
             .map(|child| child.meta().resource_version.clone().unwrap_or_default())
             .collect()
     }
@@ -247,5 +243,28 @@ pub(crate) mod tests {
         };
         let events = vec![Event::Apply(config_map(1)), Event::Apply(config_map(2))];
         assert_eq!(woken(ChildTriggers::every_event(), events), ["1", "2"]);
+    }
+
+    #[test]
+    fn an_echo_wakes_nothing_and_is_what_the_next_event_is_compared_with() {
+        let mut triggers = ChildTriggers::new(super::deployment);
+        assert!(
+            triggers
+                .wakes(Event::Apply(deployment(1, 1, 0)), false)
+                .is_some()
+        );
+        assert!(
+            triggers
+                .wakes(Event::Apply(deployment(2, 2, 0)), true)
+                .is_none()
+        );
+        let mut unread = deployment(3, 2, 0);
+        unread.status.as_mut().unwrap().unavailable_replicas = Some(1);
+        assert!(triggers.wakes(Event::Apply(unread), false).is_none());
+        assert!(
+            triggers
+                .wakes(Event::Delete(deployment(3, 2, 0)), true)
+                .is_some()
+        );
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource};
@@ -95,4 +96,12 @@ impl Context {
 /// applies and of children found up to date.
 pub(crate) fn object_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
+}
+
+/// [`object_key`] of the object `meta` describes.
+pub(crate) fn key_of(meta: &ObjectMeta) -> String {
+    object_key(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }

@@ -337,7 +337,7 @@ where
 /// `triggers` wakes.
 fn cached_changes<K>(
     events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
-    writer: Writer<K>,
+    mut writer: Writer<K>,
     cache: &Cache<K>,
     mut triggers: ChildTriggers<K>,
 ) -> Changes<K>
@@ -347,14 +347,14 @@ where
     let (unseen, verified) = (cache.unseen.clone(), cache.verified.clone());
     events
         .modify(|object: &mut K| trim_managed_fields(object.managed_fields_mut()))
-        // Before the store takes the event, so that no remembered apply outlives the version
-        // of the child it was decided on.
-        .inspect_ok(move |event| {
-            unseen.saw(event);
-            verified.saw(event);
+        .try_filter_map(move |event| {
+            // Before the store takes the event, so that no remembered apply outlives the
+            // version of the child it was decided on.
+            let echo = unseen.saw(&event);
+            verified.saw(&event);
+            writer.apply_watcher_event(&event);
+            std::future::ready(Ok(triggers.wakes(event, echo)))
         })
-        .reflect(writer)
-        .try_filter_map(move |event| std::future::ready(Ok(triggers.wakes(event))))
         .boxed()
 }
 
@@ -491,6 +491,38 @@ mod tests {
             .collect();
         assert_eq!(woken, [Some("1".to_owned())]);
         let cached = cache.store.get(&ObjectRef::from_obj(&created)).unwrap();
+        assert_eq!(cached.resource_version().as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn the_echo_of_the_operators_own_apply_is_cached_but_wakes_nothing() {
+        let (store, writer) = reflector::store();
+        let cache = Cache {
+            store,
+            unseen: UnseenWrites::default(),
+            verified: Verified::by_content(),
+        };
+        let applied = crate::child_triggers::tests::deployment(1, 1, 0);
+        let ready = crate::child_triggers::tests::deployment(2, 1, 1);
+        cache
+            .unseen
+            .begin("team-a", "chat-gateway", None)
+            .written(&Arc::new(applied.clone()));
+        let events = futures::stream::iter([applied.clone(), ready].map(|d| Ok(Event::Apply(d))));
+        let triggers = ChildTriggers::new(crate::child_triggers::deployment);
+        let woken: Vec<_> =
+            futures::executor::block_on(cached_changes(events, writer, &cache, triggers).collect());
+        let woken: Vec<_> = woken
+            .into_iter()
+            .map(|child| child.unwrap().resource_version())
+            .collect();
+        assert_eq!(
+            woken,
+            [Some("2".to_owned())],
+            "only the Deployment controller's write"
+        );
+        assert_eq!(cache.unseen.remembered(), 0);
+        let cached = cache.store.get(&ObjectRef::from_obj(&applied)).unwrap();
         assert_eq!(cached.resource_version().as_deref(), Some("2"));
     }
 }

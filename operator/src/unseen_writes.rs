@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
-use crate::context::object_key;
+use crate::context::{key_of, object_key};
 
 /// One kind's applies not yet seen by its watch, by `namespace/name`.
 pub struct UnseenWrites<K> {
@@ -114,18 +114,29 @@ impl<K: Resource> UnseenWrites<K> {
     }
 
     /// Called with each event of the kind's watch before its cache takes it: the cache is
-    /// about to move, so no remembered apply may stand in for it any more.
-    pub fn saw(&self, event: &Event<K>) {
+    /// about to move, so no remembered apply may stand in for it any more. Returns whether the
+    /// event is the echo of one of the operator's own applies: exactly the version the apply
+    /// returned, which the reconcile that sent it has already read.
+    pub fn saw(&self, event: &Event<K>) -> bool {
         let mut entries = self.lock();
         match event {
-            Event::Apply(object) | Event::Delete(object) | Event::InitApply(object) => {
-                let meta = object.meta();
-                let namespace = meta.namespace.as_deref().unwrap_or_default();
-                let name = meta.name.as_deref().unwrap_or_default();
-                entries.by_key.remove(&object_key(namespace, name));
+            Event::Apply(object) => {
+                let entry = entries.by_key.remove(&key_of(object.meta()));
+                let version = &object.meta().resource_version;
+                version.is_some()
+                    && entry
+                        .and_then(|entry| entry.written)
+                        .is_some_and(|written| written.meta().resource_version == *version)
+            }
+            Event::Delete(object) | Event::InitApply(object) => {
+                entries.by_key.remove(&key_of(object.meta()));
+                false
             }
             // A relist replaces the whole cache.
-            Event::Init | Event::InitDone => entries.by_key.clear(),
+            Event::Init | Event::InitDone => {
+                entries.by_key.clear();
+                false
+            }
         }
     }
 
@@ -321,5 +332,26 @@ mod tests {
             )
             .written(&Arc::new(budget("7")));
         assert_eq!(writes.remembered(), 0);
+    }
+
+    #[test]
+    fn only_the_version_an_apply_returned_is_its_echo() {
+        let writes = created_unseen();
+        assert!(writes.saw(&Event::Apply(budget("7"))));
+        assert!(!writes.saw(&Event::Apply(budget("7"))), "answered once");
+        assert!(
+            !created_unseen().saw(&Event::Apply(budget("8"))),
+            "another write came after it"
+        );
+        assert!(
+            !created_unseen().saw(&Event::InitApply(budget("7"))),
+            "a relist may follow missed events"
+        );
+        let in_flight = UnseenWrites::default();
+        let _pending = in_flight.begin("team-a", "chat-gateway", None);
+        assert!(
+            !in_flight.saw(&Event::Apply(budget("7"))),
+            "the apply has not returned: nobody has read this version"
+        );
     }
 }

@@ -13,7 +13,7 @@ use kube::Resource;
 use kube::runtime::watcher::Event;
 
 use crate::content_version::content_version;
-use crate::context::object_key;
+use crate::context::key_of;
 use crate::crd::WebSocketService;
 
 /// What a fleet's desired children follow from: the object (its uid, in the owner reference
@@ -109,7 +109,7 @@ impl Verified {
     /// of it.
     fn identify(&self, meta: &ObjectMeta) -> Option<(String, ChildVersion)> {
         let version = (self.version)(meta)?;
-        Some((key(meta), version))
+        Some((key_of(meta), version))
     }
 
     /// Called with each event of the kind's watch: a deleted child's record goes, and a relist
@@ -117,7 +117,7 @@ impl Verified {
     pub fn saw<K: Resource>(&self, event: &Event<K>) {
         match event {
             Event::Delete(child) => {
-                self.lock().remove(&key(child.meta()));
+                self.lock().remove(&key_of(child.meta()));
             }
             Event::Init => self.lock().clear(),
             Event::Apply(_) | Event::InitApply(_) | Event::InitDone => {}
@@ -129,11 +129,6 @@ impl Verified {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn key(meta: &ObjectMeta) -> String {
-    let namespace = meta.namespace.as_deref().unwrap_or_default();
-    object_key(namespace, meta.name.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ const CHILD_KINDS: [&str; 4] = [
     "poddisruptionbudgets",
 ];
 
+/// The operator's count of reconciles run.
+const RECONCILES: &str = "wsfleet_operator_reconciles_total";
+
 const OPERATOR_RESOURCES: [&str; 7] = [
     "configmaps",
     "secrets",
@@ -190,6 +193,7 @@ fn main() -> Result<()> {
         .map(|kind| record_first_seen(&kubectl, kind, MANAGED))
         .collect::<Result<Vec<_>>>()?;
     let cpu_before = cpu_time(operator.pid())?;
+    let reconciles_before = operator.metric(RECONCILES)?;
     let pods_ready = args
         .real_node
         .then(|| GatewayPodsReady::watch(&kubectl, count_wanted))
@@ -218,6 +222,7 @@ fn main() -> Result<()> {
     println!("every WebSocketService Ready after {all_ready:.1?}");
     let converged = write_counts(&admin)?;
     let cpu_converging = cpu_time(operator.pid())?.saturating_sub(cpu_before);
+    let reconciles = operator.metric(RECONCILES)? - reconciles_before;
     let latencies = children_latencies(&objects_seen, &children_seen);
     std::thread::sleep(QUIET_INTERVAL);
     let quiet = write_counts(&admin)?;
@@ -236,12 +241,13 @@ fn main() -> Result<()> {
     }
     let operator_total = operator_writes(&converging);
     println!(
-        "\nobjects: {count_wanted}\ntime to create them (kubectl create): {created:.1?}\nevery child exists: {all_children:.1?}\nevery object Ready: {all_ready:.1?}\noperator writes (children and status): {operator_total} = {:.2} per object\nobject to its last child ({} objects timed): p50 {:.2} s, p99 {:.2} s\noperator CPU while converging: {cpu_converging:.2?} = {:.2} ms per object\nall writes during {QUIET_INTERVAL:?} idle afterwards: {:?}\noperator peak RSS: {:.1} MiB",
+        "\nobjects: {count_wanted}\ntime to create them (kubectl create): {created:.1?}\nevery child exists: {all_children:.1?}\nevery object Ready: {all_ready:.1?}\noperator writes (children and status): {operator_total} = {:.2} per object\nobject to its last child ({} objects timed): p50 {:.2} s, p99 {:.2} s\noperator CPU while converging: {cpu_converging:.2?} = {:.2} ms per object\noperator reconciles while converging: {reconciles} = {:.2} per object\nall writes during {QUIET_INTERVAL:?} idle afterwards: {:?}\noperator peak RSS: {:.1} MiB",
         operator_total as f64 / count_wanted as f64,
         latencies.len(),
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         cpu_converging.as_secs_f64() * 1000.0 / count_wanted as f64,
+        reconciles / count_wanted as f64,
         idle,
         peak_rss as f64 / 1024.0
     );
