@@ -39,6 +39,8 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = Instant::now();
+    // Inside the controller's span, which names what woke the object.
+    tracing::debug!("reconcile started");
     let key = key_of(&guard);
     let result = match &guard.0 {
         Ok(wss) => reconcile_valid(wss, &ctx).await,
