@@ -92,8 +92,11 @@ pub async fn run(
                 referrers(&secret_store, &secret, secret_references)
             },
         )
+        // A fleet's own Service wakes it through the owned children's watch, which tells the
+        // echo of the fleet's own apply; only the fleets that name a Service as their upstream
+        // are woken from here.
         .watches_stream(watches.service_names, move |service| {
-            referrers(&store, &service, service_references)
+            named_by(&store, &service, service_references)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -154,7 +157,6 @@ fn referrers<K: Resource>(
     references: fn(&WebSocketService, &str) -> bool,
 ) -> Vec<ObjectRef<Guarded>> {
     let namespace = object.meta().namespace.clone().unwrap_or_default();
-    let name = object.meta().name.clone().unwrap_or_default();
     let mut found: Vec<ObjectRef<Guarded>> = object
         .meta()
         .owner_references
@@ -165,17 +167,31 @@ fn referrers<K: Resource>(
         })
         .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
         .collect();
-    let named_by = store.state().into_iter().filter(|guard| {
-        guard.namespace().as_deref() == Some(namespace.as_str())
-            && guard.0.as_ref().is_ok_and(|wss| references(wss, &name))
-    });
-    for guard in named_by {
-        let referrer = ObjectRef::from_obj(guard.as_ref());
+    for referrer in named_by(store, object, references) {
         if !found.contains(&referrer) {
             found.push(referrer);
         }
     }
     found
+}
+
+/// The WebSocketServices whose spec names `object`.
+fn named_by<K: Resource>(
+    store: &Store<Guarded>,
+    object: &K,
+    references: fn(&WebSocketService, &str) -> bool,
+) -> Vec<ObjectRef<Guarded>> {
+    let namespace = object.meta().namespace.as_deref().unwrap_or_default();
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    store
+        .state()
+        .into_iter()
+        .filter(|guard| {
+            guard.namespace().as_deref() == Some(namespace)
+                && guard.0.as_ref().is_ok_and(|wss| references(wss, name))
+        })
+        .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+        .collect()
 }
 
 /// Whether `wss` uses the Secret `name`: its TLS Secret (the user's, or the one it issues, which
@@ -281,9 +297,20 @@ mod tests {
             ..Service::default()
         };
         assert_eq!(
-            names(referrers(&store, &backend, service_references)),
+            names(named_by(&store, &backend, service_references)),
             ["team-a/chat", "team-a/chat-prod"]
         );
+        // A fleet's own Service is left to the owned children's watch.
+        let own = Service {
+            metadata: ObjectMeta {
+                name: Some("chat".to_owned()),
+                namespace: Some("team-a".to_owned()),
+                owner_references: Some(vec![owner(&example("minimal.yaml"))]),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        };
+        assert!(names(named_by(&store, &own, service_references)).is_empty());
     }
 
     #[test]
