@@ -192,56 +192,35 @@ async fn served<K: Resource<DynamicType = ()>>(client: &Client, owner: &str) -> 
 
 /// The stores and the watches that fill them, in one namespace or all.
 pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Stores, Watches) {
-    let children =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    let scope = Scope { client, namespace };
-    let (config_maps, config_map_changes) = reflect(
-        scope.api(),
-        children.clone(),
-        Verified::default(),
-        ChildTriggers::every_event(),
-    );
+    let scope = Scope {
+        client,
+        namespace,
+        children: watcher::Config::default()
+            .labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}")),
+    };
+    let (config_maps, config_map_changes) =
+        scope.children(Verified::default(), ChildTriggers::every_event());
     // A rollout updates the Deployment's status at every step; its spec is what is compared.
-    let (deployments, deployment_changes) = reflect(
-        scope.api(),
-        children.clone(),
+    let (deployments, deployment_changes) = scope.children(
         Verified::by_content(),
         ChildTriggers::new(child_triggers::deployment),
     );
-    let (services, service_changes) = reflect(
-        scope.api(),
-        children.clone(),
-        Verified::default(),
-        ChildTriggers::every_event(),
-    );
-    let (autoscalers, autoscaler_changes) = reflect(
-        scope.api(),
-        children.clone(),
+    let (services, service_changes) =
+        scope.children(Verified::default(), ChildTriggers::every_event());
+    let (autoscalers, autoscaler_changes) = scope.children(
         Verified::default(),
         ChildTriggers::new(child_triggers::autoscaler),
     );
-    let (budgets, budget_changes) = reflect(
-        scope.api(),
-        children.clone(),
+    let (budgets, budget_changes) = scope.children(
         Verified::by_content(),
         ChildTriggers::new(child_triggers::content),
     );
     let (scaled_objects, scaled_object_changes) = add_on(served.keda, || {
         let triggers = ChildTriggers::new(child_triggers::content);
-        reflect(
-            scope.api(),
-            children.clone(),
-            Verified::by_content(),
-            triggers,
-        )
+        scope.children(Verified::by_content(), triggers)
     });
     let (certificates, certificate_changes) = add_on(served.cert_manager, || {
-        reflect(
-            scope.api(),
-            children,
-            Verified::default(),
-            ChildTriggers::every_event(),
-        )
+        scope.children(Verified::default(), ChildTriggers::every_event())
     });
     let (service_names, service_name_changes) = {
         let (store, writer) = reflector::store();
@@ -299,6 +278,8 @@ fn add_on<K: Resource<DynamicType = ()> + Clone>(
 struct Scope<'a> {
     client: &'a Client,
     namespace: Option<&'a str>,
+    /// What selects the operator's children.
+    children: watcher::Config,
 }
 
 impl Scope<'_> {
@@ -307,6 +288,20 @@ impl Scope<'_> {
             Some(namespace) => Api::namespaced(self.client.clone(), namespace),
             None => Api::all(self.client.clone()),
         }
+    }
+
+    /// The cache of one kind of the operator's children, and its changes ([`reflect`]).
+    fn children<K>(&self, verified: Verified, triggers: ChildTriggers<K>) -> (Cache<K>, Changes<K>)
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        reflect(self.api(), self.children.clone(), verified, triggers)
     }
 }
 
@@ -469,60 +464,61 @@ mod tests {
         assert!(!applies_replicas(&trimmed));
     }
 
-    #[test]
-    fn a_childs_every_event_is_cached_and_only_changes_a_reconcile_reads_wake_its_fleet() {
+    /// A cache of Deployments, with `unseen` as its record of the operator's applies, after
+    /// `events` went through [`cached_changes`]; and the versions of the woken children.
+    fn deployments_after(
+        unseen: UnseenWrites<Deployment>,
+        events: Vec<Deployment>,
+    ) -> (Cache<Deployment>, Vec<Option<String>>) {
         let (store, writer) = reflector::store();
         let cache = Cache {
             store,
-            unseen: UnseenWrites::default(),
+            unseen,
             verified: Verified::by_content(),
         };
+        let events = futures::stream::iter(events.into_iter().map(|d| Ok(Event::Apply(d))));
+        let triggers = ChildTriggers::new(crate::child_triggers::deployment);
+        let woken: Vec<_> =
+            futures::executor::block_on(cached_changes(events, writer, &cache, triggers).collect());
+        let versions = woken
+            .into_iter()
+            .map(|child| child.unwrap().resource_version())
+            .collect();
+        (cache, versions)
+    }
+
+    fn cached_version(cache: &Cache<Deployment>, of: &Deployment) -> Option<String> {
+        let cached = cache.store.get(&ObjectRef::from_obj(of));
+        cached.and_then(|cached| cached.resource_version())
+    }
+
+    #[test]
+    fn a_childs_every_event_is_cached_and_only_changes_a_reconcile_reads_wake_its_fleet() {
         let created = crate::child_triggers::tests::deployment(1, 1, 0);
         let mut counted = created.clone();
         counted.metadata.resource_version = Some("2".to_owned());
         counted.status.as_mut().unwrap().unavailable_replicas = Some(1);
-        let events = futures::stream::iter([created.clone(), counted].map(|d| Ok(Event::Apply(d))));
-        let triggers = ChildTriggers::new(crate::child_triggers::deployment);
-        let woken: Vec<_> =
-            futures::executor::block_on(cached_changes(events, writer, &cache, triggers).collect());
-        let woken: Vec<_> = woken
-            .into_iter()
-            .map(|child| child.unwrap().resource_version())
-            .collect();
+        let (cache, woken) =
+            deployments_after(UnseenWrites::default(), vec![created.clone(), counted]);
         assert_eq!(woken, [Some("1".to_owned())]);
-        let cached = cache.store.get(&ObjectRef::from_obj(&created)).unwrap();
-        assert_eq!(cached.resource_version().as_deref(), Some("2"));
+        assert_eq!(cached_version(&cache, &created).as_deref(), Some("2"));
     }
 
     #[test]
     fn the_echo_of_the_operators_own_apply_is_cached_but_wakes_nothing() {
-        let (store, writer) = reflector::store();
-        let cache = Cache {
-            store,
-            unseen: UnseenWrites::default(),
-            verified: Verified::by_content(),
-        };
         let applied = crate::child_triggers::tests::deployment(1, 1, 0);
         let ready = crate::child_triggers::tests::deployment(2, 1, 1);
-        cache
-            .unseen
+        let unseen = UnseenWrites::default();
+        unseen
             .begin("team-a", "chat-gateway", None)
             .written(&Arc::new(applied.clone()));
-        let events = futures::stream::iter([applied.clone(), ready].map(|d| Ok(Event::Apply(d))));
-        let triggers = ChildTriggers::new(crate::child_triggers::deployment);
-        let woken: Vec<_> =
-            futures::executor::block_on(cached_changes(events, writer, &cache, triggers).collect());
-        let woken: Vec<_> = woken
-            .into_iter()
-            .map(|child| child.unwrap().resource_version())
-            .collect();
+        let (cache, woken) = deployments_after(unseen, vec![applied.clone(), ready]);
         assert_eq!(
             woken,
             [Some("2".to_owned())],
             "only the Deployment controller's write"
         );
         assert_eq!(cache.unseen.remembered(), 0);
-        let cached = cache.store.get(&ObjectRef::from_obj(&applied)).unwrap();
-        assert_eq!(cached.resource_version().as_deref(), Some("2"));
+        assert_eq!(cached_version(&cache, &applied).as_deref(), Some("2"));
     }
 }

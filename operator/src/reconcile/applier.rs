@@ -174,18 +174,14 @@ async fn put_add_on<K: ChildType>(
     children: &AddOnChildren<K>,
     fleet: Option<&FleetVersion>,
 ) -> Result<(), Error> {
-    apply(
-        &ctx.api(namespace),
-        desired,
-        observed,
-        children.cache(),
-        fleet,
-    )
-    .await?;
-    if let AddOnChildren::Unwatched(unwatched) = children {
-        unwatched.wrote();
+    match children {
+        AddOnChildren::Cached(cache) => put(ctx, namespace, desired, observed, cache, fleet).await,
+        AddOnChildren::Unwatched(unwatched) => {
+            apply(&ctx.api(namespace), desired, observed, None, fleet).await?;
+            unwatched.wrote();
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Deletes each observed child whose kind the desired set no longer holds, when this fleet
