@@ -82,28 +82,10 @@ where
 /// The children of an add-on's kind (KEDA's ScaledObject, cert-manager's Certificate): cached
 /// when the add-on's CRD was served as the operator's term began, read from the apiserver
 /// otherwise.
+#[derive(Clone)]
 pub enum AddOnChildren<K: 'static + Resource<DynamicType = ()>> {
     Cached(Cache<K>),
     Unwatched(Unwatched),
-}
-
-impl<K: 'static + Resource<DynamicType = ()>> AddOnChildren<K> {
-    /// The cache, when the kind has one.
-    pub fn cache(&self) -> Option<&Cache<K>> {
-        match self {
-            Self::Cached(cache) => Some(cache),
-            Self::Unwatched(_) => None,
-        }
-    }
-}
-
-impl<K: 'static + Resource<DynamicType = ()> + Clone> Clone for AddOnChildren<K> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Cached(cache) => Self::Cached(cache.clone()),
-            Self::Unwatched(unwatched) => Self::Unwatched(unwatched.clone()),
-        }
-    }
 }
 
 /// An add-on kind whose CRD was not served as the term began. No object of it can have existed
