@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::error::Error;
+use crate::lean::Lean;
 use crate::names::FIELD_MANAGER;
 use crate::stores::Cache;
 use crate::verified::FleetVersion;
@@ -23,12 +24,13 @@ pub const APPLIED_DIGEST: &str = "wsfleet.io/applied-digest";
 /// Field manager that briefly co-owns `spec.replicas` when an HPA takes the count over.
 const HANDOVER_MANAGER: &str = "wsfleet-operator-handover";
 
-/// Applies `desired` unless `observed` already holds it; returns the child as it now stands.
+/// Applies `desired` unless `observed` already holds it; returns the child as it now stands, its
+/// managed fields cut as the caches' are ([`Lean`]).
 /// `cache` is the kind's, when it has one: its record of the operator's own applies keeps this
 /// one until the child's watch delivers it, and its memory of children found up to date for
 /// `fleet` (the version of the fleet that wants `desired`) spares comparing them again.
 pub async fn apply<K>(
-    api: &Api<K>,
+    api: &Api<Lean<K>>,
     mut desired: K,
     observed: Option<Arc<K>>,
     cache: Option<&Cache<K>>,
@@ -71,7 +73,7 @@ where
             &Patch::Apply(&desired),
         )
         .await
-        .map(Arc::new)
+        .map(|Lean(applied)| Arc::new(applied))
         .map_err(Error::kube("apply", kind_of::<K>(), &namespace, &name))?;
     if let Some(pending) = pending {
         pending.written(&applied);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -17,6 +17,7 @@ use kube::{Resource, ResourceExt};
 use crate::context::{Context, object_key};
 use crate::crd::WebSocketService;
 use crate::error::Error;
+use crate::lean::{self, Lean};
 use crate::names::ChildNames;
 use crate::plan::tls_secret_name;
 use crate::reconcile::{error_policy, reconcile};
@@ -42,7 +43,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let api: Api<Guarded> = match namespace {
+    // Decoded lean: a fleet's managed fields (the spec as its creator sent it, the status as
+    // the operator wrote it) would otherwise be decoded whole on every event, and buffered and
+    // copied once more by the guard against objects that do not match the schema.
+    let api: Api<Lean<Guarded>> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -52,7 +56,7 @@ pub async fn run(
     };
     let (store, writer) = reflector::store();
     let objects = fleet_triggers(
-        watcher(api, watcher::Config::default().any_semantic()),
+        watcher(api, watcher::Config::default().any_semantic()).map_ok(lean::unwrap),
         writer,
     );
     let controller = Controller::for_stream(objects, store.clone()).with_config(

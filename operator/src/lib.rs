@@ -15,6 +15,7 @@ pub mod error;
 pub mod fence;
 pub mod http;
 pub mod idle_timeout;
+pub mod lean;
 pub mod lease;
 pub mod metrics;
 pub mod names;

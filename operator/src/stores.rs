@@ -14,21 +14,20 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::Event;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::build::cert_manager::Certificate as CertManagerCertificate;
 use crate::build::scaled_object::ScaledObject;
 use crate::child_triggers::{self, ChildTriggers};
 use crate::error::Error;
+use crate::lean::{self, Lean};
 use crate::names::FIELD_MANAGER;
 use crate::unseen_writes::UnseenWrites;
 use crate::verified::Verified;
@@ -206,9 +205,10 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
     });
     let (service_names, service_name_changes) = {
         let (store, writer) = reflector::store();
-        let api = scope.api::<PartialObjectMeta<Service>>();
+        let api = scope.api::<Lean<PartialObjectMeta<Service>>>();
         let changes = watcher(api, watcher::Config::default())
             .default_backoff()
+            .map_ok(lean::unwrap)
             // Only the name and the owners are read (whether it exists, and whose it is).
             .modify(|service: &mut PartialObjectMeta<Service>| {
                 let meta = &mut service.metadata;
@@ -287,11 +287,11 @@ impl Scope<'_> {
     }
 }
 
-/// A watch of `api` whose objects are kept in the returned cache, their managed fields trimmed
-/// ([`trim_managed_fields`]), with `verified` as the memory of children found up to date; the
+/// A watch of `api` whose objects are kept in the returned cache, their managed fields cut as
+/// they are read ([`Lean`]), with `verified` as the memory of children found up to date; the
 /// returned changes are the children whose fleets `triggers` wakes.
 fn reflect<K>(
-    api: Api<K>,
+    api: Api<Lean<K>>,
     config: watcher::Config,
     verified: Verified,
     triggers: ChildTriggers<K>,
@@ -305,7 +305,7 @@ where
         unseen: UnseenWrites::default(),
         verified,
     };
-    let events = watcher(api, config).default_backoff();
+    let events = watcher(api, config).default_backoff().map_ok(lean::unwrap);
     let changes = cached_changes(events, writer, &cache, triggers);
     (cache, changes)
 }
@@ -323,7 +323,6 @@ where
 {
     let (unseen, verified) = (cache.unseen.clone(), cache.verified.clone());
     events
-        .modify(|object: &mut K| trim_managed_fields(object.managed_fields_mut()))
         .try_filter_map(move |event| {
             // Before the store takes the event, so that no remembered apply outlives the
             // version of the child it was decided on.
@@ -333,28 +332,6 @@ where
             std::future::ready(Ok(triggers.wakes(event, echo)))
         })
         .boxed()
-}
-
-/// Keeps of `entries` only what the operator reads: its own entries, and of their field sets
-/// only whether they name `spec.replicas` ([`crate::apply::names_replicas`]). A field set
-/// lists every field the operator applies, as a tree of JSON maps: on a Deployment it outweighs
-/// the rest of the cached object, and other managers' sets would add as much again.
-fn trim_managed_fields(entries: &mut Vec<ManagedFieldsEntry>) {
-    entries.retain(|entry| {
-        entry
-            .manager
-            .as_deref()
-            .is_some_and(|manager| manager.starts_with(FIELD_MANAGER))
-    });
-    for entry in entries {
-        if let Some(fields) = &mut entry.fields_v1 {
-            fields.0 = if crate::apply::names_replicas(fields) {
-                json!({"f:spec": {"f:replicas": {}}})
-            } else {
-                json!({})
-            };
-        }
-    }
 }
 
 /// How long a reconcile waits for a cache's first list; after that it fails and is retried.
@@ -383,68 +360,9 @@ where
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta, Time};
-    use serde_json::Value;
+    use kube::ResourceExt;
 
     use super::*;
-    use crate::apply::applies_replicas;
-
-    fn entry(manager: &str, fields: Value) -> ManagedFieldsEntry {
-        ManagedFieldsEntry {
-            manager: Some(manager.to_owned()),
-            operation: Some("Apply".to_owned()),
-            time: Some(Time(jiff::Timestamp::from_second(1_700_000_000).unwrap())),
-            fields_v1: Some(FieldsV1(fields)),
-            ..ManagedFieldsEntry::default()
-        }
-    }
-
-    fn deployment(entries: Vec<ManagedFieldsEntry>) -> Deployment {
-        Deployment {
-            metadata: ObjectMeta {
-                managed_fields: Some(entries),
-                ..ObjectMeta::default()
-            },
-            ..Deployment::default()
-        }
-    }
-
-    #[test]
-    fn trimmed_managed_fields_keep_what_the_operator_reads() {
-        let applied = json!({
-            "f:metadata": {"f:labels": {"f:app": {}}},
-            "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
-                "k:{\"name\":\"gateway\"}": {".": {}, "f:image": {}}}}}},
-        });
-        let mut trimmed = deployment(vec![
-            entry("kube-controller-manager", json!({"f:status": {}})),
-            entry(FIELD_MANAGER, applied),
-        ]);
-        trim_managed_fields(trimmed.managed_fields_mut());
-        let entries = trimmed.managed_fields();
-        assert_eq!(entries.len(), 1, "other managers' entries go");
-        assert_eq!(entries[0].manager.as_deref(), Some(FIELD_MANAGER));
-        assert!(entries[0].time.is_some(), "the apply's time stays");
-        assert_eq!(
-            entries[0].fields_v1,
-            Some(FieldsV1(json!({"f:spec": {"f:replicas": {}}})))
-        );
-        assert!(applies_replicas(&trimmed));
-    }
-
-    #[test]
-    fn trimmed_managed_fields_without_replicas_say_so() {
-        let mut trimmed = deployment(vec![entry(
-            FIELD_MANAGER,
-            json!({"f:spec": {"f:selector": {}, "f:template": {}}}),
-        )]);
-        trim_managed_fields(trimmed.managed_fields_mut());
-        assert_eq!(
-            trimmed.managed_fields()[0].fields_v1,
-            Some(FieldsV1(json!({})))
-        );
-        assert!(!applies_replicas(&trimmed));
-    }
 
     /// A cache of Deployments, with `unseen` as its record of the operator's applies, after
     /// `events` went through [`cached_changes`]; and the versions of the woken children.

@@ -81,13 +81,13 @@ pub async fn apply_desired(
                 deployment: desired,
                 hand_over_replicas: hand_over,
             } => {
-                let api: Api<Deployment> = ctx.api(namespace);
                 if let (true, Some(observed)) = (hand_over, observed.deployment.as_deref()) {
+                    let api: Api<Deployment> = ctx.api(namespace);
                     hand_over_replicas(&api, observed).await?;
                 }
                 deployment = Some(
                     apply(
-                        &api,
+                        &ctx.api(namespace),
                         *desired,
                         observed.deployment.take(),
                         Some(&ctx.stores.deployments),
@@ -222,11 +222,18 @@ async fn store_secret(
     observed: Option<Secret>,
     owner: &OwnerReference,
 ) -> Result<Result<(), Problem>, Error> {
-    let secrets: Api<Secret> = ctx.api(namespace);
     if !create {
-        apply(&secrets, secret, observed.map(Arc::new), None, None).await?;
+        apply(
+            &ctx.api(namespace),
+            secret,
+            observed.map(Arc::new),
+            None,
+            None,
+        )
+        .await?;
         return Ok(Ok(()));
     }
+    let secrets: Api<Secret> = ctx.api(namespace);
     let name = secret.name_any();
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),

@@ -19,6 +19,7 @@ use crate::context::Context;
 use crate::crd::{WebSocketService, WebSocketServiceStatus};
 use crate::error::{Error, InvalidSpec};
 use crate::idle_timeout::heartbeat_condition;
+use crate::lean::Lean;
 use crate::names::FIELD_MANAGER;
 use crate::plan::Plan;
 use crate::status::{
@@ -162,7 +163,8 @@ async fn write_status(
     announce_readiness(wss, ctx, previous, &status).await;
     let namespace = wss.namespace().unwrap_or_default();
     let name = wss.name_any();
-    let api: Api<WebSocketService> = ctx.api(&namespace);
+    // The answer goes unread; decoded lean, its managed fields cost nothing.
+    let api: Api<Lean<WebSocketService>> = ctx.api(&namespace);
     let patch = json!({
         "apiVersion": WebSocketService::api_version(&()),
         "kind": WebSocketService::kind(&()),
