@@ -28,7 +28,8 @@ const HANDOVER_MANAGER: &str = "wsfleet-operator-handover";
 /// managed fields cut as the caches' are ([`Lean`]).
 /// `cache` is the kind's, when it has one: its record of the operator's own applies keeps this
 /// one until the child's watch delivers it, and its memory of children found up to date for
-/// `fleet` (the version of the fleet that wants `desired`) spares comparing them again.
+/// `fleet` (the version of the fleet that wants `desired`), the applied one included, spares
+/// comparing them again.
 pub async fn apply<K>(
     api: &Api<Lean<K>>,
     mut desired: K,
@@ -77,6 +78,12 @@ where
         .map_err(Error::kube("apply", kind_of::<K>(), &namespace, &name))?;
     if let Some(pending) = pending {
         pending.written(&applied);
+    }
+    // The apiserver's answer to a forced apply holds every field sent, unless an admission
+    // webhook changed one on the way in; applying again would be changed the same way. So the
+    // answer is up to date until it changes, and the next reconcile need not compare it.
+    if let Some((verified, fleet)) = verified {
+        verified.record(fleet, applied.as_ref());
     }
     tracing::info!(kind = %kind_of::<K>(), %namespace, %name, "applied");
     Ok(applied)

@@ -296,6 +296,34 @@ async fn a_reconcile_before_the_watches_deliver_its_own_applies_writes_nothing_a
 }
 
 #[tokio::test]
+async fn a_child_an_admission_webhook_changed_on_the_way_in_is_not_applied_again() {
+    let wss = example("minimal.yaml");
+    // The apiserver stores the ConfigMap as a mutating webhook left it: not quite as sent.
+    let apiserver = Apiserver::answering(&wss, |sent| {
+        (sent.method == "PATCH" && sent.path.ends_with("/configmaps/chat-gateway")).then(|| {
+            let mut stored = sent.body.clone();
+            stored["metadata"]["resourceVersion"] = json!("7");
+            stored["data"]["gateway.yaml"] = json!("rewritten: by a webhook\n");
+            (200, stored)
+        })
+    });
+    let ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        stores_holding(&[backend()]),
+    ));
+    let first = apiserver.reconcile(wss.clone(), &ctx).await;
+    assert!(
+        first
+            .writes()
+            .iter()
+            .any(|w| w.ends_with("/configmaps/chat-gateway"))
+    );
+    let second = apiserver.reconcile(with_status_of(wss, &first), &ctx).await;
+    assert!(second.result.is_ok(), "{:?}", second.result);
+    assert_eq!(second.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_child_deleted_right_after_its_create_is_created_again() {
     let (wss, apiserver, ctx, first) = first_reconcile_with_shared_caches().await;
     // The budget's watch delivers its create and then its deletion; the cache shows none.
