@@ -16,6 +16,8 @@ pub const CLOSES_TOTAL: &str = "wsfleet_gateway_closes_total";
 pub const CONNECTION_DURATION_SECONDS: &str = "wsfleet_gateway_connection_duration_seconds";
 /// From accept to the client's 101 answer.
 pub const HANDSHAKE_DURATION_SECONDS: &str = "wsfleet_gateway_handshake_duration_seconds";
+/// Each step of a successful handshake, by step: where a slow handshake spent its time.
+pub const HANDSHAKE_STEP_DURATION_SECONDS: &str = "wsfleet_gateway_handshake_step_duration_seconds";
 /// Client upgrade requests by outcome.
 pub const HANDSHAKES_TOTAL: &str = "wsfleet_gateway_handshakes_total";
 /// Fetches of the identity provider's JWK set, by outcome.

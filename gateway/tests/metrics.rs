@@ -1,5 +1,6 @@
 //! What operators watch, scraped from a real gateway's `/metrics`: handshake and upstream
-//! connect latency, connection lifetime, and closes by code and by the side that closed.
+//! connect latency, the handshake's steps, connection lifetime, and closes by code and by the
+//! side that closed.
 
 mod common;
 
@@ -71,6 +72,58 @@ async fn a_handshake_is_timed_from_accept_and_its_upstream_connect_too() {
     assert_eq!(gateway.metric(HANDSHAKES).await, 1.0);
     // No connection has ended yet.
     assert_eq!(gateway.metric(LIFETIMES).await, 0.0);
+}
+
+const STEPS: [&str; 6] = [
+    "queued",
+    "client_request",
+    "admission",
+    "upstream_connect",
+    "upstream_answer",
+    "client_answer",
+];
+
+fn step(step: &str, suffix: &str) -> String {
+    format!("wsfleet_gateway_handshake_step_duration_seconds_{suffix}{{step=\"{step}\"}}")
+}
+
+#[tokio::test]
+async fn each_step_of_a_successful_handshake_is_timed_and_together_they_are_the_whole() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "").await;
+    for name in STEPS {
+        assert_eq!(gateway.metric(&step(name, "count")).await, 0.0, "{name}");
+    }
+
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(round_trip(&mut client, "timed").await, "timed");
+    // A refused handshake times no step.
+    let plain_get = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    assert_eq!(raw_status(gateway.address, plain_get).await, 400);
+
+    let mut steps = 0.0;
+    for name in STEPS {
+        assert_eq!(gateway.metric(&step(name, "count")).await, 1.0, "{name}");
+        steps += gateway.metric(&step(name, "sum")).await;
+    }
+    let whole = gateway
+        .metric("wsfleet_gateway_handshake_duration_seconds_sum")
+        .await;
+    let upstream_steps = gateway.metric(&step("upstream_connect", "sum")).await
+        + gateway.metric(&step("upstream_answer", "sum")).await;
+    let upstream_whole = gateway
+        .metric("wsfleet_gateway_upstream_connect_duration_seconds_sum")
+        .await;
+    // Each sum is of whole microseconds: six truncations against one.
+    let rounding = 1e-5;
+    assert!(
+        steps > 0.0 && steps <= whole + rounding,
+        "steps {steps} s, handshake {whole} s"
+    );
+    assert!(
+        upstream_steps + rounding >= upstream_whole,
+        "upstream steps {upstream_steps} s, upstream connect {upstream_whole} s"
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use crate::relay::session::{Relay, RelaySettings};
 use crate::state::Shared;
 use crate::state::access_log::{ConnectionRecord, RefusalRecord};
 use crate::state::drain::ConnectionSlot;
-use crate::telemetry::metrics::HandshakeOutcome;
+use crate::telemetry::metrics::{HandshakeOutcome, HandshakeStep, HandshakeSteps};
 use crate::upstream::target::ForwardPlan;
 use crate::wire::deflate::Negotiated;
 use crate::wire::forwarded::{ClientChain, is_trusted_proxy};
@@ -126,6 +126,8 @@ async fn upgrade(
     peer: SocketAddr,
     accepted: Instant,
 ) -> Option<Upgraded> {
+    let mut steps = HandshakeSteps::since(accepted);
+    steps.ended(HandshakeStep::Queued);
     // One policy for the whole connection, even if a reload swaps it meanwhile.
     let policy = shared.policy.load_full();
     // Accepted sockets inherit TCP_NODELAY from the listener.
@@ -192,6 +194,7 @@ async fn upgrade(
         }
         Accept::Gone => return None,
     };
+    steps.ended(HandshakeStep::ClientRequest);
 
     // Admit: the request and where it comes from, then every policy check before any
     // upstream work.
@@ -213,6 +216,7 @@ async fn upgrade(
             return None;
         }
     };
+    steps.ended(HandshakeStep::Admission);
 
     // Upgrade: the upstream first, then its answer relayed to the client.
     let plan = ForwardPlan {
@@ -231,6 +235,8 @@ async fn upgrade(
     let opened = match policy.upstream.open(&request, &plan).await {
         Ok(opened) => {
             shared.metrics.upstream_connect_took(connecting.elapsed());
+            steps.ended_at(HandshakeStep::UpstreamConnect, opened.connected);
+            steps.ended(HandshakeStep::UpstreamAnswer);
             opened
         }
         Err(failure) => {
@@ -249,8 +255,10 @@ async fn upgrade(
     if answered.is_err() || client.flush().await.is_err() {
         return None;
     }
+    steps.ended(HandshakeStep::ClientAnswer);
     shared.metrics.handshake(HandshakeOutcome::Success);
     shared.metrics.handshake_took(accepted.elapsed());
+    shared.metrics.handshake_steps_took(&steps);
     Some(Upgraded {
         peer,
         caller: Caller {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// A histogram over fixed bucket bounds, in microseconds, ascending. Clones share the counts,
 /// so one handle can be registered and another observed.
@@ -50,6 +50,11 @@ impl Histogram {
         counts.buckets[bucket].fetch_add(1, Relaxed);
         counts.sum_micros.fetch_add(micros, Relaxed);
     }
+}
+
+/// So that a family of histograms, one per label set, can be registered.
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
 }
 
 impl EncodeMetric for Histogram {

@@ -9,7 +9,7 @@
 //! `namespace`, `service` and `pod`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -41,6 +41,73 @@ impl HandshakeOutcome {
             Self::Refused => "refused",
             Self::UpstreamFailed => "upstream_failed",
         }
+    }
+}
+
+/// A step of a successful handshake; together they make up its whole duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeStep {
+    /// From accept until the connection's task first ran: the runtime's queue.
+    Queued,
+    /// The PROXY header, the TLS handshake and the request head.
+    ClientRequest,
+    /// The request's checks: origin, limits, the token.
+    Admission,
+    /// The upstream's address, TCP connect and TLS.
+    UpstreamConnect,
+    /// The upgrade request sent upstream and its answer read.
+    UpstreamAnswer,
+    /// The 101 written to the client.
+    ClientAnswer,
+}
+
+impl HandshakeStep {
+    pub(crate) const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::ClientRequest,
+        Self::Admission,
+        Self::UpstreamConnect,
+        Self::UpstreamAnswer,
+        Self::ClientAnswer,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::ClientRequest => "client_request",
+            Self::Admission => "admission",
+            Self::UpstreamConnect => "upstream_connect",
+            Self::UpstreamAnswer => "upstream_answer",
+            Self::ClientAnswer => "client_answer",
+        }
+    }
+}
+
+/// The steps of one handshake, each timed from the end of the one before. Reported only once
+/// the handshake succeeded, so that every step counts the same handshakes.
+#[derive(Debug)]
+pub(crate) struct HandshakeSteps {
+    last: Instant,
+    took: [Duration; HandshakeStep::ALL.len()],
+}
+
+impl HandshakeSteps {
+    /// Steps of the connection accepted at `accepted`.
+    pub(crate) fn since(accepted: Instant) -> Self {
+        Self {
+            last: accepted,
+            took: [Duration::ZERO; HandshakeStep::ALL.len()],
+        }
+    }
+
+    /// `step` ended now.
+    pub(crate) fn ended(&mut self, step: HandshakeStep) {
+        self.ended_at(step, Instant::now());
+    }
+
+    /// `step` ended at `at`.
+    pub(crate) fn ended_at(&mut self, step: HandshakeStep, at: Instant) {
+        self.took[step as usize] = at.saturating_duration_since(self.last);
+        self.last = at;
     }
 }
 
@@ -155,6 +222,12 @@ const UPSTREAM_CONNECT_BOUNDS: [u64; 14] = [
     500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
     2_500_000, 5_000_000, 10_000_000,
 ];
+/// Bounds of `wsfleet_gateway_handshake_step_duration_seconds`, in microseconds: 50 µs (a
+/// step that did not wait) to 10 s.
+const HANDSHAKE_STEP_BOUNDS: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
 /// Bounds of `wsfleet_gateway_connection_duration_seconds`, in microseconds: 100 ms (a
 /// connection that fails at once) to a day.
 const CONNECTION_BOUNDS: [u64; 13] = [
@@ -186,6 +259,8 @@ pub struct Metrics {
     /// Indexed by kind, then success (0) or failure (1).
     reloads: [[Counter; 2]; 2],
     handshake_duration: Histogram,
+    /// Indexed by [`HandshakeStep`].
+    handshake_steps: [Histogram; HandshakeStep::ALL.len()],
     upstream_connect_duration: Histogram,
     connection_duration: Histogram,
     /// Indexed by [`ClosedBy`], then by [`close_code_index`].
@@ -248,6 +323,13 @@ impl Metrics {
     /// A successful handshake: from accept until the 101 was written to the client.
     pub(crate) fn handshake_took(&self, took: Duration) {
         self.handshake_duration.observe(took);
+    }
+
+    /// The steps of a successful handshake.
+    pub(crate) fn handshake_steps_took(&self, steps: &HandshakeSteps) {
+        for (histogram, took) in self.handshake_steps.iter().zip(steps.took) {
+            histogram.observe(took);
+        }
     }
 
     /// A successful upstream connect and upgrade.
@@ -417,7 +499,13 @@ mod tests {
             "{text}"
         );
         let families = text.matches("# TYPE ").count();
-        // 13 families, without the certificate and key gauges that nothing set yet.
-        assert_eq!(families, 13, "{text}");
+        // 14 families, without the certificate and key gauges that nothing set yet.
+        assert_eq!(families, 14, "{text}");
+        assert!(
+            text.contains(
+                "wsfleet_gateway_handshake_step_duration_seconds_count{step=\"upstream_answer\"} 0\n"
+            ),
+            "every step is exposed before its first handshake: {text}"
+        );
     }
 }

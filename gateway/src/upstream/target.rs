@@ -2,7 +2,7 @@
 //! client's upgrade request, and read the upstream's answer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rustls::ClientConfig;
@@ -82,6 +82,8 @@ pub(crate) struct ForwardPlan<'a> {
 #[derive(Debug)]
 pub(crate) struct OpenUpstream {
     pub stream: Transport,
+    /// When the connection (TCP, and TLS for `wss://`) was up, before the upgrade was sent.
+    pub connected: Instant,
     pub answer: UpgradeAnswer,
     /// Bytes the upstream sent right after its answer: its first frames.
     pub early: Vec<u8>,
@@ -144,6 +146,7 @@ impl UpstreamTarget {
                     format!("connect to {} timed out", self.authority),
                 )
             })??;
+        let connected = Instant::now();
         let head = self.render_request(request, plan);
         let exchange = async {
             stream.write_all(head.as_bytes()).await.map_err(|err| {
@@ -173,6 +176,7 @@ impl UpstreamTarget {
             .map_err(|err| UpstreamFailure::new(UpstreamError::Rejected, err))?;
         Ok(OpenUpstream {
             stream,
+            connected,
             answer: parsed,
             early: answer.rest,
         })

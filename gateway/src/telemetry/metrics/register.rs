@@ -30,6 +30,11 @@ struct DirectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -117,6 +122,15 @@ impl Metrics {
             "Successful client handshakes, from accept (TLS, auth, upstream) to the 101 written",
             &HANDSHAKE_BOUNDS,
         );
+        let handshake_steps = Family::<StepLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(&HANDSHAKE_STEP_BOUNDS)) as fn() -> Histogram,
+        );
+        registry.register(
+            names::HANDSHAKE_STEP_DURATION_SECONDS,
+            "Steps of successful handshakes: queued, client_request (PROXY header, TLS, request \
+             head), admission, upstream_connect, upstream_answer, client_answer (the 101)",
+            handshake_steps.clone(),
+        );
         let upstream_connect_duration = histogram(
             &mut registry,
             names::UPSTREAM_CONNECT_DURATION_SECONDS,
@@ -155,6 +169,11 @@ impl Metrics {
                 }))
             }),
             handshake_duration,
+            handshake_steps: HandshakeStep::ALL.map(|step| {
+                handshake_steps
+                    .get_or_create(&StepLabel { step: step.label() })
+                    .clone()
+            }),
             upstream_connect_duration,
             connection_duration,
             closes: ClosedBy::ALL.map(|by| {
