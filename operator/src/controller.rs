@@ -50,7 +50,7 @@ pub async fn run(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let secrets: Api<PartialObjectMeta<Secret>> = match namespace {
+    let secrets: Api<Lean<PartialObjectMeta<Secret>>> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -89,9 +89,10 @@ pub async fn run(
         // metadata only (an `Api<PartialObjectMeta<_>>` asks the apiserver for metadata): the
         // operator keeps no Secret's data in memory, and every write to a Secret still arrives,
         // since it moves the resourceVersion.
-        .watches(
-            secrets,
-            watcher::Config::default(),
+        .watches_stream(
+            watcher(secrets, watcher::Config::default())
+                .map_ok(lean::unwrap)
+                .touched_objects(),
             move |secret: PartialObjectMeta<Secret>| {
                 referrers(&secret_store, &secret, secret_references)
             },
