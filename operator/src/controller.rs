@@ -5,22 +5,21 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
-use kube::{Resource, ResourceExt};
 
 use crate::context::{Context, object_key};
 use crate::crd::WebSocketService;
 use crate::error::Error;
 use crate::lean::{self, Lean};
-use crate::names::ChildNames;
-use crate::plan::tls_secret_name;
 use crate::reconcile::{error_policy, reconcile};
+use crate::references::{Kind, References};
 use crate::stores::Watches;
 use crate::triggers;
 
@@ -55,17 +54,19 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
+    let references = References::default();
     let objects = fleet_triggers(
         watcher(api, watcher::Config::default().any_semantic()).map_ok(lean::unwrap),
         writer,
+        references.clone(),
     );
-    let controller = Controller::for_stream(objects, store.clone()).with_config(
+    let controller = Controller::for_stream(objects, store).with_config(
         controller::Config::default()
             // A rollout sends a burst of Deployment status updates; one reconcile covers them.
             .debounce(DEBOUNCE)
             .concurrency(CONCURRENT_RECONCILES),
     );
-    let secret_store = store.clone();
+    let secret_references = references.clone();
     let outcomes = ctx.clone();
     // KEDA's ScaledObjects and cert-manager's Certificates are watched only where their CRDs
     // are served: a watch of a resource that does not exist would fail for good. A cluster that
@@ -93,15 +94,13 @@ pub async fn run(
             watcher(secrets, watcher::Config::default())
                 .map_ok(lean::unwrap)
                 .touched_objects(),
-            move |secret: PartialObjectMeta<Secret>| {
-                referrers(&secret_store, &secret, secret_references)
-            },
+            move |secret: PartialObjectMeta<Secret>| referrers(&secret_references, &secret),
         )
         // A fleet's own Service wakes it through the owned children's watch, which tells the
         // echo of the fleet's own apply; only the fleets that name a Service as their upstream
         // are woken from here.
         .watches_stream(watches.service_names, move |service| {
-            named_by(&store, &service, service_references)
+            named_by(&references, Kind::Service, &service)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -119,8 +118,10 @@ pub async fn run(
 fn fleet_triggers(
     events: impl Stream<Item = Result<watcher::Event<Guarded>, watcher::Error>>,
     writer: Writer<Guarded>,
+    references: References,
 ) -> impl Stream<Item = Result<Guarded, watcher::Error>> {
     events
+        .inspect_ok(move |event| references.saw(event))
         // Nothing reads a WebSocketService's managed fields; kept, they would double the size
         // of each cached object.
         .modify(|guard: &mut Guarded| {
@@ -155,15 +156,14 @@ fn record_outcome(
     }
 }
 
-/// The WebSocketServices that own `object` or whose spec names it, each once.
-fn referrers<K: Resource>(
-    store: &Store<Guarded>,
-    object: &K,
-    references: fn(&WebSocketService, &str) -> bool,
+/// The WebSocketServices that own the Secret `secret` or whose spec names it, each once.
+fn referrers(
+    references: &References,
+    secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<Guarded>> {
-    let namespace = object.meta().namespace.clone().unwrap_or_default();
-    let mut found: Vec<ObjectRef<Guarded>> = object
-        .meta()
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    let mut found: Vec<ObjectRef<Guarded>> = secret
+        .metadata
         .owner_references
         .iter()
         .flatten()
@@ -172,7 +172,7 @@ fn referrers<K: Resource>(
         })
         .map(|owner| ObjectRef::new(&owner.name).within(&namespace))
         .collect();
-    for referrer in named_by(store, object, references) {
+    for referrer in named_by(references, Kind::Secret, secret) {
         if !found.contains(&referrer) {
             found.push(referrer);
         }
@@ -180,68 +180,34 @@ fn referrers<K: Resource>(
     found
 }
 
-/// The WebSocketServices whose spec names `object`.
+/// The WebSocketServices whose spec names `object`, a `kind`.
 fn named_by<K: Resource>(
-    store: &Store<Guarded>,
+    references: &References,
+    kind: Kind,
     object: &K,
-    references: fn(&WebSocketService, &str) -> bool,
 ) -> Vec<ObjectRef<Guarded>> {
-    let namespace = object.meta().namespace.as_deref().unwrap_or_default();
-    let name = object.meta().name.as_deref().unwrap_or_default();
-    store
-        .state()
-        .into_iter()
-        .filter(|guard| {
-            guard.namespace().as_deref() == Some(namespace)
-                && guard.0.as_ref().is_ok_and(|wss| references(wss, name))
-        })
-        .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-        .collect()
-}
-
-/// Whether `wss` uses the Secret `name`: its TLS Secret (the user's, or the one it issues, which
-/// another fleet may hold until its owner is deleted), the JWT key or the JWKS provider's CA.
-pub fn secret_references(wss: &WebSocketService, name: &str) -> bool {
-    let tls = wss
-        .spec
-        .tls
-        .as_ref()
-        .and_then(|tls| tls_secret_name(tls, &ChildNames::of(wss)))
-        .is_some_and(|secret| secret == name);
-    let jwt = wss.spec.auth.as_ref().and_then(|auth| auth.jwt.as_ref());
-    let jwt_secrets = jwt.into_iter().flat_map(|jwt| {
-        let jwks_ca = jwt
-            .jwks
-            .as_ref()
-            .and_then(|jwks| jwks.ca_secret_ref.as_ref());
-        jwt.key_secret_ref.iter().chain(jwks_ca)
-    });
-    tls || jwt_secrets.into_iter().any(|secret| secret.name == name)
-}
-
-/// Whether `wss` forwards to the Service `name`.
-pub fn service_references(wss: &WebSocketService, name: &str) -> bool {
-    wss.spec.upstream.service.as_deref() == Some(name)
+    let meta = object.meta();
+    let namespace = meta.namespace.as_deref().unwrap_or_default();
+    references.fleets_naming(kind, namespace, meta.name.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use kube::Client;
     use kube::runtime::reflector;
+    use kube::{Client, ResourceExt};
 
     use super::*;
-    use crate::build::fixtures::{example, owner, wss};
+    use crate::build::fixtures::{example, owner};
     use crate::reconcile::fixtures::{context, context_with, unanswering_client};
 
-    fn store_of(objects: &[WebSocketService]) -> Store<Guarded> {
-        let (store, mut writer) = reflector::store();
+    fn references_of(objects: &[WebSocketService]) -> References {
+        let references = References::default();
         for object in objects {
-            writer
-                .apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(object.clone()))));
+            references.saw(&watcher::Event::Apply(DeserializeGuard(Ok(object.clone()))));
         }
-        store
+        references
     }
 
     fn names(found: Vec<ObjectRef<Guarded>>) -> Vec<String> {
@@ -256,21 +222,21 @@ mod tests {
     #[test]
     fn a_secret_maps_to_its_owner_and_to_the_services_that_name_it() {
         let production = example("production.yaml");
-        let store = store_of(&[
+        let references = references_of(&[
             production.clone(),
             example("user-tls.yaml"),
             example("minimal.yaml"),
         ]);
-        let secret = |name: &str, owners: Option<Vec<_>>| Secret {
+        let secret = |name: &str, owners: Option<Vec<_>>| PartialObjectMeta::<Secret> {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some("team-a".to_owned()),
                 owner_references: owners,
                 ..ObjectMeta::default()
             },
-            ..Secret::default()
+            ..PartialObjectMeta::default()
         };
-        let found = |s: &Secret| names(referrers(&store, s, secret_references));
+        let found = |s: &PartialObjectMeta<Secret>| names(referrers(&references, s));
         assert_eq!(
             found(&secret("chat-user-tls", None)),
             ["team-a/chat-user-tls"]
@@ -288,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_upstream_service_maps_to_every_fleet_in_front_of_it() {
-        let store = store_of(&[
+        let references = references_of(&[
             example("minimal.yaml"),
             example("production.yaml"),
             example("hpa-cpu.yaml"),
@@ -302,7 +268,7 @@ mod tests {
             ..Service::default()
         };
         assert_eq!(
-            names(named_by(&store, &backend, service_references)),
+            names(named_by(&references, Kind::Service, &backend)),
             ["team-a/chat", "team-a/chat-prod"]
         );
         // A fleet's own Service is left to the owned children's watch.
@@ -315,26 +281,7 @@ mod tests {
             },
             ..Service::default()
         };
-        assert!(names(named_by(&store, &own, service_references)).is_empty());
-    }
-
-    #[test]
-    fn tls_and_jwt_secrets_are_references() {
-        assert!(secret_references(
-            &example("user-tls.yaml"),
-            "chat-user-tls"
-        ));
-        assert!(!secret_references(&example("user-tls.yaml"), "other"));
-        let production = example("production.yaml");
-        assert!(secret_references(&production, "chat-jwt"));
-        assert!(secret_references(&production, "chat-prod-tls"));
-        let default_name =
-            wss("metadata: {name: edge}\nspec:\n  upstream: {url: 'ws://b:1/'}\n  tls: {}\n");
-        assert!(secret_references(&default_name, "edge-tls"));
-        assert!(secret_references(
-            &example("oidc-jwks.yaml"),
-            "id-example-ca"
-        ));
+        assert!(names(named_by(&references, Kind::Service, &own)).is_empty());
     }
 
     #[test]
@@ -343,19 +290,19 @@ mod tests {
         let mut canary = production.clone();
         canary.metadata.name = Some("chat-canary".to_owned());
         canary.metadata.uid = Some("uid-2".to_owned());
-        let store = store_of(&[production.clone(), canary, example("minimal.yaml")]);
+        let references = references_of(&[production.clone(), canary, example("minimal.yaml")]);
         // Deleting the owner deletes its Secret; that event must wake the canary at once.
-        let issued = Secret {
+        let issued = PartialObjectMeta::<Secret> {
             metadata: ObjectMeta {
                 name: Some("chat-prod-tls".to_owned()),
                 namespace: Some("team-a".to_owned()),
                 owner_references: Some(vec![owner(&production)]),
                 ..ObjectMeta::default()
             },
-            ..Secret::default()
+            ..PartialObjectMeta::default()
         };
         assert_eq!(
-            names(referrers(&store, &issued, secret_references)),
+            names(referrers(&references, &issued)),
             ["team-a/chat-canary", "team-a/chat-prod"]
         );
     }
@@ -416,8 +363,14 @@ mod tests {
         let (store, writer) = reflector::store();
         let events = [&created, &status_written, &relabelled]
             .map(|wss| Ok(watcher::Event::Apply(DeserializeGuard(Ok(wss.clone())))));
+        let references = References::default();
         let woken: Vec<_> = futures::executor::block_on(
-            fleet_triggers(futures::stream::iter(events), writer).collect(),
+            fleet_triggers(futures::stream::iter(events), writer, references.clone()).collect(),
+        );
+        assert_eq!(
+            names(references.fleets_naming(Kind::Service, "team-a", "chat-backend")),
+            ["team-a/chat"],
+            "every event reaches the references too"
         );
         let versions: Vec<_> = woken
             .iter()
@@ -456,16 +409,5 @@ mod tests {
             seconds(2),
             "a new object of that name starts afresh"
         );
-    }
-
-    #[test]
-    fn upstream_service_is_a_reference() {
-        assert!(service_references(&example("minimal.yaml"), "chat-backend"));
-        // The fleet's own Service is found through its owner reference instead.
-        assert!(!service_references(&example("minimal.yaml"), "chat"));
-        assert!(!service_references(
-            &example("hpa-cpu.yaml"),
-            "chat-backend"
-        ));
     }
 }

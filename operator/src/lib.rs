@@ -22,6 +22,7 @@ pub mod names;
 pub mod plan;
 pub mod quantity;
 pub mod reconcile;
+pub mod references;
 pub mod status;
 pub mod stores;
 pub mod triggers;
