@@ -97,23 +97,29 @@ struct CuttingVisitor<V> {
     map: Map,
 }
 
+impl<D> Cutting<D> {
+    /// The format's deserializer, and `visitor` cutting at this map.
+    fn split<V>(self, visitor: V) -> (D, CuttingVisitor<V>) {
+        let map = self.map;
+        let visitor = CuttingVisitor {
+            inner: visitor,
+            map,
+        };
+        (self.inner, visitor)
+    }
+}
+
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Cutting<D> {
     type Error = D::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let map = self.map;
-        self.inner.deserialize_any(CuttingVisitor {
-            inner: visitor,
-            map,
-        })
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_any(visitor)
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let map = self.map;
-        self.inner.deserialize_map(CuttingVisitor {
-            inner: visitor,
-            map,
-        })
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_map(visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -122,20 +128,13 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Cutting<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let map = self.map;
-        let visitor = CuttingVisitor {
-            inner: visitor,
-            map,
-        };
-        self.inner.deserialize_struct(name, fields, visitor)
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_struct(name, fields, visitor)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        let map = self.map;
-        self.inner.deserialize_option(CuttingVisitor {
-            inner: visitor,
-            map,
-        })
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_option(visitor)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -143,12 +142,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Cutting<D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let map = self.map;
-        let visitor = CuttingVisitor {
-            inner: visitor,
-            map,
-        };
-        self.inner.deserialize_newtype_struct(name, visitor)
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_newtype_struct(name, visitor)
     }
 
     fn is_human_readable(&self) -> bool {
