@@ -231,12 +231,11 @@ async fn upgrade(
             .and_then(|verifier| verifier.token_query_parameter()),
         set_headers: admitted.verified.claim_headers,
     };
-    let connecting = Instant::now();
     let opened = match policy.upstream.open(&request, &plan).await {
         Ok(opened) => {
-            shared.metrics.upstream_connect_took(connecting.elapsed());
             steps.ended_at(HandshakeStep::UpstreamConnect, opened.connected);
             steps.ended(HandshakeStep::UpstreamAnswer);
+            shared.metrics.upstream_connect_took(steps.upstream());
             opened
         }
         Err(failure) => {
@@ -257,7 +256,7 @@ async fn upgrade(
     }
     steps.ended(HandshakeStep::ClientAnswer);
     shared.metrics.handshake(HandshakeOutcome::Success);
-    shared.metrics.handshake_took(accepted.elapsed());
+    shared.metrics.handshake_took(steps.whole());
     shared.metrics.handshake_steps_took(&steps);
     Some(Upgraded {
         peer,

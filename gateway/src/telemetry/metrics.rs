@@ -86,6 +86,7 @@ impl HandshakeStep {
 /// the handshake succeeded, so that every step counts the same handshakes.
 #[derive(Debug)]
 pub(crate) struct HandshakeSteps {
+    accepted: Instant,
     last: Instant,
     took: [Duration; HandshakeStep::ALL.len()],
 }
@@ -94,9 +95,21 @@ impl HandshakeSteps {
     /// Steps of the connection accepted at `accepted`.
     pub(crate) fn since(accepted: Instant) -> Self {
         Self {
+            accepted,
             last: accepted,
             took: [Duration::ZERO; HandshakeStep::ALL.len()],
         }
+    }
+
+    /// From accept to the end of the last step ended.
+    pub(crate) fn whole(&self) -> Duration {
+        self.last.saturating_duration_since(self.accepted)
+    }
+
+    /// The upstream's part: its connect and its answer to the upgrade.
+    pub(crate) fn upstream(&self) -> Duration {
+        self.took[HandshakeStep::UpstreamConnect as usize]
+            + self.took[HandshakeStep::UpstreamAnswer as usize]
     }
 
     /// `step` ended now.
