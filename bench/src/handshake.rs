@@ -2,6 +2,7 @@
 //! upstream's answer.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd as _;
 
 use anyhow::{Context as _, bail, ensure};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -49,6 +50,27 @@ impl Endpoint {
     }
 }
 
+/// The server answered an upgrade request with a status other than 101.
+#[derive(Debug)]
+pub struct NotUpgraded {
+    pub addr: SocketAddr,
+    pub status: u16,
+    pub reason: String,
+}
+
+impl std::fmt::Display for NotUpgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            addr,
+            status,
+            reason,
+        } = self;
+        write!(f, "upgrade via {addr} answered {status} {reason}")
+    }
+}
+
+impl std::error::Error for NotUpgraded {}
+
 /// Opens a TCP connection to the endpoint, from `source` if given (any address of
 /// 127.0.0.0/8 is local, so a storm can come from as many addresses as it has clients).
 pub async fn dial(endpoint: &Endpoint, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
@@ -60,6 +82,7 @@ pub async fn dial(endpoint: &Endpoint, source: Option<IpAddr>) -> anyhow::Result
             } else {
                 TcpSocket::new_v6()?
             };
+            leave_the_port_to_connect(&socket)?;
             socket
                 .bind(SocketAddr::new(source, 0))
                 .with_context(|| format!("binding a client socket to {source}"))?;
@@ -69,6 +92,33 @@ pub async fn dial(endpoint: &Endpoint, source: Option<IpAddr>) -> anyhow::Result
     let stream = stream.with_context(|| format!("connecting to {}", endpoint.addr))?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT`, so that binding a source address leaves choosing the port to
+/// `connect`. A port chosen by `bind` is closed to every other outgoing connection until its
+/// socket is gone, TIME_WAIT included, and the generator holds the TIME_WAIT of every client
+/// it closes: after a few storms of 9,000, the proxies found no free port for their own
+/// connections to the echo upstream and answered 502. A port chosen by `connect` is shared by
+/// connections to other destinations. (Neither std, tokio nor rustix sets this option.)
+fn leave_the_port_to_connect(socket: &TcpSocket) -> std::io::Result<()> {
+    let enable: libc::c_int = 1;
+    // SAFETY: the descriptor is the live socket borrowed here, and the option value is a
+    // `c_int` whose size is passed with it.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const enable).cast(),
+            std::mem::size_of_val(&enable) as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Sends the upgrade request over `stream` and checks the 101 that answers it.
@@ -97,12 +147,14 @@ pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         .parse(&head)
         .context("parsing the upgrade response")?;
     let status = response.code.unwrap_or_default();
-    ensure!(
-        status == 101,
-        "upgrade via {} answered {status} {}",
-        endpoint.addr,
-        response.reason.unwrap_or_default()
-    );
+    if status != 101 {
+        return Err(NotUpgraded {
+            addr: endpoint.addr,
+            status,
+            reason: response.reason.unwrap_or_default().to_owned(),
+        }
+        .into());
+    }
     let accept = header(response.headers, "sec-websocket-accept")
         .context("101 response lacks Sec-WebSocket-Accept")?;
     ensure!(
@@ -164,6 +216,14 @@ async fn read_head<R: AsyncRead + Unpin>(reader: &mut R) -> anyhow::Result<(Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_client_bound_to_a_source_address_takes_its_port_when_it_connects() {
+        let socket = TcpSocket::new_v4().unwrap();
+        leave_the_port_to_connect(&socket).unwrap();
+        socket.bind(([127, 1, 0, 1], 0).into()).unwrap();
+        assert_eq!(socket.local_addr().unwrap().port(), 0, "bind chose a port");
+    }
 
     #[test]
     fn endpoint_keeps_path_and_authority() {

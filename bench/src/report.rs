@@ -2,6 +2,7 @@
 //! HAProxy, whether each target ratio was met (by the medians and round by round), the
 //! paired ratios of every round, and every round's value to show drift.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::matrix::TargetKind;
@@ -69,6 +70,8 @@ pub struct Sample {
 
 /// Metric name under which failed operations are counted.
 const ERRORS: &str = "errors";
+/// Prefix of the metric under which failed operations of one cause are counted.
+const FAILURE_CAUSE: &str = "errors: ";
 
 impl Sample {
     pub fn new(round: usize, target: TargetKind, metric: &str, value: f64) -> Self {
@@ -82,6 +85,16 @@ impl Sample {
 
     pub fn errors(round: usize, target: TargetKind, count: u64) -> Self {
         Self::new(round, target, ERRORS, count as f64)
+    }
+
+    /// `count` of the round's failed operations had `cause`.
+    pub fn failures(round: usize, target: TargetKind, cause: &str, count: u64) -> Self {
+        Self::new(
+            round,
+            target,
+            &format!("{FAILURE_CAUSE}{cause}"),
+            count as f64,
+        )
     }
 }
 
@@ -257,7 +270,21 @@ pub fn render(
             let total: u64 = values(samples, ERRORS, target)
                 .map(|sample| sample.value as u64)
                 .sum();
-            format!("{} {total}", target.name())
+            let mut causes: BTreeMap<&str, u64> = BTreeMap::new();
+            for sample in samples.iter().filter(|sample| sample.target == target) {
+                if let Some(cause) = sample.metric.strip_prefix(FAILURE_CAUSE) {
+                    *causes.entry(cause).or_default() += sample.value as u64;
+                }
+            }
+            let causes: Vec<String> = causes
+                .iter()
+                .map(|(cause, count)| format!("{count} {cause}"))
+                .collect();
+            if causes.is_empty() {
+                format!("{} {total}", target.name())
+            } else {
+                format!("{} {total} ({})", target.name(), causes.join(", "))
+            }
         })
         .collect();
     let _ = writeln!(
@@ -521,6 +548,30 @@ mod tests {
                  | m | gateway / nginx | 0.70 | 1.10 | 0.70–1.10 |\n\
                  | m | floor / nginx | 0.90 | 1.20 | 0.90–1.20 |\n\
                  \nEvery round, to show drift",
+        );
+    }
+
+    #[test]
+    fn failed_operations_are_totalled_per_target_with_their_causes() {
+        let metrics = vec![Metric::new("m".into(), Goal::None)];
+        let samples = vec![
+            Sample::errors(1, TargetKind::Gateway, 3),
+            Sample::failures(1, TargetKind::Gateway, "ConnectionReset", 2),
+            Sample::failures(1, TargetKind::Gateway, "answered 503", 1),
+            Sample::errors(2, TargetKind::Gateway, 4),
+            Sample::failures(2, TargetKind::Gateway, "ConnectionReset", 4),
+            Sample::errors(2, TargetKind::Nginx, 1),
+        ];
+        let table = render(
+            &metrics,
+            &[TargetKind::Nginx, TargetKind::Haproxy, TargetKind::Gateway],
+            2,
+            &samples,
+        );
+        assert_shows(
+            &table,
+            "Failed operations (timeouts, refusals, resets): nginx 1, haproxy 0, \
+             gateway 7 (6 ConnectionReset, 1 answered 503).",
         );
     }
 }

@@ -108,7 +108,15 @@ pub struct Storm {
     pub per_cpu_sec: Option<f64>,
     /// Connections the machine's listen queues turned away during the storm.
     pub listen_overflows: u64,
-    pub errors: u64,
+    /// Clients that did not upgrade, by cause (`ConnectionReset`, `answered 503`, ...).
+    pub failures: std::collections::BTreeMap<String, u64>,
+}
+
+impl Storm {
+    /// Clients that did not upgrade.
+    pub fn errors(&self) -> u64 {
+        self.failures.values().sum()
+    }
 }
 
 /// Connection set-up: upgrade, close handshake, repeat.

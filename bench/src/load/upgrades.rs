@@ -1,6 +1,9 @@
 //! Loads made of upgrades: the storm (every client at once, or paced) and the handshake loop.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::handshake::NotUpgraded;
 
 /// `clients` connections, each from an address of its own in 127.1.0.0/16 (so per-address
 /// limits see many clients, as after a real drain), started all at once or at `rate` per
@@ -33,20 +36,24 @@ pub async fn storm(target: &Target, clients: usize, rate: Option<f64>) -> anyhow
                 Some(source),
                 target.bearer.as_deref(),
             );
-            let connection = timeout(STORM_TIMEOUT, upgrade).await.ok()?.ok()?;
+            let connection = match timeout(STORM_TIMEOUT, upgrade).await {
+                Err(_elapsed) => return Err(format!("no 101 within {STORM_TIMEOUT:?}")),
+                Ok(Err(error)) => return Err(failure_cause(&error)),
+                Ok(Ok(connection)) => connection,
+            };
             let now = Instant::now();
             let micros = now.duration_since(began).as_micros() as u64;
             histogram.borrow_mut().saturating_record(micros.max(1));
             last_upgrade.set(Some(now));
-            Some(connection)
+            Ok(connection)
         }));
     }
     let mut held = Vec::with_capacity(clients);
-    let mut errors = 0;
+    let mut failures = BTreeMap::new();
     for client in clients_started {
         match client.await.context("storm client task")? {
-            Some(connection) => held.push(connection),
-            None => errors += 1,
+            Ok(connection) => held.push(connection),
+            Err(cause) => *failures.entry(cause).or_default() += 1,
         }
     }
     let cpu_after = target.pid.map(procstat::cpu_time).transpose()?;
@@ -80,8 +87,22 @@ pub async fn storm(target: &Target, clients: usize, rate: Option<f64>) -> anyhow
             .filter(|&cpu| cpu > 0.0)
             .map(|cpu| upgraded as f64 / cpu),
         listen_overflows: overflows,
-        errors,
+        failures,
     })
+}
+
+/// Why a storm client did not upgrade, coarse enough to count: the socket error's kind, the
+/// status a proxy answered with, or else the innermost message.
+fn failure_cause(error: &anyhow::Error) -> String {
+    for cause in error.chain() {
+        if let Some(answer) = cause.downcast_ref::<NotUpgraded>() {
+            return format!("answered {}", answer.status);
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return format!("{:?}", io.kind());
+        }
+    }
+    error.root_cause().to_string()
 }
 
 /// `concurrency` loops that each upgrade, close cleanly, and start over.
@@ -151,4 +172,27 @@ async fn upgrade_and_close(target: &Target) -> anyhow::Result<bool> {
     stream.flush().await?;
     frames.read_close(&mut stream).await?;
     Ok(resumed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_counted_by_its_socket_error_or_answer() {
+        let reset = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            .context("connecting to 127.0.0.1:1");
+        assert_eq!(failure_cause(&reset), "ConnectionReset");
+        let refused = anyhow::Error::new(NotUpgraded {
+            addr: ([127, 0, 0, 1], 1).into(),
+            status: 503,
+            reason: "Service Unavailable".into(),
+        });
+        assert_eq!(failure_cause(&refused), "answered 503");
+        let closed = anyhow::anyhow!("connection closed during the handshake").context("upgrade");
+        assert_eq!(
+            failure_cause(&closed),
+            "connection closed during the handshake"
+        );
+    }
 }

@@ -392,8 +392,11 @@ pub async fn run(plan: &Plan, dir: PathBuf) -> anyhow::Result<Vec<Sample>> {
                 record(&m.p999, Some(storm.p999_us / 1000.0));
                 record(&m.cpu, storm.cpu_us_per_handshake);
                 record(&m.overflows, Some(storm.listen_overflows as f64));
-                if storm.errors > 0 {
-                    samples.push(Sample::errors(round, subject.kind, storm.errors));
+                if storm.errors() > 0 {
+                    samples.push(Sample::errors(round, subject.kind, storm.errors()));
+                }
+                for (cause, &count) in &storm.failures {
+                    samples.push(Sample::failures(round, subject.kind, cause, count));
                 }
             }
         }
