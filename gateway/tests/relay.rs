@@ -126,6 +126,35 @@ async fn close_codes_pass_end_to_end() {
     .await;
 }
 
+/// Towards the upstream the gateway is the client: when its client vanishes, it sends the
+/// upstream 1001 and lets the upstream end the TCP connection first, so that the upstream holds
+/// the TIME_WAIT (RFC 6455, section 7.1.1) and the gateway's local port is free again at once.
+#[tokio::test]
+async fn after_a_client_vanishes_the_upstream_ends_first_and_holds_the_time_wait() {
+    let upstream = EchoUpstream::start().await;
+    let gateway = Gateway::start(&upstream.url("/"), "").await;
+    let (mut client, _) = connect(&gateway.url("/"), &[]).await.unwrap();
+    assert_eq!(round_trip(&mut client, "hi").await, "hi");
+    let from_gateway = upstream.records.peers()[0];
+    drop(client);
+    eventually("the upstream to hear that the client went away", || async {
+        upstream
+            .records
+            .events()
+            .contains(&Seen::Close(Some((1001, "client went away".into()))))
+    })
+    .await;
+    eventually("the upstream's side to be in TIME_WAIT", || async {
+        tcp_state(upstream.address, from_gateway) == Some(TCP_TIME_WAIT)
+    })
+    .await;
+    assert_eq!(
+        tcp_state(from_gateway, upstream.address),
+        None,
+        "the gateway's side is left over"
+    );
+}
+
 #[tokio::test]
 async fn oversized_messages_close_1009_in_both_directions() {
     let upstream = EchoUpstream::start().await;

@@ -90,7 +90,8 @@ pub(super) struct Lane {
     pub(super) control: Option<GatewayFrame>,
     pub(super) mode: Mode,
     pub(super) destination_shut: bool,
-    /// Keeps the destination open until the peer's close frame has come the other way.
+    /// Keeps the destination open: the client until its close frame has come the other way,
+    /// the upstream until it has ended its stream.
     pub(super) shutdown_held: bool,
     /// Bytes read and dropped in [`Mode::Discard`].
     pub(super) discarded: usize,

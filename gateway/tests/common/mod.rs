@@ -87,6 +87,8 @@ pub enum Seen {
 pub struct Records {
     pub requests: Mutex<Vec<SeenRequest>>,
     pub events: Mutex<Vec<Seen>>,
+    /// The address each connection came from, in the order they were accepted.
+    pub peers: Mutex<Vec<SocketAddr>>,
     /// Bytes of payload the upstream managed to send in `flood` mode.
     pub flooded: std::sync::atomic::AtomicU64,
 }
@@ -97,6 +99,9 @@ impl Records {
     }
     pub fn events(&self) -> Vec<Seen> {
         self.events.lock().unwrap().clone()
+    }
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
     }
 }
 
@@ -121,9 +126,10 @@ impl EchoUpstream {
         let shared = records.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((tcp, peer)) = listener.accept().await else {
                     return;
                 };
+                shared.peers.lock().unwrap().push(peer);
                 let records = shared.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -527,4 +533,27 @@ pub async fn next_close<S: AsyncRead + AsyncWrite + Unpin>(
             Some(Err(_)) | None => return close.expect("the stream ended without a close frame"),
         }
     }
+}
+
+/// TCP states as `/proc/net/tcp` numbers them.
+pub const TCP_TIME_WAIT: u8 = 6;
+
+/// The state of this network namespace's IPv4 TCP socket bound to `local` and connected to
+/// `remote`, if there is one.
+pub fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    let hex = |address: SocketAddr| match address {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("only IPv4 sockets are listed in /proc/net/tcp"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("reading /proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+            .then(|| u8::from_str_radix(fields[3], 16).expect("a hex TCP state"))
+    })
 }
