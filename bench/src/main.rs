@@ -56,8 +56,9 @@ enum Commands {
     },
     /// Relay bytes to an upstream and do nothing else: the least CPU any proxy can spend.
     ///
-    /// An io_uring byte relay with no WebSocket parsing, joining the stream scenarios as the
-    /// `floor` target: its CPU per message is the kernel's share of every proxy's figure.
+    /// An io_uring byte relay with no WebSocket parsing, joining the stream and storm scenarios
+    /// as the `floor` target: its CPU per message and per upgrade is the kernel's share of every
+    /// proxy's figure.
     Floor {
         #[arg(long, default_value = "127.0.0.1:18405")]
         listen: SocketAddr,
