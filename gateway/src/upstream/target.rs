@@ -196,8 +196,16 @@ impl UpstreamTarget {
         let mut refused = Vec::new();
         let mut connected = None;
         for address in candidates.iter() {
-            let failure = match tokio::time::timeout(per_address, TcpStream::connect(address)).await
-            {
+            let attempt = TcpStream::connect(address);
+            // A lone address has the whole budget, which `open` bounds already. A second timer
+            // would cost a system call per handshake: tokio wakes its own driver whenever a new
+            // timer is its earliest.
+            let outcome = if count == 1 {
+                Ok(attempt.await)
+            } else {
+                tokio::time::timeout(per_address, attempt).await
+            };
+            let failure = match outcome {
                 Ok(Ok(tcp)) => {
                     connected = Some(tcp);
                     break;
