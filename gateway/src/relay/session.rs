@@ -206,22 +206,15 @@ impl Relay {
         // The client ends the closing handshake with its close frame; a TCP end before that
         // makes browsers report an unclean close.
         self.outbound.shutdown_held = to_client.is_some();
-        if to_upstream.is_some() {
-            self.hold_the_upstreams_end();
-        }
+        // Towards the upstream the gateway is the client, and RFC 6455 (section 7.1.1) has the
+        // server end the TCP connection first, so that the server holds the TIME_WAIT: closed
+        // connections then take none of the gateway's local ports towards that upstream
+        // address, of which there are about 28,000. The linger bounds the wait for an upstream
+        // that does not. (A client's own close passes as the client made it, its end included.)
+        self.inbound.shutdown_held = to_upstream.is_some();
         self.inbound.stop();
         self.outbound.stop();
         self.start_linger();
-    }
-
-    /// After a close frame of the gateway's own, the upstream ends the TCP connection first.
-    /// Towards the upstream the gateway is the client, and RFC 6455 (section 7.1.1) has the
-    /// server close first, so that the server holds the TIME_WAIT: closed connections then
-    /// take none of the gateway's local ports towards that upstream address, of which there
-    /// are about 28,000. [`CLOSE_LINGER`] bounds the wait for an upstream that does not. (A
-    /// client's own close is passed on as the client made it, its end of stream included.)
-    fn hold_the_upstreams_end(&mut self) {
-        self.inbound.shutdown_held = true;
     }
 
     /// Gives the peers [`CLOSE_LINGER`] to finish; the heartbeat has no more to do.
