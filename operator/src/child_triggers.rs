@@ -12,7 +12,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
-use crate::content_version::{content_version, spec_version};
+use crate::content_version::{content_version, deployment_content_version, spec_version};
 use crate::context::key_of;
 use crate::status::DeploymentProgress;
 
@@ -82,11 +82,12 @@ pub fn content<K: Resource>(child: &K) -> Option<u64> {
     content_version(child.meta())
 }
 
-/// The gateway Deployment: its spec and metadata, and what the fleet's status reads of its
-/// status ([`DeploymentProgress`]).
+/// The gateway Deployment: its spec and metadata (less the revision the Deployment controller
+/// notes, see [`deployment_content_version`]), and what the fleet's status reads of its status
+/// ([`DeploymentProgress`]).
 pub fn deployment(deployment: &Deployment) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
-    content_version(&deployment.metadata)?.hash(&mut hasher);
+    deployment_content_version(&deployment.metadata)?.hash(&mut hasher);
     DeploymentProgress::of(deployment).hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -172,6 +173,34 @@ pub(crate) mod tests {
         assert_eq!(
             woken(ChildTriggers::new(super::deployment), events),
             ["1", "3", "4", "6", "7", "8"]
+        );
+    }
+
+    #[test]
+    fn the_deployment_controllers_revision_wakes_nothing_its_observation_does() {
+        // A new Deployment as the operator applied it: not observed yet.
+        let mut applied = deployment(1, 1, 0);
+        applied.status = None;
+        // The Deployment controller made the ReplicaSet and noted its revision, through a
+        // status update that has not observed the generation yet.
+        let mut revised = applied.clone();
+        revised.metadata.resource_version = Some("2".to_owned());
+        let revision = (
+            "deployment.kubernetes.io/revision".to_owned(),
+            "1".to_owned(),
+        );
+        revised.metadata.annotations = Some([revision.clone()].into());
+        revised.status = Some(DeploymentStatus::default());
+        let mut observed = deployment(3, 1, 0);
+        observed.metadata.annotations = revised.metadata.annotations.clone();
+        // Anyone else's annotation is a change a reconcile may have to undo.
+        let mut annotated = deployment(4, 1, 0);
+        let other = ("team".to_owned(), "a".to_owned());
+        annotated.metadata.annotations = Some([revision, other].into());
+        let events = [applied, revised, observed, annotated].map(Event::Apply);
+        assert_eq!(
+            woken(ChildTriggers::new(super::deployment), events.into()),
+            ["1", "3", "4"]
         );
     }
 

@@ -183,7 +183,7 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         scope.children(Verified::default(), ChildTriggers::every_event());
     // A rollout updates the Deployment's status at every step; its spec is what is compared.
     let (deployments, deployment_changes) = scope.children(
-        Verified::by_content(),
+        Verified::by_deployment_content(),
         ChildTriggers::new(child_triggers::deployment),
     );
     let (services, service_changes) =
@@ -374,7 +374,7 @@ mod tests {
         let cache = Cache {
             store,
             unseen,
-            verified: Verified::by_content(),
+            verified: Verified::by_deployment_content(),
         };
         let events = futures::stream::iter(events.into_iter().map(|d| Ok(Event::Apply(d))));
         let triggers = ChildTriggers::new(crate::child_triggers::deployment);

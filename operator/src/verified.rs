@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
-use crate::content_version::content_version;
+use crate::content_version::{content_version, deployment_content_version};
 use crate::context::key_of;
 use crate::crd::WebSocketService;
 
@@ -74,6 +74,12 @@ impl Verified {
     /// rollout) do not make them look changed.
     pub fn by_content() -> Self {
         Self::by(|meta| content_version(meta).map(ChildVersion::Content))
+    }
+
+    /// [`Verified::by_content`] for Deployments, whose revision annotation moves with rollouts
+    /// without changing anything the operator applied ([`deployment_content_version`]).
+    pub fn by_deployment_content() -> Self {
+        Self::by(|meta| deployment_content_version(meta).map(ChildVersion::Content))
     }
 
     fn by(version: fn(&ObjectMeta) -> Option<ChildVersion>) -> Self {
@@ -192,7 +198,7 @@ mod tests {
 
     #[test]
     fn by_content_a_status_update_keeps_the_record_and_a_spec_or_metadata_change_drops_it() {
-        let verified = Verified::by_content();
+        let verified = Verified::by_deployment_content();
         let deployment = |version: &str, generation: i64| Deployment {
             metadata: ObjectMeta {
                 name: Some("chat-gateway".to_owned()),
@@ -211,6 +217,16 @@ mod tests {
             ..DeploymentStatus::default()
         });
         assert!(verified.holds(&fleet(), &rolled_out));
+        let mut revised = deployment("9", 1);
+        let revision = (
+            "deployment.kubernetes.io/revision".to_owned(),
+            "1".to_owned(),
+        );
+        revised.metadata.annotations = Some([revision].into());
+        assert!(
+            verified.holds(&fleet(), &revised),
+            "the Deployment controller's revision"
+        );
         assert!(
             !verified.holds(&fleet(), &deployment("7", 2)),
             "spec changed"
