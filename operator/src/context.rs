@@ -1,4 +1,4 @@
-//! What every reconcile shares: the client, the caches, the Event recorder, the metrics, and the
+//! What every reconcile shares: the client, the caches, the Event recorders, the metrics, and the
 //! count of each object's consecutive failures.
 
 use std::collections::HashMap;
@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource};
 
+use crate::event_recorders::EventRecorders;
 use crate::metrics::Metrics;
 use crate::stores::Stores;
 use crate::x509::KeySource;
@@ -17,7 +18,7 @@ use crate::x509::KeySource;
 pub struct Context {
     pub client: Client,
     pub stores: Stores,
-    pub recorder: Recorder,
+    pub recorders: EventRecorders,
     pub metrics: Arc<Metrics>,
     /// Gateway image for specs that name none.
     pub default_image: String,
@@ -32,14 +33,14 @@ impl Context {
     pub fn new(
         client: Client,
         stores: Stores,
-        recorder: Recorder,
+        recorders: EventRecorders,
         metrics: Arc<Metrics>,
         default_image: String,
     ) -> Self {
         Self {
             client,
             stores,
-            recorder,
+            recorders,
             metrics,
             default_image,
             keys: crate::x509::generate_key,
@@ -86,7 +87,9 @@ impl Context {
             action: "Reconcile".to_owned(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        let regarding = object.object_ref(&());
+        let recorder = self.recorders.of(&regarding);
+        if let Err(err) = recorder.publish(&event, &regarding).await {
             tracing::warn!(error = %err, reason, "publishing an event");
         }
     }

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod error;
+pub mod event_recorders;
 pub mod fence;
 pub mod http;
 pub mod idle_timeout;

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::Client;
 use kube::client::ClientBuilder;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use tokio::sync::watch;
 use wsfleet_operator::context::Context;
+use wsfleet_operator::event_recorders::EventRecorders;
 use wsfleet_operator::fence::{Fence, FenceLayer};
 use wsfleet_operator::lease::{LeaderLease, LeaseSettings};
 use wsfleet_operator::metrics::Metrics;
@@ -156,9 +157,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let ctx = Arc::new(Context::new(
             client.clone(),
             stores,
-            Recorder::new(
-                client.clone(),
-                Reporter {
+            EventRecorders::new(
+                &client,
+                &Reporter {
                     controller: FIELD_MANAGER.to_owned(),
                     instance: Some(identity.clone()),
                 },

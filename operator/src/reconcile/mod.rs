@@ -131,12 +131,13 @@ pub(crate) mod fixtures {
 
     use kube::Client;
     use kube::Resource;
-    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::events::Reporter;
     use kube::runtime::reflector::{self, Store};
     use kube::runtime::watcher::Event;
     use serde_json::Value;
 
     use crate::context::Context;
+    use crate::event_recorders::EventRecorders;
     use crate::metrics::Metrics;
     use crate::names::FIELD_MANAGER;
     use crate::stores::{AddOnChildren, Cache, Stores, Unwatched};
@@ -207,7 +208,7 @@ pub(crate) mod fixtures {
         Context::new(
             client.clone(),
             stores,
-            Recorder::new(client, reporter),
+            EventRecorders::new(&client, &reporter),
             Arc::new(Metrics::default()),
             "wsfleet/gateway:test".to_owned(),
         )

@@ -183,6 +183,38 @@ fn backend() -> Value {
 const NS: &str = "/namespaces/team-a";
 
 #[tokio::test]
+async fn each_objects_repeated_event_counts_on_its_first_across_many_objects() {
+    let wss = example("minimal.yaml");
+    let apiserver = Apiserver::answering(&wss, |_| None);
+    let ctx = context_with(apiserver.client.clone(), stores_holding(&[]));
+    let named = |n: usize| {
+        let mut wss = wss.clone();
+        wss.metadata.name = Some(format!("chat-{n}"));
+        wss
+    };
+    for _round in 0..2 {
+        for n in 0..100 {
+            let note = "the upstream refused".to_owned();
+            ctx.publish(&named(n), EventType::Warning, "UpstreamRefused", note)
+                .await;
+        }
+    }
+    let methods: Vec<String> = apiserver
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|sent| sent.method.clone())
+        .collect();
+    assert_eq!(methods.len(), 200);
+    assert!(methods[..100].iter().all(|m| m == "POST"), "{methods:?}");
+    assert!(
+        methods[100..].iter().all(|m| m == "PATCH"),
+        "every repeat is a count on its object's first Event: {methods:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_new_fleet_gets_every_child_then_its_status() {
     let run = reconcile_once(example("minimal.yaml"), &[backend()], |_| None).await;
     assert_eq!(
