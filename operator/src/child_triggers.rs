@@ -109,6 +109,7 @@ pub(crate) mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
+    use crate::content_version::DEPLOYMENT_REVISION;
 
     fn meta(version: u32, generation: Option<i64>) -> ObjectMeta {
         ObjectMeta {
@@ -185,10 +186,7 @@ pub(crate) mod tests {
         // status update that has not observed the generation yet.
         let mut revised = applied.clone();
         revised.metadata.resource_version = Some("2".to_owned());
-        let revision = (
-            "deployment.kubernetes.io/revision".to_owned(),
-            "1".to_owned(),
-        );
+        let revision = (DEPLOYMENT_REVISION.to_owned(), "1".to_owned());
         revised.metadata.annotations = Some([revision.clone()].into());
         revised.status = Some(DeploymentStatus::default());
         let mut observed = deployment(3, 1, 0);

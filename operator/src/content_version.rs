@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 /// The annotation the Deployment controller sets, through a status update, on each rollout.
-const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
+pub(crate) const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// A hash of the uid, the generation (the spec) and the metadata a user or another controller
 /// may change; `None` for an object without a generation.

@@ -144,6 +144,7 @@ mod tests {
 
     use super::*;
     use crate::build::fixtures::example;
+    use crate::content_version::DEPLOYMENT_REVISION;
 
     fn config_map(version: &str) -> ConfigMap {
         ConfigMap {
@@ -218,10 +219,7 @@ mod tests {
         });
         assert!(verified.holds(&fleet(), &rolled_out));
         let mut revised = deployment("9", 1);
-        let revision = (
-            "deployment.kubernetes.io/revision".to_owned(),
-            "1".to_owned(),
-        );
+        let revision = (DEPLOYMENT_REVISION.to_owned(), "1".to_owned());
         revised.metadata.annotations = Some([revision].into());
         assert!(
             verified.holds(&fleet(), &revised),
