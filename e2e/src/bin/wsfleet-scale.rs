@@ -1,9 +1,10 @@
 //! The scale run (not part of the test command): N WebSocketServices (default 1,000) in one
 //! namespace, one operator. Reports the time until every child exists and until every
 //! object is Ready, the time from each object's appearance to its last child's (p50, p99),
-//! the apiserver writes per object (from apiserver_request_total), the writes during a quiet
-//! interval afterwards, and the operator's CPU time and peak resident memory. With
-//! `--real-node` the gateways are real pods on a real node (see `wsfleet_scale/real_node.rs`).
+//! the apiserver writes per object (from apiserver_request_total), the writes and the operator's
+//! CPU time during a quiet interval afterwards, its CPU time while converging and its peak
+//! resident memory. With `--real-node` the gateways are real pods on a real node (see
+//! `wsfleet_scale/real_node.rs`).
 //!
 //! `cargo run --release -p wsfleet-e2e --bin wsfleet-scale -- [--real-node] [COUNT]` (`--help`)
 
@@ -226,6 +227,7 @@ fn main() -> Result<()> {
     let latencies = children_latencies(&objects_seen, &children_seen);
     std::thread::sleep(QUIET_INTERVAL);
     let quiet = write_counts(&admin)?;
+    let cpu_idle = cpu_time(operator.pid())?.saturating_sub(cpu_before + cpu_converging);
     let peak_rss = peak_rss_kib(operator.pid())?;
     let events = events_by_source(&kubectl)?;
 
@@ -241,7 +243,7 @@ fn main() -> Result<()> {
     }
     let operator_total = operator_writes(&converging);
     println!(
-        "\nobjects: {count_wanted}\ntime to create them (kubectl create): {created:.1?}\nevery child exists: {all_children:.1?}\nevery object Ready: {all_ready:.1?}\noperator writes (children and status): {operator_total} = {:.2} per object\nobject to its last child ({} objects timed): p50 {:.2} s, p99 {:.2} s\noperator CPU while converging: {cpu_converging:.2?} = {:.2} ms per object\noperator reconciles while converging: {reconciles} = {:.2} per object\nall writes during {QUIET_INTERVAL:?} idle afterwards: {:?}\noperator peak RSS: {:.1} MiB",
+        "\nobjects: {count_wanted}\ntime to create them (kubectl create): {created:.1?}\nevery child exists: {all_children:.1?}\nevery object Ready: {all_ready:.1?}\noperator writes (children and status): {operator_total} = {:.2} per object\nobject to its last child ({} objects timed): p50 {:.2} s, p99 {:.2} s\noperator CPU while converging: {cpu_converging:.2?} = {:.2} ms per object\noperator reconciles while converging: {reconciles} = {:.2} per object\nall writes during {QUIET_INTERVAL:?} idle afterwards: {:?}\noperator CPU during that idle interval: {cpu_idle:.2?}\noperator peak RSS: {:.1} MiB",
         operator_total as f64 / count_wanted as f64,
         latencies.len(),
         percentile(&latencies, 0.50),
