@@ -1,5 +1,6 @@
 //! `wsfleet-gateway`: runs the gateway, or checks a config with `--check`.
 
+use std::io::IsTerminal;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ struct Cli {
     /// Gateway config file (YAML).
     #[arg(long, value_name = "PATH")]
     config: PathBuf,
-    /// Log line format.
+    /// Log line format, on stderr; text is coloured only on a terminal.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Validate the config and exit: 0 when valid, 1 with the offending field otherwise.
@@ -106,6 +107,8 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal: a pod's log, or a file, would keep the escapes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -1,5 +1,5 @@
-//! `--worker-threads`: the size of the runtime's thread pool, and the single-thread runtime
-//! that keeps every connection on the main thread.
+//! The process: `--worker-threads` (the size of the runtime's thread pool, and the
+//! single-thread runtime that keeps every connection on the main thread), and its text log.
 
 mod common;
 
@@ -64,4 +64,21 @@ fn zero_threads_is_refused() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--worker-threads"), "{stderr}");
+}
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_escapes() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wsfleet-gateway"))
+        .args([
+            "--config",
+            "/nonexistent/gateway.yaml",
+            "--log-format",
+            "text",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid config"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
