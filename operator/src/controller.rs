@@ -68,6 +68,7 @@ pub async fn run(
     );
     let secret_references = references.clone();
     let outcomes = ctx.clone();
+    let observation_stopped = ctx.stores.observation_hold.stopped();
     // KEDA's ScaledObjects and cert-manager's Certificates are watched only where their CRDs
     // are served: a watch of a resource that does not exist would fail for good. A cluster that
     // gains them later needs an operator restart for the watch; meanwhile the fleets that use
@@ -102,6 +103,8 @@ pub async fn run(
         .watches_stream(watches.service_names, move |service| {
             named_by(&references, Kind::Service, &service)
         })
+        // Fleets whose status waited for a Deployment controller that has stopped working.
+        .reconcile_on(observation_stopped)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|outcome| {

@@ -20,6 +20,7 @@ pub mod lean;
 pub mod lease;
 pub mod metrics;
 pub mod names;
+pub mod observation_hold;
 pub mod plan;
 pub mod quantity;
 pub mod reconcile;

@@ -8,11 +8,11 @@ use crate::conditions::{self, CERTIFICATE_READY, DEGRADED, Observed, PROGRESSING
 use crate::crd::{TlsStatus, WebSocketServiceStatus};
 use crate::error::InvalidSpec;
 use crate::names::{ChildNames, FIELD_MANAGER};
+use crate::observation_hold::OBSERVATION_GRACE;
 
-/// How long a Deployment the operator just changed may wait for the Deployment controller to
-/// observe it before the status is written anyway (a controller manager that is down must not
-/// keep the status from being written).
-const OBSERVATION_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest a status waits for the Deployment controller while it works through a backlog:
+/// a Deployment's default progress deadline.
+const LONGEST_OBSERVATION_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Something that keeps the fleet from working as specified; surfaces as Degraded and an Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,13 +129,16 @@ pub fn reconciled_status(
     }
 }
 
-/// How much longer to hold the status back for `deployment`: `Some` while the operator changed
-/// it less than [`OBSERVATION_GRACE`] ago and the Deployment controller has not observed that
-/// change yet. Its status is about to change, and the reconcile that change triggers writes
-/// the fleet's status instead of this one superseding it a moment later.
+/// How much longer to hold the status back for `deployment`: `Some` while the Deployment
+/// controller has not observed the operator's latest change of it, made less than
+/// [`OBSERVATION_GRACE`] ago, or less than [`LONGEST_OBSERVATION_WAIT`] ago when the controller
+/// is `working` through other Deployments (see [`crate::observation_hold`]). Its status is about
+/// to change, and the reconcile that change triggers writes the fleet's status instead of this
+/// one superseding it a moment later.
 pub fn awaiting_deployment_controller(
     deployment: &Deployment,
     now: Timestamp,
+    working: bool,
 ) -> Option<std::time::Duration> {
     let observed = deployment
         .status
@@ -154,9 +157,12 @@ pub fn awaiting_deployment_controller(
         .map(|time| time.0)
         .max()?;
     let since = now.duration_since(applied).unsigned_abs();
-    OBSERVATION_GRACE
-        .checked_sub(since)
-        .filter(|left| !left.is_zero())
+    let wait = if working {
+        LONGEST_OBSERVATION_WAIT
+    } else {
+        OBSERVATION_GRACE
+    };
+    wait.checked_sub(since).filter(|left| !left.is_zero())
 }
 
 /// The status for an object whose spec cannot be acted on; what was observed before is kept.
@@ -406,21 +412,44 @@ mod tests {
         unobserved.status.as_mut().unwrap().observed_generation = Some(1);
 
         applied_at(&mut unobserved, "2026-11-25T09:59:57Z", FIELD_MANAGER);
+        for working in [false, true] {
+            assert!(awaiting_deployment_controller(&unobserved, now, working).is_some());
+        }
         assert_eq!(
-            awaiting_deployment_controller(&unobserved, now),
+            awaiting_deployment_controller(&unobserved, now, false),
             Some(std::time::Duration::from_secs(7))
         );
-        // Past the grace: a controller manager that is down does not hold the status back.
+        // Past the grace: a controller manager that is down does not hold the status back; one
+        // that works through a backlog does, up to a Deployment's progress deadline.
         applied_at(&mut unobserved, "2026-11-25T09:59:40Z", FIELD_MANAGER);
-        assert_eq!(awaiting_deployment_controller(&unobserved, now), None);
+        assert_eq!(
+            awaiting_deployment_controller(&unobserved, now, false),
+            None
+        );
+        assert_eq!(
+            awaiting_deployment_controller(&unobserved, now, true),
+            Some(std::time::Duration::from_secs(580))
+        );
+        applied_at(&mut unobserved, "2026-11-25T09:50:00Z", FIELD_MANAGER);
+        assert_eq!(awaiting_deployment_controller(&unobserved, now, true), None);
         // Changed by someone else: nothing of the operator's to wait for.
         applied_at(&mut unobserved, "2026-11-25T09:59:57Z", "kubectl-edit");
-        assert_eq!(awaiting_deployment_controller(&unobserved, now), None);
+        for working in [false, true] {
+            assert_eq!(
+                awaiting_deployment_controller(&unobserved, now, working),
+                None
+            );
+        }
 
         let mut observed = unobserved.clone();
         applied_at(&mut observed, "2026-11-25T09:59:57Z", FIELD_MANAGER);
         observed.status.as_mut().unwrap().observed_generation = Some(2);
-        assert_eq!(awaiting_deployment_controller(&observed, now), None);
+        for working in [false, true] {
+            assert_eq!(
+                awaiting_deployment_controller(&observed, now, working),
+                None
+            );
+        }
     }
 
     #[test]

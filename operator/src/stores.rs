@@ -29,6 +29,7 @@ use crate::child_triggers::{self, ChildTriggers};
 use crate::error::Error;
 use crate::lean::{self, Lean};
 use crate::names::FIELD_MANAGER;
+use crate::observation_hold::ObservationHold;
 use crate::unseen_writes::UnseenWrites;
 use crate::verified::Verified;
 
@@ -47,6 +48,9 @@ pub struct Stores {
     pub certificates: AddOnChildren<CertManagerCertificate>,
     /// Every Service in scope by metadata only: an upstream Service need only exist.
     pub service_names: Store<PartialObjectMeta<Service>>,
+    /// The fleets whose status waits for the Deployment controller; the Deployment watch tells
+    /// it whether the controller works.
+    pub observation_hold: ObservationHold,
 }
 
 /// One child kind's cache: what its watch delivered, the operator's own applies the watch has
@@ -186,6 +190,14 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         Verified::by_deployment_content(),
         ChildTriggers::new(child_triggers::deployment),
     );
+    // Every observation of a Deployment changes its progress, so it wakes its fleet and passes.
+    let observation_hold = ObservationHold::default();
+    let deployment_changes = {
+        let hold = observation_hold.clone();
+        deployment_changes
+            .inspect_ok(move |deployment| hold.saw(deployment))
+            .boxed()
+    };
     let (services, service_changes) =
         scope.children(Verified::default(), ChildTriggers::every_event());
     let (autoscalers, autoscaler_changes) = scope.children(
@@ -230,6 +242,7 @@ pub fn watch(client: &Client, namespace: Option<&str>, served: Served) -> (Store
         scaled_objects,
         certificates,
         service_names,
+        observation_hold,
     };
     let watches = Watches {
         config_maps: config_map_changes,

@@ -140,6 +140,7 @@ pub(crate) mod fixtures {
     use crate::event_recorders::EventRecorders;
     use crate::metrics::Metrics;
     use crate::names::FIELD_MANAGER;
+    use crate::observation_hold::ObservationHold;
     use crate::stores::{AddOnChildren, Cache, Stores, Unwatched};
     use crate::unseen_writes::UnseenWrites;
     use crate::verified::Verified;
@@ -187,6 +188,7 @@ pub(crate) mod fixtures {
             scaled_objects: AddOnChildren::Cached(cache(objects)),
             certificates: AddOnChildren::Cached(cache(objects)),
             service_names: filled(objects),
+            observation_hold: ObservationHold::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -53,12 +54,20 @@ pub async fn report(
     if problems.iter().any(|p| RECHECKED.contains(&p.reason)) {
         requeue = requeue.min(RECHECK);
     }
+    let hold = &ctx.stores.observation_hold;
+    let fleet = ObjectRef::new(&wss.name_any()).within(&plan.names.namespace);
+    let working = hold.controller_working();
     if problems.is_empty()
-        && let Some(wait) = awaiting_deployment_controller(deployment, now)
+        && let Some(wait) = awaiting_deployment_controller(deployment, now, working)
     {
-        // The Deployment's status update wakes this object again; this is only the fallback.
+        // The Deployment's status update wakes this object again; the requeue is only the
+        // fallback. Held past the grace, it is also woken when the controller stops working.
+        if working {
+            hold.hold(fleet);
+        }
         return Ok(Action::requeue(wait.min(requeue)));
     }
+    hold.release(&fleet);
     let previous = wss.status.clone().unwrap_or_default();
     announce_problems(wss, ctx, &previous, &problems).await;
     let observation = Observation {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
@@ -12,6 +13,8 @@ use super::fixtures::{context_with, stores_holding, stores_without_add_ons};
 use super::*;
 use crate::build::fixtures::{example, owner};
 use crate::context::Context;
+use crate::names::FIELD_MANAGER;
+use crate::stores::Stores;
 
 #[test]
 fn retries_back_off_exponentially_up_to_a_cap() {
@@ -315,6 +318,76 @@ async fn first_reconcile_with_shared_caches() -> (WebSocketService, Apiserver, A
     ));
     let first = apiserver.reconcile(wss.clone(), &ctx).await;
     (wss, apiserver, ctx, first)
+}
+
+/// The apiserver's answer to the operator's apply of a Deployment: a generation the Deployment
+/// controller has yet to observe, applied by the operator just now.
+fn unobserved_deployment(sent: &Sent) -> Option<(u16, Value)> {
+    if sent.method != "PATCH" || !sent.path.contains("/deployments/") {
+        return None;
+    }
+    let mut deployment = sent.body.clone();
+    deployment["metadata"]["generation"] = json!(1);
+    deployment["metadata"]["managedFields"] = json!([{
+        "manager": FIELD_MANAGER, "operation": "Apply",
+        "time": Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }]);
+    Some((200, deployment))
+}
+
+#[tokio::test]
+async fn a_status_waits_past_the_grace_only_for_a_deployment_controller_at_work() {
+    let wss = example("minimal.yaml");
+    let fleet = ObjectRef::new("chat").within("team-a");
+    let apiserver = Apiserver::answering(&wss, unobserved_deployment);
+    let ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        stores_holding(&[backend()]),
+    ));
+    let hold = ctx.stores.observation_hold.clone();
+
+    // A controller not seen working: the status waits out the grace, on the requeue alone.
+    let idle = apiserver.reconcile(wss.clone(), &ctx).await;
+    assert!(idle.result.is_ok(), "{:?}", idle.result);
+    assert_eq!(idle.writes().len(), 4, "children only: {:?}", idle.writes());
+    assert!(!hold.holds(&fleet));
+
+    // One that observed another fleet's Deployment just now: held until it stops.
+    let mut other = idle.body("/deployments/chat-gateway").clone();
+    other["metadata"]["generation"] = json!(1);
+    other["status"] = json!({"observedGeneration": 1});
+    hold.saw(&serde_json::from_value(other).unwrap());
+    let working = apiserver.reconcile(wss.clone(), &ctx).await;
+    assert!(working.result.is_ok(), "{:?}", working.result);
+    assert_eq!(working.writes(), Vec::<String>::new());
+    assert!(hold.holds(&fleet));
+
+    // Its Deployment observed: the status is written and the fleet let go.
+    let mut cached = caches_after(&idle, Some("8"));
+    for child in &mut cached {
+        if child["kind"] == "Deployment" {
+            child["metadata"]["generation"] = json!(1);
+            child["status"] = json!({"observedGeneration": 1});
+        }
+    }
+    let observed_ctx = Arc::new(context_with(
+        apiserver.client.clone(),
+        Stores {
+            observation_hold: hold.clone(),
+            ..stores_holding(&cached)
+        },
+    ));
+    let observed = apiserver.reconcile(wss, &observed_ctx).await;
+    assert!(observed.result.is_ok(), "{:?}", observed.result);
+    assert!(
+        observed
+            .writes()
+            .iter()
+            .any(|write| write.ends_with("/status")),
+        "{:?}",
+        observed.writes()
+    );
+    assert!(!hold.holds(&fleet));
 }
 
 #[tokio::test]
