@@ -197,7 +197,7 @@ pub(super) fn start_controllers(
             .arg("--horizontal-pod-autoscaler-sync-period=5s"),
     };
     processes.push(ManagedProcess::spawn(
-        "kube-controller-manager",
+        CONTROLLER_MANAGER,
         controller_manager,
         &dir.join("kube-controller-manager.log"),
     )?);

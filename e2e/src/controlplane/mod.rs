@@ -98,6 +98,7 @@ impl Recipe {
 
 const ETCD: &str = "etcd";
 const APISERVER: &str = "kube-apiserver";
+const CONTROLLER_MANAGER: &str = "kube-controller-manager";
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
 
@@ -192,16 +193,28 @@ impl ControlPlane {
 
     /// SIGSTOP to etcd: it keeps its sockets but answers nothing, as in a stalled disk or VM.
     pub fn pause_etcd(&self) -> Result<()> {
-        self.with_process(ETCD, |process, _| {
-            process.signal(Signal::SIGSTOP);
-            Ok(())
-        })
+        self.signal(ETCD, Signal::SIGSTOP)
     }
 
     /// SIGCONT after [`ControlPlane::pause_etcd`].
     pub fn resume_etcd(&self) -> Result<()> {
-        self.with_process(ETCD, |process, _| {
-            process.signal(Signal::SIGCONT);
+        self.signal(ETCD, Signal::SIGCONT)
+    }
+
+    /// SIGSTOP to kube-controller-manager: no Deployment is observed, and no pod made, until
+    /// [`ControlPlane::resume_controller_manager`].
+    pub fn pause_controller_manager(&self) -> Result<()> {
+        self.signal(CONTROLLER_MANAGER, Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`ControlPlane::pause_controller_manager`].
+    pub fn resume_controller_manager(&self) -> Result<()> {
+        self.signal(CONTROLLER_MANAGER, Signal::SIGCONT)
+    }
+
+    fn signal(&self, name: &str, signal: Signal) -> Result<()> {
+        self.with_process(name, |process, _| {
+            process.signal(signal);
             Ok(())
         })
     }
