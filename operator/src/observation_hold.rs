@@ -99,10 +99,7 @@ impl ObservationHold {
             loop {
                 tokio::time::sleep(STOP_CHECK).await;
                 if !hold.controller_working() {
-                    let released: Vec<Fleet> =
-                        std::mem::take(&mut *hold.inner.held.lock().expect("hold lock"))
-                            .into_iter()
-                            .collect();
+                    let released = std::mem::take(&mut *hold.inner.held.lock().expect("hold lock"));
                     if !released.is_empty() {
                         return Some((released, hold));
                     }
